@@ -1,0 +1,86 @@
+# candlecast: every set-up step lives here, so a fresh Debian 12 machine needs only `make demo` / `make test`.
+# Targets are idempotent: a second run finds everything in place and changes nothing.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VENV_DBT := .venv-dbt
+PY := $(VENV)/bin/python
+DBT := $(CURDIR)/$(VENV_DBT)/bin/dbt
+LOCAL := $(CURDIR)/.local
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PIP_FLAGS := --disable-pip-version-check --quiet
+
+# Local defaults for every component; any of them can be overridden from the environment.
+export CANDLECAST_LOCAL_DIR ?= $(LOCAL)
+export DBT_PROFILES_DIR := $(CURDIR)
+export DBT_SEND_ANONYMOUS_USAGE_STATS := False
+# Runs a command with the connection env vars, taking the local server's generated file as the default.
+RUN := $(PY) -m candlecast.withenv
+
+.PHONY: help deps system-deps venvs db-start db-stop db-status demo test test-unit lint bench \
+        dbt-parse dbt-build docs docs-serve airflow airflow-stop clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# --- set-up -------------------------------------------------------------------------------------
+
+deps: system-deps venvs  ## install what is missing: mariadb-server and both virtualenvs
+
+system-deps:
+	@if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then \
+	  echo "installing Debian's mariadb-server"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null; \
+	fi
+
+venvs: $(VENV)/.installed $(VENV_DBT)/.installed
+
+$(VENV)/.installed: requirements/project.lock requirements/project.txt pyproject.toml
+	@echo "setting up $(VENV) (Airflow, Cosmos, LightGBM, ...)"
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install $(PIP_FLAGS) -c requirements/project.lock -r requirements/project.txt
+	@$(PY) -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e . 2>/dev/null \
+	  || $(PY) -m pip install $(PIP_FLAGS) --no-deps -e .
+	@touch $@
+
+$(VENV_DBT)/.installed: requirements/dbt.lock requirements/dbt.txt
+	@echo "setting up $(VENV_DBT) (dbt-core 1.7 + dbt-mysql 1.7.0)"
+	@[ -x $(VENV_DBT)/bin/python ] || $(PYTHON) -m venv $(VENV_DBT)
+	@$(VENV_DBT)/bin/python -m pip install $(PIP_FLAGS) -c requirements/dbt.lock -r requirements/dbt.txt
+	@touch $@
+
+# --- the project's MariaDB ----------------------------------------------------------------------
+
+db-start: deps  ## start the project's MariaDB (127.0.0.1:$CANDLECAST_DB_PORT, default 3407)
+	@$(PY) -m candlecast.mariadb start
+
+db-stop:  ## stop the project's MariaDB
+	@$(PY) -m candlecast.mariadb stop
+
+db-status:  ## is the project's MariaDB running?
+	@$(PY) -m candlecast.mariadb status
+
+# --- the two commands ---------------------------------------------------------------------------
+
+demo: db-start  ## run the whole offline pipeline on the bundled real data and say where the results are
+	@$(RUN) $(PY) -m candlecast.demo
+
+test: deps  ## the whole test suite (starts its own MariaDB on port 3408 under .local/test)
+	@$(PY) -m pytest
+
+test-unit: deps  ## fast tests only
+	@$(PY) -m pytest -m "not integration"
+
+lint: deps
+	@$(VENV)/bin/ruff check .
+
+bench: db-start  ## every benchmark; prints figure and target
+	@for b in bench/bench_*.py; do echo "== $$b"; $(RUN) $(PY) $$b; done
+
+clean:  ## remove caches (keeps .local data; `make db-stop && rm -rf .local` for a clean slate)
+	rm -rf .pytest_cache .ruff_cache dbt_project/target dbt_project/logs

@@ -1,0 +1,310 @@
+"""The project's own MariaDB: Debian's ``mariadbd`` run as a plain background process.
+
+Data lives under ``$CANDLECAST_LOCAL_DIR/mariadb`` (default ``.local/mariadb``), the server listens on
+127.0.0.1 only, on ``CANDLECAST_DB_PORT`` (default 3407, so a system server on 3306 does not clash),
+and everything is utf8mb4 and UTC. ``start`` is idempotent: it initialises the data directory once,
+generates the role passwords once (into a 0600 credentials file), and re-applies databases, users
+and grants every time, so a second start changes nothing.
+
+    python -m candlecast.mariadb start|stop|status|env
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from candlecast.settings import ROLES, Schemas, credentials_file, effective_env, local_dir, read_env_file
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 3407
+
+
+class MariaDBError(RuntimeError):
+    """The local server could not be initialised, started or stopped."""
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    root: Path  # .local/mariadb
+    port: int
+    schemas: Schemas
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "mariadbd.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "mariadbd.log"
+
+    @property
+    def credentials(self) -> Path:
+        return self.root / "credentials.env"
+
+    @property
+    def socket(self) -> Path:
+        path = self.root / "mariadbd.sock"
+        # A unix socket path must fit in 108 bytes; deep CI checkouts can exceed that.
+        if len(str(path)) < 100:
+            return path
+        digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"candlecast-{digest}.sock"
+
+
+def local_server(env: Mapping[str, str] | None = None) -> LocalServer:
+    values = effective_env(env)
+    return LocalServer(
+        root=local_dir(values) / "mariadb",
+        port=int(values.get("CANDLECAST_DB_PORT", DEFAULT_PORT)),
+        schemas=Schemas(values.get("CANDLECAST_DB_SCHEMA", "candlecast")),
+    )
+
+
+def _binary(name: str) -> str:
+    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise MariaDBError(f"{name} not found: install Debian's mariadb-server (`make deps` does)")
+
+
+def running_pid(server: LocalServer) -> int | None:
+    try:
+        pid = int(server.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def _answers(server: LocalServer) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=1) as conn:
+            # A MariaDB server speaks first: a handshake (0x0a) or, before our users exist, an error packet
+            # (0xff, "host not allowed"); either way it is up and answering.
+            greeting = b""
+            while len(greeting) < 5:
+                chunk = conn.recv(5 - len(greeting))
+                if not chunk:
+                    return False
+                greeting += chunk
+            return greeting[4] in (0x0A, 0xFF)
+    except OSError:
+        return False
+
+
+def _server_args(server: LocalServer) -> list[str]:
+    args = [
+        _binary("mariadbd"),
+        "--no-defaults",
+        f"--datadir={server.datadir}",
+        f"--socket={server.socket}",
+        f"--port={server.port}",
+        "--bind-address=127.0.0.1",
+        f"--pid-file={server.pid_file}",
+        f"--log-error={server.log_file}",
+        # --no-defaults starts in latin1; the project is utf8mb4 end to end.
+        "--character-set-server=utf8mb4",
+        "--collation-server=utf8mb4_unicode_ci",
+        "--default-time-zone=+00:00",
+        "--skip-name-resolve",
+        "--local-infile=1",
+        "--innodb-buffer-pool-size=256M",
+        "--innodb-log-file-size=128M",
+        "--max-connections=200",
+    ]
+    if os.geteuid() == 0:
+        args.append("--user=root")
+    return args
+
+
+def _initialise(server: LocalServer) -> None:
+    if (server.datadir / "mysql").is_dir():
+        return
+    server.datadir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        _binary("mariadb-install-db"),
+        "--no-defaults",
+        f"--datadir={server.datadir}",
+        "--auth-root-authentication-method=socket",
+        "--skip-test-db",
+    ]
+    if os.geteuid() == 0:
+        cmd.append("--user=root")
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        shutil.rmtree(server.datadir, ignore_errors=True)
+        raise MariaDBError(f"mariadb-install-db failed in {server.datadir}: {result.stderr.strip()[-2000:]}")
+
+
+def _ensure_credentials(server: LocalServer) -> dict[str, str]:
+    existing = read_env_file(server.credentials)
+    values = dict(existing)
+    values.setdefault("CANDLECAST_DB_HOST", "127.0.0.1")
+    values["CANDLECAST_DB_PORT"] = str(server.port)
+    values.setdefault("CANDLECAST_DB_SCHEMA", server.schemas.base)
+    for role in ROLES:
+        values.setdefault(f"CANDLECAST_{role.upper()}_USER", role)
+        values.setdefault(f"CANDLECAST_{role.upper()}_PASSWORD", secrets.token_urlsafe(24))
+    if values != existing:
+        server.root.mkdir(parents=True, exist_ok=True)
+        tmp = server.credentials.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("# Generated by candlecast.mariadb on first start. Never commit. Env vars override.\n")
+            fh.writelines(f"{key}={value}\n" for key, value in sorted(values.items()))
+        os.replace(tmp, server.credentials)
+    os.chmod(server.credentials, 0o600)
+    return values
+
+
+def _quote_ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _quote_str(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def bootstrap_sql(schemas: Schemas, creds: Mapping[str, str]) -> str:
+    """Databases, users and least-privilege grants; every statement is safe to re-run."""
+
+    def user(role: str) -> str:
+        return f"{_quote_str(creds[f'CANDLECAST_{role.upper()}_USER'])}@'%'"
+
+    write = "select, insert, update, delete, create, drop, index, alter"
+    dbt_rights = write + ", create view, show view, create temporary tables, lock tables, references"
+    lines = [f"create database if not exists {_quote_ident(db)} character set utf8mb4 collate utf8mb4_unicode_ci;"
+             for db in schemas.all()]
+    for role in ROLES:
+        password = _quote_str(creds[f"CANDLECAST_{role.upper()}_PASSWORD"])
+        lines.append(f"create user if not exists {user(role)} identified by {password};")
+        lines.append(f"alter user {user(role)} identified by {password};")
+    q = _quote_ident
+    lines += [
+        f"grant all privileges on *.* to {user('admin')} with grant option;",
+        f"grant {write} on {q(schemas.raw)}.* to {user('loader')};",
+        f"grant select on {q(schemas.raw)}.* to {user('transformer')};",
+        f"grant select on {q(schemas.ml)}.* to {user('transformer')};",
+        *(f"grant {dbt_rights} on {q(db)}.* to {user('transformer')};"
+          for db in (schemas.base, schemas.staging, schemas.intermediate, schemas.marts)),
+        f"grant select on {q(schemas.marts)}.* to {user('ml')};",
+        f"grant {write} on {q(schemas.ml)}.* to {user('ml')};",
+        f"grant select, show view on {q(schemas.marts)}.* to {user('reader')};",
+        "flush privileges;",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _run_sql_as_superuser(server: LocalServer, sql: str) -> None:
+    # The OS user that initialised the datadir owns a unix_socket-authenticated account of its name.
+    import getpass
+
+    cmd = [_binary("mariadb"), "--no-defaults", f"--socket={server.socket}", "-u", getpass.getuser(), "--batch"]
+    result = subprocess.run(cmd, input=sql, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise MariaDBError(f"bootstrap SQL failed on {server.socket}: {result.stderr.strip()}")
+
+
+def start(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> LocalServer:
+    server = local_server(env)
+    creds = _ensure_credentials(server)
+    if running_pid(server) is None:
+        _initialise(server)
+        server.socket.unlink(missing_ok=True)
+        with open(server.root / "mariadbd.stdout", "ab") as out:
+            subprocess.Popen(
+                _server_args(server), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives the make/pytest process that started it
+            )
+        deadline = time.monotonic() + timeout
+        while not (_answers(server) and server.socket.exists()):
+            if time.monotonic() > deadline:
+                tail = server.log_file.read_text(errors="replace")[-2000:] if server.log_file.exists() else ""
+                raise MariaDBError(
+                    f"MariaDB on 127.0.0.1:{server.port} did not answer within {timeout:.0f}s; "
+                    f"log {server.log_file}:\n{tail}"
+                )
+            time.sleep(0.2)
+    _run_sql_as_superuser(server, bootstrap_sql(server.schemas, creds))
+    return server
+
+
+def provision(schemas: Schemas, env: Mapping[str, str] | None = None) -> None:
+    """Create another set of databases (another ``CANDLECAST_DB_SCHEMA`` base) with the same grants.
+
+    The tests give each area its own base so that one area's fixtures never clobber another's tables.
+    """
+    server = local_server(env)
+    _run_sql_as_superuser(server, bootstrap_sql(schemas, _ensure_credentials(server)))
+
+
+def stop(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> bool:
+    """Shut the server down cleanly by its pid; returns False when it was not running."""
+    server = local_server(env)
+    pid = running_pid(server)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running_pid(server) is not None:
+        if time.monotonic() > deadline:
+            raise MariaDBError(f"MariaDB pid {pid} did not stop within {timeout:.0f}s")
+        time.sleep(0.2)
+    return True
+
+
+def status(env: Mapping[str, str] | None = None) -> str:
+    server = local_server(env)
+    pid = running_pid(server)
+    if pid is None:
+        return f"stopped (data {server.datadir})"
+    state = "answering" if _answers(server) else "NOT answering"
+    return f"running pid {pid} on 127.0.0.1:{server.port}, {state} (data {server.datadir})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m candlecast.mariadb", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["start", "stop", "status", "env"])
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "start":
+            server = start()
+            print(f"MariaDB {status()}; credentials in {server.credentials}")
+        elif args.command == "stop":
+            print("MariaDB stopped" if stop() else "MariaDB was not running")
+        elif args.command == "status":
+            print(f"MariaDB {status()}")
+        else:
+            print(credentials_file())
+    except MariaDBError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

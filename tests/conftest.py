@@ -1,0 +1,60 @@
+"""Shared test set-up: a real MariaDB of the tests' own (port 3408, data under .local/test).
+
+The environment is pinned here, before any test module is imported, so a developer's exported
+production settings can never be touched by the suite.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_LOCAL_DIR = REPO_ROOT / ".local" / "test"
+
+for _key in [k for k in os.environ if k.startswith("CANDLECAST_")]:
+    del os.environ[_key]
+os.environ["CANDLECAST_LOCAL_DIR"] = str(TEST_LOCAL_DIR)
+os.environ["CANDLECAST_DB_PORT"] = os.environ.get("CANDLECAST_TEST_DB_PORT", "3408")
+os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[dict[str, str]]:
+    """Start (or reuse) the test server and export its credentials, so subprocesses (dbt) see them too."""
+    from candlecast import mariadb as local
+    from candlecast.settings import read_env_file
+
+    server = local.start()
+    creds = read_env_file(server.credentials)
+    os.environ.update(creds)
+    yield creds
+
+
+@pytest.fixture(scope="session")
+def admin_engine(mariadb: dict[str, str]):  # type: ignore[no-untyped-def]
+    from candlecast.db import engine_for
+
+    engine = engine_for("admin")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def provision_schemas(mariadb: dict[str, str]):  # type: ignore[no-untyped-def]
+    """Factory: ``provision_schemas("ct_extract")`` gives a test area databases of its own.
+
+    Returns the ``Schemas``; pass ``{"CANDLECAST_DB_SCHEMA": base}`` to subprocesses such as dbt.
+    """
+    from candlecast import mariadb as local
+    from candlecast.settings import Schemas
+
+    def _provision(base: str) -> Schemas:
+        schemas = Schemas(base)
+        local.provision(schemas)
+        return schemas
+
+    return _provision

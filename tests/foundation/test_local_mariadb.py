@@ -1,0 +1,51 @@
+"""The project's own MariaDB: idempotent start, least-privilege roles, utf8mb4 and UTC."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from candlecast import mariadb as local
+from candlecast.db import DatabaseUnavailable, check_connection, engine_for, make_engine
+from candlecast.settings import DbSettings, Schemas
+
+pytestmark = pytest.mark.integration
+
+
+def test_second_start_changes_nothing_and_keeps_passwords(mariadb: dict[str, str]) -> None:
+    server = local.start()
+    assert local.running_pid(server) is not None
+    assert server.credentials.read_text().count("PASSWORD=") == 5
+    assert {k: v for k, v in mariadb.items()} == local.read_env_file(server.credentials)
+
+
+def test_credentials_file_is_private(mariadb: dict[str, str]) -> None:
+    mode = stat.S_IMODE(local.local_server().credentials.stat().st_mode)
+    assert mode == 0o600
+
+
+def test_server_is_utf8mb4_and_utc(admin_engine) -> None:  # type: ignore[no-untyped-def]
+    with admin_engine.connect() as conn:
+        charset, tz = conn.execute(text("select @@character_set_server, @@global.time_zone")).one()
+    assert charset == "utf8mb4"
+    assert tz == "+00:00"
+
+
+def test_reader_cannot_write_or_see_raw(mariadb: dict[str, str]) -> None:
+    schemas = Schemas()
+    engine = engine_for("reader")
+    with engine.connect() as conn:
+        with pytest.raises((OperationalError, ProgrammingError)):
+            conn.execute(text(f"create table {schemas.marts}.reader_was_here (x int)"))
+        with pytest.raises((OperationalError, ProgrammingError)):
+            conn.execute(text(f"select 1 from {schemas.raw}.candles limit 1"))
+    engine.dispose()
+
+
+def test_unreachable_database_names_the_server() -> None:
+    settings = DbSettings(host="127.0.0.1", port=1, user="loader", password="x", schemas=Schemas(), connect_timeout=2)
+    with pytest.raises(DatabaseUnavailable, match=r"loader@127\.0\.0\.1:1"):
+        check_connection(make_engine(settings), "extract")
