@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from candlecast.settings import DbSettings, Role, db_settings
 
@@ -14,7 +15,7 @@ class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached or refused the connection."""
 
 
-def make_engine(settings: DbSettings, database: str | None = None, **kwargs: object) -> "Engine":
+def make_engine(settings: DbSettings, database: str | None = None, **kwargs: object) -> Engine:
     from sqlalchemy import create_engine
 
     connect_args: dict[str, object] = {
@@ -31,11 +32,11 @@ def make_engine(settings: DbSettings, database: str | None = None, **kwargs: obj
     )
 
 
-def engine_for(role: Role, env: Mapping[str, str] | None = None, **kwargs: object) -> "Engine":
+def engine_for(role: Role, env: Mapping[str, str] | None = None, **kwargs: object) -> Engine:
     return make_engine(db_settings(role, env), **kwargs)
 
 
-def check_connection(engine: "Engine", what: str) -> None:
+def check_connection(engine: Engine, what: str) -> None:
     """Fail fast with a message naming the server, instead of a driver traceback deep inside."""
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError

@@ -23,9 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from candlecast.settings import ROLES, Schemas, credentials_file, effective_env, local_dir, read_env_file
 
@@ -235,19 +235,24 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> LocalS
     if running_pid(server) is None:
         _initialise(server)
         server.socket.unlink(missing_ok=True)
+        log_size = server.log_file.stat().st_size if server.log_file.exists() else 0
         with open(server.root / "mariadbd.stdout", "ab") as out:
-            subprocess.Popen(
+            proc = subprocess.Popen(
                 _server_args(server), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # outlives the make/pytest process that started it
             )
         deadline = time.monotonic() + timeout
-        while not (_answers(server) and server.socket.exists()):
-            if time.monotonic() > deadline:
-                tail = server.log_file.read_text(errors="replace")[-2000:] if server.log_file.exists() else ""
-                raise MariaDBError(
-                    f"MariaDB on 127.0.0.1:{server.port} did not answer within {timeout:.0f}s; "
-                    f"log {server.log_file}:\n{tail}"
-                )
+        # The socket is ours alone; the TCP port could be answered by some other server.
+        while not (server.socket.exists() and _answers(server)):
+            problem = None
+            if proc.poll() is not None:
+                problem = f"mariadbd exited with code {proc.returncode}"
+            elif time.monotonic() > deadline:
+                problem = f"MariaDB on 127.0.0.1:{server.port} did not answer within {timeout:.0f}s"
+            if problem:
+                tail = server.log_file.read_bytes()[log_size:].decode(errors="replace")[-1500:] \
+                    if server.log_file.exists() else ""
+                raise MariaDBError(f"{problem}; log {server.log_file}:\n{tail}")
             time.sleep(0.2)
     _run_sql_as_superuser(server, bootstrap_sql(server.schemas, creds))
     return server

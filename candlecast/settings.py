@@ -9,9 +9,10 @@ variables at another MariaDB or MySQL needs no code change.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 Role = Literal["admin", "loader", "transformer", "ml", "reader"]
 ROLES: tuple[Role, ...] = ("admin", "loader", "transformer", "ml", "reader")

@@ -49,3 +49,24 @@ def test_unreachable_database_names_the_server() -> None:
     settings = DbSettings(host="127.0.0.1", port=1, user="loader", password="x", schemas=Schemas(), connect_timeout=2)
     with pytest.raises(DatabaseUnavailable, match=r"loader@127\.0\.0\.1:1"):
         check_connection(make_engine(settings), "extract")
+
+
+def test_private_server_starts_stops_cleanly_and_refuses_a_taken_port(
+    tmp_path, mariadb: dict[str, str]  # type: ignore[no-untyped-def]
+) -> None:
+    env = {"CANDLECAST_LOCAL_DIR": str(tmp_path / "own"), "CANDLECAST_DB_PORT": "3419"}
+    server = local.start(env=env)
+    try:
+        assert "running" in local.status(env=env)
+        engine = engine_for("loader", env=env)
+        check_connection(engine, "private server")
+        engine.dispose()
+    finally:
+        assert local.stop(env=env) is True
+    assert local.status(env=env).startswith("stopped")
+    assert local.running_pid(server) is None
+
+    # Same port as the shared test server: the error must say so instead of hanging or lying.
+    clash = {"CANDLECAST_LOCAL_DIR": str(tmp_path / "clash"), "CANDLECAST_DB_PORT": mariadb["CANDLECAST_DB_PORT"]}
+    with pytest.raises(local.MariaDBError, match="Address already in use"):
+        local.start(env=clash, timeout=30)
