@@ -21,7 +21,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 # Runs a command with the connection env vars, taking the local server's generated file as the default.
 RUN := $(PY) -m candlecast.withenv
 
-.PHONY: help deps system-deps venvs db-start db-stop db-status demo test test-unit lint bench \
+.PHONY: help deps system-deps venvs db-start db-stop db-status demo test test-db-stop test-unit lint bench \
         dbt-parse dbt-build docs docs-serve airflow airflow-stop clean
 
 help:  ## list the targets
@@ -72,6 +72,9 @@ demo: db-start  ## run the whole offline pipeline on the bundled real data and s
 
 test: deps  ## the whole test suite (starts its own MariaDB on port 3408 under .local/test)
 	@$(PY) -m pytest
+
+test-db-stop:  ## stop the tests' own MariaDB (port 3408, .local/test)
+	@CANDLECAST_LOCAL_DIR=$(LOCAL)/test CANDLECAST_DB_PORT=$${CANDLECAST_TEST_DB_PORT:-3408} $(PY) -m candlecast.mariadb stop
 
 test-unit: deps  ## fast tests only
 	@$(PY) -m pytest -m "not integration"
