@@ -1,0 +1,250 @@
+"""The project's local Airflow: ``airflow standalone`` run as a background process, like ``candlecast.mariadb``.
+
+Everything Airflow keeps lives under ``$CANDLECAST_AIRFLOW_HOME`` (default ``.local/airflow``): the SQLite
+metadata database, ``airflow.cfg`` (with the secrets Airflow generates on first start), task logs, the
+Cosmos cache, the generated admin password, and this launcher's pid and log files. The API server and UI
+listen on 127.0.0.1 only, on ``CANDLECAST_AIRFLOW_PORT`` (default 8080).
+
+The DB credentials reach the tasks through the environment: the launcher inherits the connection env vars
+(``make airflow`` runs it through ``python -m candlecast.withenv``), Airflow hands its environment to every
+task process, and Cosmos passes it on to dbt (``profiles.yml`` reads it with ``env_var()``).
+
+    python -m candlecast.airflow_local start|stop|status|env
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from candlecast.settings import REPO_ROOT, effective_env, local_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8080
+HOST = "127.0.0.1"
+# The default (32) pre-forks 32 LocalExecutor workers, about 5.5 GB RSS; 2 cores gain nothing past 4.
+PARALLELISM = 4
+
+
+class AirflowLocalError(RuntimeError):
+    """The local Airflow could not be started or stopped."""
+
+
+@dataclass(frozen=True)
+class LocalAirflow:
+    home: Path
+    port: int
+    host: str = HOST
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "standalone.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "standalone.log"
+
+    @property
+    def password_file(self) -> Path:
+        return self.home / "simple_auth_manager_passwords.json.generated"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def log_server_ports(self) -> tuple[int, int]:
+        # The worker and triggerer log servers default to 8793/8794 whatever the API port is, so two
+        # instances (developer's and tests') would clash; derive them from the API port instead.
+        return self.port + 1, self.port + 2
+
+
+def local_airflow(env: Mapping[str, str] | None = None) -> LocalAirflow:
+    values = effective_env(env)
+    home = values.get("CANDLECAST_AIRFLOW_HOME") or str(local_dir(values) / "airflow")
+    try:
+        port = int(values.get("CANDLECAST_AIRFLOW_PORT", DEFAULT_PORT))
+    except ValueError as exc:
+        bad = values["CANDLECAST_AIRFLOW_PORT"]
+        raise AirflowLocalError(f"CANDLECAST_AIRFLOW_PORT is not a number: {bad!r}") from exc
+    return LocalAirflow(home=Path(home).resolve(), port=port)
+
+
+def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``AIRFLOW__*`` settings of the local Airflow (also used by the DAG tests and the benchmark).
+
+    Where the instance lives and listens is fixed by ``airflow``; the tuning knobs are defaults that an
+    ``AIRFLOW__...`` variable already in ``env`` overrides.
+    """
+    env = os.environ if env is None else env
+    venv_bin = str(Path(sys.executable).parent)
+    tunable = {
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(PARALLELISM),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+    }
+    result = {key: env.get(key, default) for key, default in tunable.items()}
+    result.update(
+        {
+            "AIRFLOW_HOME": str(airflow.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow.home}/airflow.db",
+            "AIRFLOW__API__HOST": airflow.host,
+            "AIRFLOW__API__PORT": str(airflow.port),
+            # Tasks reach the execution API through this URL: it must match the port, or every task fails.
+            "AIRFLOW__API__BASE_URL": airflow.url,
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow.logs_dir),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(airflow.log_server_ports[0]),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(airflow.log_server_ports[1]),
+            "AIRFLOW__COSMOS__CACHE_DIR": str(airflow.home / "cosmos"),
+            # standalone starts its components as `airflow ...`: the project's venv must come first.
+            "PATH": venv_bin + os.pathsep + env.get("PATH", os.defpath),
+        }
+    )
+    return result
+
+
+def running_pid(airflow: LocalAirflow) -> int | None:
+    try:
+        pid = int(airflow.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def health(airflow: LocalAirflow, timeout: float = 2.0) -> dict[str, object] | None:
+    """The API server's ``/api/v2/monitor/health`` answer, or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{airflow.url}/api/v2/monitor/health", timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def is_healthy(answer: Mapping[str, object] | None) -> bool:
+    if not answer:
+        return False
+    components = ("metadatabase", "scheduler", "dag_processor", "triggerer")
+    return all(isinstance(answer.get(c), dict) and answer[c].get("status") == "healthy" for c in components)  # type: ignore[union-attr]
+
+
+def _log_tail(airflow: LocalAirflow, lines: int = 30) -> str:
+    try:
+        return "\n".join(airflow.log_file.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def start(env: Mapping[str, str] | None = None, timeout: float = 300.0) -> LocalAirflow:
+    """Start ``airflow standalone`` in the background (idempotent) and wait until every component is healthy."""
+    values = effective_env(env)
+    airflow = local_airflow(values)
+    pid = running_pid(airflow)
+    if pid is None:
+        airflow.home.mkdir(parents=True, exist_ok=True)
+        child_env = {**values, **airflow_env(airflow, values)}
+        with airflow.log_file.open("ab") as log_fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "airflow", "standalone"],
+                cwd=REPO_ROOT,
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                # Its own process group, so stop() can end standalone and every component it started.
+                start_new_session=True,
+            )
+        pid = proc.pid
+        airflow.pid_file.write_text(f"{pid}\n")
+        log.info("started airflow standalone (pid %s), log %s", pid, airflow.log_file)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running_pid(airflow) is None:
+            raise AirflowLocalError(f"airflow standalone exited during start-up; last lines of {airflow.log_file}:\n"
+                                    f"{_log_tail(airflow)}")
+        if is_healthy(health(airflow)):
+            return airflow
+        time.sleep(1.0)
+    raise AirflowLocalError(f"Airflow at {airflow.url} not healthy after {timeout:.0f} s; see {airflow.log_file}:\n"
+                            f"{_log_tail(airflow)}")
+
+
+def stop(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> bool:
+    """Stop what ``start`` started, by its pid (and its process group). Returns False if it was not running."""
+    airflow = local_airflow(env)
+    pid = running_pid(airflow)
+    if pid is None:
+        airflow.pid_file.unlink(missing_ok=True)
+        return False
+    # standalone shuts its components down on SIGINT (its KeyboardInterrupt path).
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and running_pid(airflow) is not None:
+        time.sleep(0.5)
+    try:
+        # Whatever is left of the group (task processes, a component that ignored SIGTERM) ends here.
+        os.killpg(pid, signal.SIGTERM if running_pid(airflow) is None else signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    airflow.pid_file.unlink(missing_ok=True)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m candlecast.airflow_local", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["start", "stop", "status", "env"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    airflow = local_airflow()
+    try:
+        if args.command == "start":
+            start()
+            print(f"Airflow is up: {airflow.url}  (user admin; password in {airflow.password_file})")
+            print(f"standalone log: {airflow.log_file}; task logs: {airflow.logs_dir}; stop with `make airflow-stop`")
+        elif args.command == "stop":
+            print("Airflow stopped" if stop() else "Airflow was not running")
+        elif args.command == "status":
+            pid = running_pid(airflow)
+            answer = health(airflow)
+            state = "healthy" if is_healthy(answer) else ("starting or unhealthy" if pid else "not running")
+            print(f"Airflow {state}: {airflow.url} (pid {pid or '-'})")
+            return 0 if pid else 1
+        else:
+            for key, value in sorted(airflow_env(airflow).items()):
+                print(f"export {key}={value!r}" if " " in value else f"export {key}={value}")
+    except AirflowLocalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
