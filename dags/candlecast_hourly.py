@@ -1,0 +1,58 @@
+"""candlecast_hourly: every hour, the closed hour's candles → dbt features → a forecast → dbt accuracy marts.
+
+An Airflow DAG driven by its data interval ``[start, end)`` (UTC):
+
+1. ``extract``: fetch and upsert the interval's closed hour(s) for every configured product (Variable
+   ``candlecast_products``, else ``CANDLECAST_EXTRACT_PRODUCTS``; ``COINBASE_API_URL`` says where from).
+2. ``features``: the dbt models up to ``fct_candle_features`` / ``features_latest`` with their tests, one
+   Airflow task per model, rendered by Cosmos.
+3. ``predict``: the production model forecasts the hour that starts at the interval's end, from the
+   feature row of the hour that just closed.
+4. ``accuracy``: the accuracy marts (``fct_prediction_accuracy``, ``model_leaderboard``), via Cosmos.
+
+Every step is idempotent, so a re-run, a catch-up or ``airflow backfill create`` gives the same rows as a
+direct run of the same hours. One run at a time: two runs writing the same dbt tables collide.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+from candlecast_orchestration.config import HOURLY_DAG_ID, dag_settings
+from candlecast_orchestration.dbt import ACCURACY_SELECT, FEATURE_SELECT, dbt_task_group
+
+SETTINGS = dag_settings()
+
+
+@dag(
+    dag_id=HOURLY_DAG_ID,
+    # A data-interval timetable, explicitly: Airflow 3 turns a bare cron string into a trigger timetable
+    # (interval start == end), and this DAG needs the hour it covers.
+    schedule=CronDataIntervalTimetable(SETTINGS.hourly_schedule, timezone="UTC"),
+    start_date=SETTINGS.start_date,
+    catchup=SETTINGS.catchup,
+    max_active_runs=1,
+    default_args=SETTINGS.default_args,
+    tags=["candlecast"],
+    doc_md=__doc__,
+)
+def candlecast_hourly() -> None:
+    @task
+    def extract(data_interval_start=None, data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
+        from candlecast_orchestration.tasks import RunConfig, airflow_variables, extract_interval
+
+        config = RunConfig.resolve(airflow_variables())
+        return extract_interval(config.products, data_interval_start, data_interval_end)
+
+    @task
+    def predict(data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
+        from candlecast_orchestration.tasks import RunConfig, airflow_variables, predict_interval_end
+
+        config = RunConfig.resolve(airflow_variables())
+        return predict_interval_end(config.products, config.model_store, data_interval_end)
+
+    features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
+    accuracy = dbt_task_group("accuracy", ACCURACY_SELECT, SETTINGS)
+    extract() >> features >> predict() >> accuracy
+
+
+candlecast_hourly()
