@@ -63,12 +63,12 @@ DDL = (
 )
 
 
-def ensure_raw_tables(target: "Engine | Connection", schemas: Schemas) -> None:
+def ensure_raw_tables(target: Engine | Connection, schemas: Schemas) -> None:
     """Create the raw tables if they are missing; safe to call on every run."""
     from sqlalchemy import text
     from sqlalchemy.engine import Engine
 
-    def _apply(conn: "Connection") -> None:
+    def _apply(conn: Connection) -> None:
         for statement in DDL:
             conn.execute(text(statement.format(raw=f"`{schemas.raw}`")))
 

@@ -1,0 +1,269 @@
+"""Backfill and incremental extraction: fetch each window, validate it, commit it in one transaction.
+
+These are the library entry points the CLI, the demo and the Airflow DAGs call. Every time comes from the
+caller: ``end`` is the exclusive end of the hours to fetch, and ``now`` (when given) keeps the still-open
+hour out however late ``end`` is. Windows go oldest first and each commits on its own, so a failure leaves
+complete windows behind it and nothing of the failed one; the run log says which window failed and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from candlecast.settings import Schemas
+from extract import load
+from extract.coinbase import CoinbaseClient
+from extract.errors import ExtractError, LoadError, NothingToResume
+from extract.schema import ensure_raw_tables
+from extract.settings import ExtractSettings
+from extract.validate import validate_window
+from extract.windows import HOUR, Window, clamp_end, floor_hour, split_windows, to_utc
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    product_id: str
+    window: Window
+    received: int
+    counts: load.UpsertCounts
+    rejected: int
+    gaps: tuple[datetime, ...]
+
+
+@dataclass
+class ExtractResult:
+    run_id: str
+    product_id: str
+    mode: str
+    span: Window
+    windows: int = 0
+    received: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    outside: int = 0
+    duplicates: int = 0
+    gaps: list[datetime] = field(default_factory=list)
+    status: str = "running"
+    error: str | None = None
+    duration_s: float = 0.0
+
+    @property
+    def requested(self) -> int:
+        return self.span.hours
+
+    @property
+    def stored(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    def add(self, report: WindowReport, outside: int, duplicates: int) -> None:
+        self.windows += 1
+        self.received += report.received
+        self.inserted += report.counts.inserted
+        self.updated += report.counts.updated
+        self.unchanged += report.counts.unchanged
+        self.rejected += report.rejected
+        self.outside += outside
+        self.duplicates += duplicates
+        self.gaps.extend(report.gaps)
+
+    def summary(self) -> str:
+        gaps = describe_hours(self.gaps)
+        return (
+            f"{self.product_id} {self.mode} {self.span}: {self.status}; {self.requested} hours requested, "
+            f"{self.received} received, {self.inserted} inserted, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.rejected} rejected, {len(self.gaps)} missing hours"
+            f"{' (' + gaps + ')' if gaps else ''} in {self.duration_s:.1f}s"
+        )
+
+
+class RunFailed(ExtractError):
+    """A run stopped at a window; ``result`` holds what was committed before it."""
+
+    def __init__(self, message: str, result: ExtractResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def describe_hours(hours: Iterable[datetime], limit: int = 4) -> str:
+    """Consecutive hours collapsed into ranges: '2023-03-04 17:00..20:00 UTC'."""
+    ordered = sorted(hours)
+    if not ordered:
+        return ""
+    runs: list[tuple[datetime, datetime]] = []
+    for hour in ordered:
+        if runs and hour - runs[-1][1] == HOUR:
+            runs[-1] = (runs[-1][0], hour)
+        else:
+            runs.append((hour, hour))
+    parts = []
+    for first, last in runs[:limit]:
+        if first == last:
+            parts.append(f"{first:%Y-%m-%d %H:%M}")
+        elif first.date() == last.date():
+            parts.append(f"{first:%Y-%m-%d %H:%M}..{last:%H:%M}")
+        else:
+            parts.append(f"{first:%Y-%m-%d %H:%M}..{last:%Y-%m-%d %H:%M}")
+    more = f" and {len(runs) - limit} more runs" if len(runs) > limit else ""
+    return ", ".join(parts) + " UTC" + more
+
+
+def _extract_span(
+    product_id: str,
+    span: Window,
+    mode: str,
+    *,
+    engine: Engine,
+    schemas: Schemas,
+    settings: ExtractSettings,
+    client: CoinbaseClient,
+    progress: Callable[[WindowReport], None] | None,
+) -> ExtractResult:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    result = ExtractResult(run_id=str(uuid.uuid4()), product_id=product_id, mode=mode, span=span)
+    began = time.monotonic()
+    try:
+        load.start_run(engine, schemas, result.run_id, product_id, mode, span)
+    except SQLAlchemyError as exc:
+        raise LoadError(f"{product_id} {mode} {span}: cannot write the run log: {exc.orig or exc}") from exc
+
+    try:
+        for window in split_windows(span):
+            elements = client.fetch_candles(product_id, window)
+            checked = validate_window(product_id, window, elements)
+            rejected_hours = {r.bucket_start for r in checked.rejects if r.bucket_start is not None}
+            valid_hours = {c.bucket_start for c in checked.candles}
+            gaps = tuple(h for h in window.hour_starts() if h not in valid_hours and h not in rejected_hours)
+            try:
+                with engine.begin() as conn:
+                    counts = load.upsert_candles(conn, schemas, checked.candles, settings.batch_size)
+                    load.insert_rejects(conn, schemas, result.run_id, checked.rejects)
+                    load.add_window_counts(
+                        conn, schemas, result.run_id, checked.received, counts, len(checked.rejects), len(gaps)
+                    )
+            except SQLAlchemyError as exc:
+                cause = getattr(exc, "orig", None) or exc
+                raise LoadError(
+                    f"{product_id} window {window}: database write failed, window rolled back: {cause}"
+                ) from exc
+            for reject in checked.rejects:
+                log.warning("%s: rejected %s: %s", product_id, reject.raw_payload[:200], reject.reason)
+            report = WindowReport(product_id, window, checked.received, counts, len(checked.rejects), gaps)
+            result.add(report, checked.outside, checked.duplicates)
+            if progress is not None:
+                progress(report)
+    except ExtractError as exc:
+        result.status, result.error = "failed", str(exc)
+        result.duration_s = time.monotonic() - began
+        try:
+            load.finish_run(engine, schemas, result.run_id, "failed", result.duration_s, str(exc)[:10_000])
+        except SQLAlchemyError as log_exc:  # the database itself may be what failed; the first error matters
+            log.warning("could not mark run %s failed: %s", result.run_id, log_exc)
+        raise RunFailed(str(exc), result) from exc
+
+    result.status = "success"
+    result.duration_s = time.monotonic() - began
+    load.finish_run(engine, schemas, result.run_id, "success", result.duration_s)
+    if result.gaps:
+        log.info("%s: the API has no candle for %s (left out, not invented)", product_id, describe_hours(result.gaps))
+    return result
+
+
+def backfill(
+    product_id: str,
+    start: datetime,
+    end: datetime,
+    *,
+    engine: Engine,
+    schemas: Schemas,
+    settings: ExtractSettings,
+    now: datetime | None = None,
+    client: CoinbaseClient | None = None,
+    progress: Callable[[WindowReport], None] | None = None,
+) -> ExtractResult:
+    """Fetch and store the closed hours ``[start, end)`` of one product (hours floored, UTC).
+
+    ``now``, when given, moves ``end`` back to the last closed hour. Raises ``RunFailed`` (an
+    ``ExtractError``) naming the product and window when a window cannot be fetched or stored.
+    """
+    first = floor_hour(start)
+    if floor_hour(end) < first:
+        raise ExtractError(f"{product_id}: end {to_utc(end):%Y-%m-%d %H:%M} is before start {first:%Y-%m-%d %H:%M}")
+    span = Window(first, max(first, clamp_end(end, now)))
+    ensure_raw_tables(engine, schemas)
+    own_client = client is None
+    client = client or CoinbaseClient(settings)
+    try:
+        return _extract_span(
+            product_id, span, "backfill", engine=engine, schemas=schemas, settings=settings, client=client,
+            progress=progress,
+        )
+    finally:
+        if own_client:
+            client.close()
+
+
+def incremental(
+    products: Iterable[str],
+    end: datetime,
+    *,
+    engine: Engine,
+    schemas: Schemas,
+    settings: ExtractSettings,
+    now: datetime | None = None,
+    initial_start: datetime | None = None,
+    client: CoinbaseClient | None = None,
+    progress: Callable[[WindowReport], None] | None = None,
+) -> list[ExtractResult]:
+    """Catch every product up from its last stored hour to ``end`` (exclusive; the open hour never).
+
+    A product with nothing stored starts at ``initial_start``, or fails with ``NothingToResume``. Every
+    product is attempted; if any failed, ``ExtractError`` lists them after the others have been stored.
+    """
+    ensure_raw_tables(engine, schemas)
+    stop = clamp_end(end, now)
+    own_client = client is None
+    client = client or CoinbaseClient(settings)
+    results: list[ExtractResult] = []
+    failures: list[str] = []
+    try:
+        for product_id in products:
+            last = load.last_stored_hour(engine, schemas, product_id)
+            if last is not None:
+                first = to_utc(last) + HOUR
+            elif initial_start is not None:
+                first = floor_hour(initial_start)
+            else:
+                failures.append(str(NothingToResume(
+                    f"{product_id}: no candles stored yet; run a backfill first or give an initial start"
+                )))
+                continue
+            span = Window(first, max(first, stop))
+            try:
+                results.append(_extract_span(
+                    product_id, span, "incremental", engine=engine, schemas=schemas, settings=settings,
+                    client=client, progress=progress,
+                ))
+            except RunFailed as exc:
+                results.append(exc.result)
+                failures.append(str(exc))
+    finally:
+        if own_client:
+            client.close()
+    if failures:
+        raise ExtractError("; ".join(failures) if len(failures) == 1 else f"{len(failures)} products failed: "
+                           + "; ".join(failures))
+    return results
