@@ -39,8 +39,9 @@ class TokenBucket:
         """Take a token if one is there; otherwise say how long until one will be."""
         with self._lock:
             self._refill(self._clock())
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
+            # A hair of tolerance: float rounding must not leave a caller sleeping 1e-17 s forever.
+            if self._tokens >= 1.0 - 1e-9:
+                self._tokens = max(0.0, self._tokens - 1.0)
                 return True, 0.0
             return False, (1.0 - self._tokens) / self.rate
 

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -195,57 +195,60 @@ class ReplayServer:
         product_id = unquote(match.group(1)) if match else None
         query = parse_qs(split.query, keep_blank_values=True)
         fault: Fault | None = None
-        status = 500
-        try:
-            if not self._allowed(handler.client_address[0]):
-                status = 429
-                handler.send_json(429, {"message": "Public rate limit exceeded"})
-                return
-            if match is None:
-                status = 404
-                handler.send_json(404, {"message": "NotFound"})
-                return
+        if not self._allowed(handler.client_address[0]):
+            reply = _json_reply(429, {"message": "Public rate limit exceeded"})
+        elif match is None or product_id is None:
+            reply = _json_reply(404, {"message": "NotFound"})
+        else:
             fault = self.faults.take(product_id)
             if fault is not None and fault.kind == "action" and fault.action is not None:
                 fault.action()
             if fault is not None and fault.kind == "slow":
                 time.sleep(fault.delay_s)
-            status = self._answer(handler, product_id, query, fault)
+            reply = self._reply(product_id, query, fault)
+        # Logged before the answer leaves, so a client that has its answer can already see the record.
+        self._record(RequestRecord(arrived, product_id, split.query, reply.status, fault.kind if fault else None))
+        try:
+            handler.send_reply(reply)
         except (BrokenPipeError, ConnectionResetError):
-            status = 499  # the client hung up (a timeout, usually)
-        finally:
-            self._record(RequestRecord(arrived, product_id, split.query, status, fault.kind if fault else None))
+            log.debug("client hung up before the answer to %s (a timeout, usually)", handler.path)
 
-    def _answer(self, handler: _Handler, product_id: str, query: Mapping[str, list[str]], fault: Fault | None) -> int:
+    def _reply(self, product_id: str, query: Mapping[str, list[str]], fault: Fault | None) -> Reply:
         kind = fault.kind if fault else None
         if fault is not None and kind == "status":
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             message = "Public rate limit exceeded" if fault.status == 429 else "Internal server error"
-            handler.send_json(fault.status, {"message": message}, headers)
-            return fault.status
+            return _json_reply(fault.status, {"message": message}, headers)
         if fault is not None and kind == "html":
-            handler.send_body(fault.status, HTML_PAGE.encode(), "text/html; charset=utf-8")
-            return fault.status
+            return Reply(fault.status, HTML_PAGE.encode(), "text/html; charset=utf-8")
         if kind == "garbage":
-            handler.send_body(200, b"\x00\x9f garbage \xff not json", "application/json")
-            return 200
+            return Reply(200, b"\x00\x9f garbage \xff not json", "application/json")
         if kind == "wrong_shape":
-            handler.send_json(200, {"candles": "unavailable", "message": "maintenance"})
-            return 200
+            return _json_reply(200, {"candles": "unavailable", "message": "maintenance"})
         try:
             rows = self.candle_rows(product_id, query)
         except ApiError as exc:
-            handler.send_json(exc.status, {"message": exc.message})
-            return exc.status
+            return _json_reply(exc.status, {"message": exc.message})
         if fault is not None and kind == "mutate" and fault.mutate is not None:
-            parsed = [[r[0], *(Decimal(v) for v in r[1:])] for r in rows]
+            parsed = [[r[0], *(Decimal(str(v)) for v in r[1:])] for r in rows]
             body = jsonnum.dumps(fault.mutate(parsed)).encode()
         else:
-            body = ("[" + ",".join(f"[{r[0]},{','.join(r[1:])}]" for r in rows) + "]").encode()  # type: ignore[arg-type]
+            body = ("[" + ",".join(f"[{r[0]},{','.join(map(str, r[1:]))}]" for r in rows) + "]").encode()
         if kind == "truncated":
             body = body[: max(1, len(body) // 2)]
-        handler.send_body(200, body, "application/json; charset=utf-8")
-        return 200
+        return Reply(200, body, "application/json; charset=utf-8")
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _json_reply(status: int, payload: object, headers: Mapping[str, str] | None = None) -> Reply:
+    return Reply(status, json.dumps(payload).encode(), "application/json; charset=utf-8", headers or {})
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -263,17 +266,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.replay.handle(self)
 
-    def send_body(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
+    def send_reply(self, reply: Reply) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for key, value in reply.headers.items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(body)
-
-    def send_json(self, status: int, payload: object, headers: Mapping[str, str] | None = None) -> None:
-        self.send_body(status, json.dumps(payload).encode(), "application/json; charset=utf-8", headers)
+        self.wfile.write(reply.body)
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
