@@ -1,0 +1,142 @@
+"""The model's view of the dbt feature mart ``{base}_marts.fct_candle_features``.
+
+The feature list is explicit: models record it with a hash of the definitions below, and a model
+whose list or hash no longer matches is refused at promotion instead of silently fed other numbers.
+Price *levels* (open/high/low/close/volume) are deliberately not features: they are not stationary,
+and a model on levels looks good on shuffled splits and is badly wrong on time-ordered ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from candlecast.settings import Schemas
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy.engine import Connection, Engine
+
+FEATURE_TABLE = "fct_candle_features"
+
+
+def _definitions() -> dict[str, str]:
+    defs: dict[str, str] = {}
+    for h in (1, 2, 3, 6, 12, 24, 168):
+        defs[f"log_return_{h}h"] = f"ln(close_t / close_(t-{h}h))"
+    for lag in range(1, 25):
+        defs[f"log_return_1h_lag_{lag}"] = f"log_return_1h at t-{lag}h"
+    for w in (6, 24, 72, 168):
+        defs[f"return_mean_{w}h"] = f"mean of log_return_1h over the {w} hours ending at t"
+    for w in (6, 24, 72, 168):
+        defs[f"return_std_{w}h"] = f"sample std of log_return_1h over the {w} hours ending at t"
+    defs["realized_vol_24h"] = "sqrt(sum of squared log_return_1h over 24 hours ending at t)"
+    defs["realized_vol_168h"] = "sqrt(sum of squared log_return_1h over 168 hours ending at t)"
+    defs["hl_range"] = "(high - low) / close"
+    defs["close_position_in_range"] = "(close - low) / (high - low)"
+    defs["volume_zscore_24h"] = "(volume - mean) / std of volume over 24 hours ending at t"
+    defs["volume_zscore_168h"] = "(volume - mean) / std of volume over 168 hours ending at t"
+    defs["hour_of_day"] = "hour of the UTC bucket start, 0-23"
+    defs["day_of_week"] = "day of week of the UTC bucket start"
+    return defs
+
+
+FEATURE_DEFINITIONS: dict[str, str] = _definitions()
+FEATURE_COLUMNS: tuple[str, ...] = tuple(FEATURE_DEFINITIONS)
+TARGET_COLUMN = "target_log_return_1h"
+TARGET_CLOSE_COLUMN = "target_close_1h"
+# Columns read besides the features: keys, the price the forecast is applied to, targets and flags.
+CONTEXT_COLUMNS: tuple[str, ...] = ("product_id", "hour", "close", TARGET_CLOSE_COLUMN, TARGET_COLUMN, "is_complete")
+
+
+class FeatureError(RuntimeError):
+    """The feature table is missing, has other columns than the models expect, or lacks a row."""
+
+
+def feature_hash(columns: tuple[str, ...] | list[str] = FEATURE_COLUMNS,
+                 definitions: dict[str, str] | None = None) -> str:
+    """sha256 over the ordered feature names and their definitions: changes when either changes."""
+    defs = FEATURE_DEFINITIONS if definitions is None else definitions
+    payload = json.dumps([[c, defs.get(c, "")] for c in columns], separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def table_columns(conn: Connection | Engine, schemas: Schemas) -> set[str]:
+    from sqlalchemy import text
+    from sqlalchemy.engine import Engine
+
+    sql = text(
+        "select column_name from information_schema.columns where table_schema = :s and table_name = :t"
+    )
+    params = {"s": schemas.marts, "t": FEATURE_TABLE}
+    if isinstance(conn, Engine):
+        with conn.connect() as c:
+            rows = c.execute(sql, params).all()
+    else:
+        rows = conn.execute(sql, params).all()
+    return {str(r[0]).lower() for r in rows}
+
+
+def missing_columns(available: set[str], wanted: tuple[str, ...] | list[str]) -> list[str]:
+    return [c for c in wanted if c.lower() not in available]
+
+
+def validate_table(conn: Connection | Engine, schemas: Schemas,
+                   wanted: tuple[str, ...] | list[str] = FEATURE_COLUMNS) -> None:
+    available = table_columns(conn, schemas)
+    if not available:
+        raise FeatureError(
+            f"{schemas.marts}.{FEATURE_TABLE} does not exist or is not readable: build it with `make dbt-build`"
+        )
+    missing = missing_columns(available, [*CONTEXT_COLUMNS, *wanted])
+    if missing:
+        raise FeatureError(f"{schemas.marts}.{FEATURE_TABLE} lacks columns the models need: {', '.join(missing)}")
+
+
+def _frame(rows: list, keys: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    df = pd.DataFrame.from_records(rows, columns=keys)
+    for col in df.columns:
+        if col in ("product_id", "hour"):
+            continue
+        # DECIMAL columns arrive as Decimal objects; models and metrics work in float64.
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    if len(df):
+        df["hour"] = pd.to_datetime(df["hour"])
+        df["is_complete"] = df["is_complete"].fillna(0).astype(bool)
+    return df.sort_values("hour", kind="stable").reset_index(drop=True)
+
+
+def read_features(engine: Engine, schemas: Schemas, product: str, start: datetime | None = None,
+                  end: datetime | None = None, columns: tuple[str, ...] | list[str] = FEATURE_COLUMNS,
+                  validate: bool = True) -> pd.DataFrame:
+    """Rows of one product with ``start <= hour < end`` (either bound optional), oldest first."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        if validate:
+            validate_table(conn, schemas, columns)
+        cols = list(dict.fromkeys([*CONTEXT_COLUMNS, *columns]))
+        where = ["product_id = :p"]
+        params: dict[str, object] = {"p": product}
+        if start is not None:
+            where.append("hour >= :start")
+            params["start"] = start
+        if end is not None:
+            where.append("hour < :end")
+            params["end"] = end
+        sql = (
+            f"select {', '.join(f'`{c}`' for c in cols)} from `{schemas.marts}`.`{FEATURE_TABLE}` "
+            f"where {' and '.join(where)} order by hour"
+        )
+        result = conn.execute(text(sql), params)
+        return _frame([tuple(r) for r in result.all()], cols)
+
+
+def usable_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows a model may learn from or be scored on: every window complete and the target realized."""
+    mask = df["is_complete"].astype(bool) & df[TARGET_COLUMN].notna() & df[TARGET_CLOSE_COLUMN].notna()
+    return df.loc[mask].reset_index(drop=True)

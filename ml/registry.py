@@ -1,0 +1,235 @@
+"""The ML tables in ``{base}_ml`` (owned by the ``ml`` role): registry, promotions, evaluations, predictions.
+
+``model_registry`` mirrors the store (one row per version) with a status: candidate, production or
+archived. A persistent generated column with a unique key makes "at most one production model per
+product" a database rule, not a convention. ``model_promotions`` records every switch with the
+metrics it was made on; ``model_evaluations`` every score and every skip with its reason;
+``predictions`` the hourly forecasts (key product_id + target_hour + model_version).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from candlecast.settings import Schemas
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+CANDIDATE, PRODUCTION, ARCHIVED = "candidate", "production", "archived"
+
+DDL = (
+    """
+    create table if not exists {ml}.model_registry (
+        model_version      varchar(128) not null,
+        product_id         varchar(32)  not null,
+        kind               varchar(32)  not null comment 'lightgbm, naive_persistence or naive_drift',
+        status             varchar(16)  not null default 'candidate' comment 'candidate, production or archived',
+        training_cutoff    datetime     not null comment 'UTC: every training target hour is before it',
+        trained_at         datetime     not null,
+        feature_hash       char(64)     not null,
+        checksum           char(64)     not null,
+        train_rows         int          not null,
+        metadata           longtext     not null comment 'the store''s metadata.json',
+        registered_at      datetime(6)  not null,
+        status_changed_at  datetime(6)  not null,
+        production_product varchar(32) as (case when status = 'production' then product_id end) persistent,
+        primary key (model_version),
+        unique key uq_model_registry_one_production (production_product),
+        key ix_model_registry_product_status (product_id, status),
+        key ix_model_registry_product_cutoff (product_id, training_cutoff),
+        constraint ck_model_registry_status check (status in ('candidate', 'production', 'archived'))
+    ) engine=InnoDB default charset=utf8mb4 collate=utf8mb4_unicode_ci
+    """,
+    """
+    create table if not exists {ml}.model_promotions (
+        promotion_id   bigint auto_increment not null,
+        product_id     varchar(32)  not null,
+        from_version   varchar(128) null comment 'NULL for the first production model',
+        to_version     varchar(128) not null,
+        window_start   datetime     not null comment 'UTC holdout window the decision was made on (inclusive)',
+        window_end     datetime     not null comment 'exclusive',
+        metrics        longtext     not null comment 'JSON: scores of every model on the window',
+        reason         varchar(1024) not null,
+        promoted_at    datetime(6)  not null,
+        primary key (promotion_id),
+        key ix_model_promotions_product_time (product_id, promoted_at),
+        key ix_model_promotions_to (to_version)
+    ) engine=InnoDB default charset=utf8mb4 collate=utf8mb4_unicode_ci
+    """,
+    """
+    create table if not exists {ml}.model_evaluations (
+        model_version      varchar(128) not null,
+        product_id         varchar(32)  not null,
+        window_start       datetime     not null,
+        window_end         datetime     not null,
+        status             varchar(16)  not null comment 'scored or skipped',
+        reason             varchar(1024) null comment 'why a model was skipped',
+        n                  int          null,
+        mae                double       null,
+        rmse               double       null,
+        mape               double       null,
+        direction_accuracy double       null,
+        persistence_mae    double       null,
+        skill              double       null,
+        coverage_80        double       null,
+        pinball_10         double       null,
+        pinball_90         double       null,
+        evaluated_at       datetime(6)  not null,
+        primary key (model_version, window_start, window_end),
+        key ix_model_evaluations_product_window (product_id, window_end)
+    ) engine=InnoDB default charset=utf8mb4 collate=utf8mb4_unicode_ci
+    """,
+    """
+    create table if not exists {ml}.predictions (
+        product_id      varchar(32)    not null,
+        target_hour     datetime       not null comment 'UTC hour whose close is forecast',
+        model_version   varchar(128)   not null,
+        predicted_close decimal(30,12) not null,
+        lower_80        decimal(30,12) not null,
+        upper_80        decimal(30,12) not null,
+        feature_hour    datetime       not null comment 'UTC hour of the feature row (target_hour - 1h)',
+        created_at      datetime(6)    not null,
+        primary key (product_id, target_hour, model_version),
+        key ix_predictions_model (model_version, target_hour),
+        key ix_predictions_created (created_at)
+    ) engine=InnoDB default charset=utf8mb4 collate=utf8mb4_unicode_ci
+    """,
+)
+
+
+class RegistryError(RuntimeError):
+    pass
+
+
+def _q(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def ensure_ml_tables(target: Engine | Connection, schemas: Schemas) -> None:
+    """Create the ML tables if missing; safe on every run."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import Engine
+
+    def _apply(conn: Connection) -> None:
+        for statement in DDL:
+            conn.execute(text(statement.format(ml=_q(schemas.ml))))
+
+    if isinstance(target, Engine):
+        with target.begin() as conn:
+            _apply(conn)
+    else:
+        _apply(target)
+
+
+def register(conn: Connection, schemas: Schemas, meta: dict[str, Any]) -> bool:
+    """Mirror one stored version as a candidate; a version already registered keeps its status."""
+    from sqlalchemy import text
+
+    result = conn.execute(
+        text(
+            f"insert ignore into {_q(schemas.ml)}.model_registry (model_version, product_id, kind, status, "
+            "training_cutoff, trained_at, feature_hash, checksum, train_rows, metadata, registered_at, "
+            "status_changed_at) values (:v, :p, :k, 'candidate', :cutoff, :trained, :fh, :cs, :rows, :meta, "
+            "utc_timestamp(6), utc_timestamp(6))"
+        ),
+        {
+            "v": meta["version"], "p": meta["product"], "k": meta["kind"],
+            "cutoff": meta["training_cutoff"].replace("T", " "), "trained": meta["trained_at"].replace("T", " "),
+            "fh": meta["feature_hash"], "cs": meta["checksum"],
+            "rows": int((meta.get("row_count") or {}).get("train", 0)),
+            "meta": json.dumps(meta, sort_keys=True),
+        },
+    )
+    return bool(result.rowcount)
+
+
+def production_version(conn: Connection | Engine, schemas: Schemas, product: str) -> str | None:
+    from sqlalchemy import text
+    from sqlalchemy.engine import Engine
+
+    sql = text(f"select model_version from {_q(schemas.ml)}.model_registry "
+               "where product_id = :p and status = 'production'")
+    if isinstance(conn, Engine):
+        with conn.connect() as c:
+            return c.execute(sql, {"p": product}).scalar()
+    return conn.execute(sql, {"p": product}).scalar()
+
+
+def switch_production(engine: Engine, schemas: Schemas, product: str, to_version: str,
+                      window: tuple[datetime, datetime], metrics: dict[str, Any], reason: str) -> str | None:
+    """Make ``to_version`` production in one transaction and record the promotion.
+
+    Returns the previous production version. Locks the product's registry rows, so two concurrent
+    promotions serialise instead of leaving two production models (the unique key forbids that anyway).
+    """
+    from sqlalchemy import text
+
+    ml = _q(schemas.ml)
+    with engine.begin() as conn:
+        rows = conn.execute(
+            text(f"select model_version, status from {ml}.model_registry where product_id = :p for update"),
+            {"p": product},
+        ).all()
+        statuses = {str(r[0]): str(r[1]) for r in rows}
+        if to_version not in statuses:
+            raise RegistryError(f"{product}: model {to_version} is not registered; cannot promote it")
+        current = next((v for v, s in statuses.items() if s == PRODUCTION), None)
+        if current == to_version:
+            return current
+        if current is not None:
+            conn.execute(text(f"update {ml}.model_registry set status = 'archived', status_changed_at = "
+                              "utc_timestamp(6) where model_version = :v"), {"v": current})
+        conn.execute(text(f"update {ml}.model_registry set status = 'production', status_changed_at = "
+                          "utc_timestamp(6) where model_version = :v"), {"v": to_version})
+        conn.execute(
+            text(f"insert into {ml}.model_promotions (product_id, from_version, to_version, window_start, "
+                 "window_end, metrics, reason, promoted_at) values (:p, :f, :t, :ws, :we, :m, :r, utc_timestamp(6))"),
+            {"p": product, "f": current, "t": to_version, "ws": window[0], "we": window[1],
+             "m": json.dumps(metrics, sort_keys=True, default=str), "r": reason[:1024]},
+        )
+        return current
+
+
+def record_evaluations(conn: Connection, schemas: Schemas, product: str, window: tuple[datetime, datetime],
+                       rows: list[dict[str, Any]]) -> None:
+    """Upsert one row per evaluated model (scores, or the reason it was skipped)."""
+    from sqlalchemy import text
+
+    if not rows:
+        return
+    cols = ("n", "mae", "rmse", "mape", "direction_accuracy", "persistence_mae", "skill", "coverage_80",
+            "pinball_10", "pinball_90")
+    conn.execute(
+        text(
+            f"insert into {_q(schemas.ml)}.model_evaluations (model_version, product_id, window_start, window_end, "
+            f"status, reason, {', '.join(cols)}, evaluated_at) values (:v, :p, :ws, :we, :status, :reason, "
+            f"{', '.join(':' + c for c in cols)}, utc_timestamp(6)) on duplicate key update status = values(status), "
+            f"reason = values(reason), {', '.join(f'{c} = values({c})' for c in cols)}, "
+            "evaluated_at = values(evaluated_at)"
+        ),
+        [{"v": r["version"], "p": product, "ws": window[0], "we": window[1], "status": r["status"],
+          "reason": (r.get("reason") or None) and str(r["reason"])[:1024],
+          **{c: r.get("scores", {}).get(c) for c in cols}} for r in rows],
+    )
+
+
+def upsert_predictions(conn: Connection, schemas: Schemas, rows: list[dict[str, Any]]) -> int:
+    """Insert or refresh predictions; ``created_at`` keeps the first write, so a re-run changes nothing."""
+    from sqlalchemy import text
+
+    if not rows:
+        return 0
+    conn.execute(
+        text(
+            f"insert into {_q(schemas.ml)}.predictions (product_id, target_hour, model_version, predicted_close, "
+            "lower_80, upper_80, feature_hour, created_at) values (:product_id, :target_hour, :model_version, "
+            ":predicted_close, :lower_80, :upper_80, :feature_hour, utc_timestamp(6)) on duplicate key update "
+            "predicted_close = values(predicted_close), lower_80 = values(lower_80), "
+            "upper_80 = values(upper_80), feature_hour = values(feature_hour)"
+        ),
+        rows,
+    )
+    return len(rows)

@@ -1,0 +1,113 @@
+"""ML test set-up: base ``ct_ml`` on the tests' MariaDB, the bundled candles, and the real dbt feature mart.
+
+The feature mart is built once per session by dbt itself (a subprocess, like `make dbt-build`), so
+the ML code is tested against the table it reads in production, not a look-alike.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from candlecast.settings import Schemas
+from ml.train import TrainConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BASE = "ct_ml"
+DBT_DIR = REPO_ROOT / ".local" / "test" / "dbt-ml"
+
+
+def small_config(**overrides: object) -> TrainConfig:
+    """Few, shallow trees: the properties under test (splits, determinism, leakage) do not need accuracy."""
+    values: dict[str, object] = {
+        "validation_hours": 24 * 7, "num_boost_round": 40, "early_stopping_rounds": 10, "learning_rate": 0.1,
+        "num_leaves": 7, "min_data_in_leaf": 50, "min_train_rows": 200, "num_threads": 1,
+    }
+    values.update(overrides)
+    return TrainConfig(**values)  # type: ignore[arg-type]
+
+
+def fast_load_raw(engine, schemas: Schemas) -> int:  # type: ignore[no-untyped-def]
+    """The bundled candles into ``{base}_raw.candles`` in multi-row statements (seconds, not tens of them)."""
+    from sqlalchemy import text
+
+    from extract.schema import ensure_raw_tables
+    from tests.support import bundled_candles
+
+    candles = bundled_candles()
+    ensure_raw_tables(engine, schemas)
+    with engine.begin() as conn:
+        conn.execute(text(f"delete from `{schemas.raw}`.candles"))
+        for i in range(0, len(candles), 2000):
+            chunk = candles[i:i + 2000]
+            values = ", ".join(
+                f"('BTC-USD', '{c.bucket_start:%Y-%m-%d %H:%M:%S}', {c.open}, {c.high}, {c.low}, {c.close}, "
+                f"{c.volume}, utc_timestamp(6))" for c in chunk
+            )
+            conn.execute(text(f"insert into `{schemas.raw}`.candles (product_id, bucket_start, open, high, low, "
+                              f"close, volume, ingested_at) values {values}"))
+    return len(candles)
+
+
+def run_dbt(command: str, select: str, base: str = BASE) -> subprocess.CompletedProcess[str]:
+    args = [str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt"), command, "--select", select,
+            "--project-dir", str(REPO_ROOT / "dbt_project"), "--profiles-dir", str(REPO_ROOT),
+            "--target-path", str(DBT_DIR / "target"), "--log-path", str(DBT_DIR / "logs")]
+    result = subprocess.run(args, env={**os.environ, "CANDLECAST_DB_SCHEMA": base}, capture_output=True,
+                            text=True, cwd=REPO_ROOT, timeout=600)
+    if result.returncode != 0:
+        raise AssertionError(f"dbt {command} --select {select} failed:\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
+    return result
+
+
+@dataclass(frozen=True)
+class MlDb:
+    schemas: Schemas
+    engine: object  # sqlalchemy Engine of the ml role
+    admin: object
+
+
+@pytest.fixture(scope="session")
+def ml_db(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterator[MlDb]:  # type: ignore[no-untyped-def]
+    """Base ct_ml with the bundled candles and the dbt-built feature mart; the ML tables start empty."""
+    from sqlalchemy import text
+
+    from candlecast.db import engine_for
+
+    schemas = provision_schemas(BASE)
+    fast_load_raw(engine_for("loader"), schemas)
+    run_dbt("run", "+fct_candle_features")
+    with admin_engine.begin() as conn:
+        for table in ("predictions", "model_promotions", "model_evaluations", "model_registry"):
+            conn.execute(text(f"drop table if exists `{schemas.ml}`.{table}"))
+    engine = engine_for("ml")  # the role ML runs as in production; schemas are passed explicitly
+    yield MlDb(schemas, engine, admin_engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def bundled_frame(ml_db: MlDb) -> pd.DataFrame:
+    """The dbt feature mart of the bundled data, as the ML code reads it."""
+    from ml.features import read_features
+
+    return read_features(ml_db.engine, ml_db.schemas, "BTC-USD")  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def clean_ml_tables(ml_db: MlDb) -> Iterator[None]:
+    from sqlalchemy import text
+
+    from ml.registry import ensure_ml_tables
+
+    ensure_ml_tables(ml_db.engine, ml_db.schemas)  # type: ignore[arg-type]
+    with ml_db.admin.begin() as conn:  # type: ignore[attr-defined]
+        for table in ("predictions", "model_promotions", "model_evaluations", "model_registry"):
+            conn.execute(text(f"delete from `{ml_db.schemas.ml}`.{table}"))
+    yield
