@@ -87,3 +87,14 @@ bench: db-start  ## every benchmark; prints figure and target
 
 clean:  ## remove caches (keeps .local data; `make db-stop && rm -rf .local` for a clean slate)
 	rm -rf .pytest_cache .ruff_cache dbt_project/target dbt_project/logs
+
+# --- orchestration: the local Airflow (dags/) --------------------------------------------------
+# Airflow standalone (scheduler, DAG processor, triggerer, API server + UI) with AIRFLOW_HOME under
+# .local/airflow, SQLite metadata, LocalExecutor with 4 slots, on 127.0.0.1:$CANDLECAST_AIRFLOW_PORT (8080).
+# It runs through candlecast.withenv, so tasks (and dbt under Cosmos) get the DB settings from the env.
+
+airflow: db-start dbt-parse  ## start the local Airflow in the background; prints its URL and the admin password file
+	@$(RUN) $(PY) -m candlecast.airflow_local start
+
+airflow-stop:  ## stop the Airflow that `make airflow` started
+	@$(PY) -m candlecast.airflow_local stop

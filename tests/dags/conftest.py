@@ -1,0 +1,142 @@
+"""DAG tests: real Airflow 3 (``dag.test()`` in this process, a standalone server for the API test), the tests'
+MariaDB under the base ``ct_dags``, real dbt through Cosmos, and the replay server over HTTP.
+
+Airflow reads its configuration once, when first imported, so its environment is pinned here, before any
+test module imports it: a SQLite metadata DB under ``.local/test/airflow``, the repo's ``dags/``, telemetry
+off. The ``CANDLECAST_*`` variables the DAGs read (schema base, model store, API URL) are set by the
+package-scoped ``dag_env`` fixture and restored when the last DAG test is done, so other areas never see them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from candlecast.airflow_local import LocalAirflow, airflow_env
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEST_LOCAL_DIR = REPO_ROOT / ".local" / "test"
+
+BASE = "ct_dags"
+DIRECT_BASE = "ct_dags_direct"  # the same hours run directly (no Airflow), to compare tables with
+DAGS_DIR = REPO_ROOT / "dags"
+DBT = REPO_ROOT / ".venv-dbt" / "bin" / "dbt"
+WORK_DIR = TEST_LOCAL_DIR / "dags"
+MANIFEST_DIR = WORK_DIR / "dbt-target"
+
+# The bundled sample runs 2021-12-14 .. 2024-01-09 23:00. Sixty-eight days of history are enough for the
+# 168 h feature windows, a 4-week validation split and a 1-week holdout, and keep the tests quick.
+HISTORY_START = datetime(2023, 11, 1, tzinfo=UTC)
+# The weekly run closing Sunday 2024-01-07 23:30 UTC: trains before 2023-12-31 23:00, holdout the week after.
+WEEKLY_RUN_AFTER = datetime(2024, 1, 7, 23, 30, tzinfo=UTC)
+# The hourly run for the hour 2024-01-08 12:00 (data interval [12:00, 13:00)), then the next one via the API.
+HOURLY_START = datetime(2024, 1, 8, 12, tzinfo=UTC)
+
+TEST_AIRFLOW = LocalAirflow(home=TEST_LOCAL_DIR / "airflow", port=18180)
+
+for _key in [k for k in os.environ if k.startswith("AIRFLOW")]:
+    del os.environ[_key]
+os.environ.update(airflow_env(TEST_AIRFLOW))
+# Task failures in a test must fail the run now, not after minutes of exponential backoff.
+os.environ["CANDLECAST_DAG_RETRIES"] = "0"
+os.environ["CANDLECAST_DBT_MANIFEST"] = str(MANIFEST_DIR / "manifest.json")
+
+
+def dbt_env(base: str) -> dict[str, str]:
+    return {**os.environ, "CANDLECAST_DB_SCHEMA": base, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
+
+
+def run_dbt(args: list[str], base: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(DBT), *args, "--project-dir", str(REPO_ROOT / "dbt_project"), "--profiles-dir", str(REPO_ROOT)],
+        env=dbt_env(base), capture_output=True, text=True, cwd=REPO_ROOT,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"dbt {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
+    return proc
+
+
+@pytest.fixture(scope="package")
+def dbt_manifest() -> Path:
+    """A manifest of the current dbt project (``dbt parse``), in a target dir of the tests' own.
+
+    Parsing needs no database, but profiles.yml reads the password with ``env_var()``, so give it one.
+    """
+    env = {"CANDLECAST_TRANSFORMER_PASSWORD": "unused-by-dbt-parse", **os.environ}
+    proc = subprocess.run(
+        [str(DBT), "parse", "--project-dir", str(REPO_ROOT / "dbt_project"), "--profiles-dir", str(REPO_ROOT),
+         "--target-path", str(MANIFEST_DIR)],
+        env=env, capture_output=True, text=True, cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, f"dbt parse failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+    return MANIFEST_DIR / "manifest.json"
+
+
+@pytest.fixture(scope="package")
+def airflow_db() -> None:
+    """The metadata DB migrated (what ``airflow db migrate`` does); idempotent, so reused across sessions."""
+    from airflow.utils import db
+
+    TEST_AIRFLOW.home.mkdir(parents=True, exist_ok=True)
+    db.initdb()
+
+
+@pytest.fixture(scope="package")
+def dagbag(dbt_manifest: Path):  # type: ignore[no-untyped-def]
+    """Both DAG files parsed the way the DAG processor and the workers do (a bundle-aware DagBag)."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    return BundleDagBag(dag_folder=DAGS_DIR, bundle_path=DAGS_DIR, bundle_name="dags-folder")
+
+
+@pytest.fixture(scope="package")
+def replay_server() -> Iterator[str]:
+    from extract.replay import ReplayServer
+
+    with ReplayServer(rate=None) as server:
+        yield server.url
+
+
+def store_dir(base: str) -> Path:
+    return WORK_DIR / "models" / base
+
+
+@pytest.fixture(scope="package")
+def dag_env(admin_engine, provision_schemas, replay_server: str) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
+    """The run-time env of the DAGs' tasks, in this process (dag.test runs tasks in-process; dbt inherits it).
+
+    Both bases start empty, so every session compares runs made from the same nothing.
+    """
+    from sqlalchemy import text
+
+    from candlecast.settings import Schemas
+
+    with admin_engine.begin() as conn:
+        for base in (BASE, DIRECT_BASE):
+            for database in Schemas(base).all():
+                conn.execute(text(f"drop database if exists `{database}`"))
+    for base in (BASE, DIRECT_BASE):
+        provision_schemas(base)
+        shutil.rmtree(store_dir(base), ignore_errors=True)
+    values = {
+        "CANDLECAST_DB_SCHEMA": BASE,
+        "CANDLECAST_MODEL_STORE": str(store_dir(BASE)),
+        "CANDLECAST_EXTRACT_PRODUCTS": "BTC-USD",
+        "COINBASE_API_URL": replay_server,
+    }
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield values
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old

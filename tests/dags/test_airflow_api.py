@@ -1,0 +1,143 @@
+"""Against a running Airflow: ``airflow standalone`` started the way ``make airflow`` starts it, on a free port.
+
+The REST API lists the Cosmos-rendered dbt tasks, and an hourly run triggered through it (the interval after
+the one ``test_dag_runs`` ran) succeeds on the LocalExecutor and stores what a direct run of that hour does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from candlecast.airflow_local import LocalAirflow, local_airflow, start, stop
+from tests.dags import pipeline
+from tests.dags.conftest import BASE, DIRECT_BASE, HOURLY_START, TEST_LOCAL_DIR
+
+pytestmark = pytest.mark.integration
+
+HOUR = timedelta(hours=1)
+DAG_ID = "candlecast_hourly"
+
+
+def _free_port() -> int:
+    """A port whose next two (the log servers' ports) are free too."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port > 65000:
+            continue
+        try:
+            for p in (port + 1, port + 2):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port for the test Airflow")
+
+
+class Api:
+    def __init__(self, airflow: LocalAirflow) -> None:
+        self.base = airflow.url
+        password = json.loads(airflow.password_file.read_text())["admin"]
+        answer = self._call("POST", "/auth/token", {"username": "admin", "password": password}, auth=False)
+        self.token = answer["access_token"]
+
+    def _call(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def get(self, path: str) -> Any:
+        return self._call("GET", path)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self._call("POST", path, body)
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self._call("PATCH", path, body)
+
+
+@pytest.fixture(scope="package")
+def api_airflow(dag_env, dbt_manifest) -> Iterator[LocalAirflow]:  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update({
+        "CANDLECAST_AIRFLOW_HOME": str(TEST_LOCAL_DIR / "airflow-api"),
+        "CANDLECAST_AIRFLOW_PORT": str(_free_port()),
+        # The scheduler must not start runs of its own next to the one the test triggers (manual runs
+        # ignore the start date): the triggered run is the only one.
+        "CANDLECAST_DAG_START_DATE": "2100-01-01",
+    })
+    airflow = local_airflow(env)
+    stop(env)  # a server a crashed session left behind
+    shutil.rmtree(airflow.home, ignore_errors=True)
+    try:
+        yield start(env)
+    finally:
+        stop(env)
+
+
+def test_api_lists_the_cosmos_tasks_and_a_triggered_run_succeeds(api_airflow, hourly_run, dagbag,  # type: ignore[no-untyped-def]
+                                                                   admin_engine) -> None:
+    from sqlalchemy import text
+
+    api = Api(api_airflow)
+    deadline = time.monotonic() + 180
+    while True:  # the DAG processor's first pass over dags/
+        try:
+            api.get(f"/api/v2/dags/{DAG_ID}")
+            break
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+    task_ids = {t["task_id"] for t in api.get(f"/api/v2/dags/{DAG_ID}/tasks")["tasks"]}
+    expected_dbt = {t.task_id for t in dagbag.dags[DAG_ID].tasks} - {"extract", "predict"}
+    assert expected_dbt and {t.split(".")[0] for t in expected_dbt} == {"features", "accuracy"}
+    assert task_ids == expected_dbt | {"extract", "predict"}
+
+    api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+    run_id = f"api_test_{uuid.uuid4().hex[:8]}"
+    # The interval after the one test_dag_runs ran: [13:00, 14:00).
+    logical_date = HOURLY_START + 2 * HOUR
+    run = api.post(f"/api/v2/dags/{DAG_ID}/dagRuns",
+                   {"dag_run_id": run_id, "logical_date": logical_date.isoformat()})
+    assert datetime.fromisoformat(run["data_interval_start"]) == HOURLY_START + HOUR
+    assert datetime.fromisoformat(run["data_interval_end"]) == HOURLY_START + 2 * HOUR
+
+    deadline = time.monotonic() + 420
+    state = run["state"]
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(3)
+        state = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+    if state != "success":
+        tis = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        bad = sorted(f"{t['task_id']}={t['state']}" for t in tis if t["state"] != "success")
+        pytest.fail(f"API-triggered run {run_id} ended {state}; not successful: {bad}; "
+                    f"task logs under {api_airflow.logs_dir}")
+
+    pipeline.hourly(DIRECT_BASE, HOURLY_START + HOUR)
+    dag_tables = pipeline.snapshot(admin_engine, BASE)
+    assert pipeline.differences(dag_tables, pipeline.snapshot(admin_engine, DIRECT_BASE)) == []
+    with admin_engine.connect() as conn:
+        realized = conn.execute(text(f"select count(*) from `{BASE}_marts`.fct_prediction_accuracy "
+                                     "where target_hour = :t"), {"t": HOURLY_START + HOUR}).scalar()
+    # The forecast the first run made for 13:00 now meets the candle this run fetched.
+    assert realized == 1

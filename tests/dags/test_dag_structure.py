@@ -1,0 +1,160 @@
+"""The DAG files parse cleanly, fast and without I/O, and render the graph the design says."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.dags.conftest import DAGS_DIR, REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+HOURLY, WEEKLY = "candlecast_hourly", "candlecast_weekly_retrain"
+
+
+def manifest_models(manifest: Path, select: list[str]) -> dict[str, list[str]]:
+    """Models a plain selection (``name`` or ``+name``) picks, each with the tests attached to it."""
+    data = json.loads(manifest.read_text())
+    nodes = data["nodes"]
+    by_name = {n["name"]: uid for uid, n in nodes.items() if n["resource_type"] == "model"}
+    picked: set[str] = set()
+
+    def ancestors(uid: str) -> None:
+        if uid in picked:
+            return
+        picked.add(uid)
+        for parent in data["parent_map"].get(uid, []):
+            if parent.startswith("model."):
+                ancestors(parent)
+
+    for sel in select:
+        uid = by_name[sel.lstrip("+")]
+        if sel.startswith("+"):
+            ancestors(uid)
+        else:
+            picked.add(uid)
+    tests = {uid: [] for uid in picked}
+    for node in nodes.values():
+        if node["resource_type"] == "test":
+            for parent in node["depends_on"]["nodes"]:
+                if parent in tests:
+                    tests[parent].append(node["name"])
+    return {nodes[uid]["name"]: sorted(t) for uid, t in tests.items()}
+
+
+def dbt_tasks(dag, group: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {t.task_id: t for t in dag.tasks if t.task_id.startswith(f"{group}.")}
+
+
+def test_both_dags_import_without_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {HOURLY, WEEKLY}
+
+
+def test_schedules_run_one_interval_at_a_time_in_utc_with_backoff(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from airflow.sdk import CronDataIntervalTimetable
+
+    expected = {HOURLY: "0 * * * *", WEEKLY: "30 23 * * 0"}
+    for dag_id, cron in expected.items():
+        dag = dagbag.dags[dag_id]
+        # A data-interval timetable: each run covers [previous tick, this tick), which the tasks read.
+        assert isinstance(dag.timetable, CronDataIntervalTimetable)
+        assert dag.timetable.expression == cron
+        assert str(dag.timetable.timezone) == "UTC"
+        assert dag.max_active_runs == 1
+        for task in dag.tasks:
+            assert task.retry_exponential_backoff == 2.0
+            assert task.max_retry_delay == timedelta(minutes=30)
+
+
+def test_hourly_runs_extract_then_features_then_predict_then_accuracy(dagbag, dbt_manifest: Path) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.dags[HOURLY]
+    features, accuracy = dbt_tasks(dag, "features"), dbt_tasks(dag, "accuracy")
+    python_tasks = {t.task_id for t in dag.tasks} - set(features) - set(accuracy)
+    assert python_tasks == {"extract", "predict"}
+
+    extract, predict = dag.get_task("extract"), dag.get_task("predict")
+    assert extract.upstream_task_ids == set()
+    # extract feeds the roots of the feature group; predict waits for all of its leaves.
+    roots = {tid for tid, t in features.items() if not (t.upstream_task_ids & set(features))}
+    leaves = {tid for tid, t in features.items() if not (t.downstream_task_ids & set(features))}
+    assert extract.downstream_task_ids == roots
+    assert predict.upstream_task_ids == leaves
+    acc_roots = {tid for tid, t in accuracy.items() if not (t.upstream_task_ids & set(accuracy))}
+    assert predict.downstream_task_ids == acc_roots
+    assert all(t.downstream_task_ids <= set(accuracy) for t in accuracy.values())
+
+
+def test_weekly_runs_features_then_train_evaluate_promote(dagbag) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.dags[WEEKLY]
+    features = dbt_tasks(dag, "features")
+    assert {t.task_id for t in dag.tasks} - set(features) == {"train", "evaluate", "promote"}
+    leaves = {tid for tid, t in features.items() if not (t.downstream_task_ids & set(features))}
+    assert dag.get_task("train").upstream_task_ids == leaves
+    assert dag.get_task("evaluate").upstream_task_ids == {"train"}
+    assert dag.get_task("promote").upstream_task_ids == {"evaluate"}
+    assert dag.get_task("promote").downstream_task_ids == set()
+
+
+@pytest.mark.parametrize("dag_id,group", [(HOURLY, "features"), (HOURLY, "accuracy"), (WEEKLY, "features")])
+def test_cosmos_renders_one_dbt_build_per_model_which_runs_its_tests(dagbag, dbt_manifest: Path,  # type: ignore[no-untyped-def]
+                                                                    dag_id: str, group: str) -> None:
+    from candlecast_orchestration.dbt import ACCURACY_SELECT, FEATURE_SELECT
+
+    select = FEATURE_SELECT if group == "features" else ACCURACY_SELECT
+    expected = manifest_models(dbt_manifest, select)
+    assert any(expected.values()), "the selected models carry dbt tests"
+    tasks = dbt_tasks(dagbag.dags[dag_id], group)
+    # TestBehavior.BUILD: one `dbt build --select <model>` task per model runs the model, then its tests,
+    # and a failing test fails that task before anything downstream reads the model.
+    assert sorted(tasks) == sorted(f"{group}.{model}_model_build" for model in expected)
+    for task_id, task in tasks.items():
+        model = task_id.removeprefix(f"{group}.").removesuffix("_model_build")
+        assert type(task).__name__ == "DbtBuildLocalOperator"
+        assert task.select.endswith(f".{model}")
+        assert str(task.dbt_executable_path) == str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt")
+        assert task.profile_config.profiles_yml_filepath == REPO_ROOT / "profiles.yml"
+
+
+def _parse_in_subprocess(extra_env: dict[str, str]) -> dict[str, object]:
+    """Parse dags/ in a fresh interpreter, as the DAG processor does; report time, errors and what got imported."""
+    script = f"""
+import json, sys, time
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+d = Path({str(DAGS_DIR)!r})
+times = {{}}
+for name in ("candlecast_hourly.py", "candlecast_weekly_retrain.py"):
+    t = time.perf_counter()
+    bag = BundleDagBag(dag_folder=d / name, bundle_path=d, bundle_name="dags-folder")
+    times[name] = time.perf_counter() - t
+    assert not bag.import_errors, bag.import_errors
+heavy = [m for m in ("pandas", "lightgbm", "pymysql", "extract", "ml", "requests") if m in sys.modules]
+tasks = sorted(t.task_id for t in bag.dags["candlecast_weekly_retrain"].tasks)
+print(json.dumps({{"times": times, "heavy": heavy, "tasks": tasks}}))
+"""
+    env = {**os.environ, **extra_env}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_parsing_touches_no_database_and_imports_no_data_library(dbt_manifest: Path) -> None:
+    # A database that cannot answer and no credentials at all: parsing must not care.
+    env = {"CANDLECAST_DB_HOST": "192.0.2.1", "CANDLECAST_DB_PORT": "1",
+           "CANDLECAST_CREDENTIALS_FILE": "/nonexistent/credentials.env"}
+    env.update({k: "" for k in os.environ if k.startswith("CANDLECAST_") and k.endswith("_PASSWORD")})
+    result = _parse_in_subprocess(env)
+    assert result["heavy"] == []
+
+
+def test_dbt_ls_load_method_renders_the_same_tasks(dagbag, airflow_db, dag_env, dbt_manifest: Path) -> None:  # type: ignore[no-untyped-def]
+    """LoadMode.DBT_LS (dbt ls through .venv-dbt's dbt as a subprocess) gives the graph the manifest gives."""
+    result = _parse_in_subprocess({"CANDLECAST_COSMOS_LOAD_METHOD": "dbt_ls"})
+    assert result["tasks"] == sorted(t.task_id for t in dagbag.dags[WEEKLY].tasks)
