@@ -38,17 +38,19 @@ SETTINGS = dag_settings()
 def candlecast_hourly() -> None:
     @task
     def extract(data_interval_start=None, data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from candlecast_orchestration.tasks import RunConfig, airflow_variables, extract_interval
+        from candlecast_orchestration.tasks import RunConfig, airflow_variables, extract_interval, task_env
 
-        config = RunConfig.resolve(airflow_variables())
-        return extract_interval(config.products, data_interval_start, data_interval_end)
+        env = task_env("loader", SETTINGS.conn_prefix)
+        config = RunConfig.resolve(airflow_variables(), env)
+        return extract_interval(config.products, data_interval_start, data_interval_end, env=env)
 
     @task
     def predict(data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from candlecast_orchestration.tasks import RunConfig, airflow_variables, predict_interval_end
+        from candlecast_orchestration.tasks import RunConfig, airflow_variables, predict_interval_end, task_env
 
-        config = RunConfig.resolve(airflow_variables())
-        return predict_interval_end(config.products, config.model_store, data_interval_end)
+        env = task_env("ml", SETTINGS.conn_prefix)
+        config = RunConfig.resolve(airflow_variables(), env)
+        return predict_interval_end(config.products, config.model_store, data_interval_end, env=env)
 
     features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
     accuracy = dbt_task_group("accuracy", ACCURACY_SELECT, SETTINGS)

@@ -36,24 +36,27 @@ SETTINGS = dag_settings()
 def candlecast_weekly_retrain() -> None:
     @task
     def train(data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from candlecast_orchestration.tasks import RunConfig, airflow_variables, train_products
+        from candlecast_orchestration.tasks import RunConfig, airflow_variables, task_env, train_products
 
-        config = RunConfig.resolve(airflow_variables())
-        return train_products(config.products, config.model_store, data_interval_end)
+        env = task_env("ml", SETTINGS.conn_prefix)
+        config = RunConfig.resolve(airflow_variables(), env)
+        return train_products(config.products, config.model_store, data_interval_end, env=env)
 
     @task
     def evaluate(data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from candlecast_orchestration.tasks import RunConfig, airflow_variables, evaluate_store
+        from candlecast_orchestration.tasks import RunConfig, airflow_variables, evaluate_store, task_env
 
-        config = RunConfig.resolve(airflow_variables())
-        return evaluate_store(config.products, config.model_store, data_interval_end)
+        env = task_env("ml", SETTINGS.conn_prefix)
+        config = RunConfig.resolve(airflow_variables(), env)
+        return evaluate_store(config.products, config.model_store, data_interval_end, env=env)
 
     @task
     def promote(data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from candlecast_orchestration.tasks import RunConfig, airflow_variables, promote_best
+        from candlecast_orchestration.tasks import RunConfig, airflow_variables, promote_best, task_env
 
-        config = RunConfig.resolve(airflow_variables())
-        return promote_best(config.products, config.model_store, data_interval_end)
+        env = task_env("ml", SETTINGS.conn_prefix)
+        config = RunConfig.resolve(airflow_variables(), env)
+        return promote_best(config.products, config.model_store, data_interval_end, env=env)
 
     features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
     features >> train() >> evaluate() >> promote()

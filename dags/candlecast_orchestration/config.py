@@ -54,6 +54,9 @@ class DagSettings:
     manifest_path: Path = DEFAULT_MANIFEST
     load_method: str = "dbt_manifest"
     test_behavior: str = "build"
+    # When set, DB settings come from the Airflow Connections ``{prefix}_loader``, ``{prefix}_transformer``
+    # and ``{prefix}_ml`` instead of the environment (see ``connection_env``).
+    conn_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if self.load_method not in LOAD_METHODS:
@@ -114,4 +117,25 @@ def dag_settings(env: Mapping[str, str] | None = None) -> DagSettings:
         manifest_path=Path(env.get("CANDLECAST_DBT_MANIFEST", str(d.manifest_path))),
         load_method=env.get("CANDLECAST_COSMOS_LOAD_METHOD", d.load_method).strip().lower(),
         test_behavior=env.get("CANDLECAST_COSMOS_TEST_BEHAVIOR", d.test_behavior).strip().lower(),
+        conn_prefix=env.get("CANDLECAST_AIRFLOW_CONN_PREFIX", "").strip() or None,
     )
+
+
+def conn_id(prefix: str, role: str) -> str:
+    return f"{prefix}_{role}"
+
+
+def connection_env_template(prefix: str, role: str) -> dict[str, str]:
+    """The env a dbt task gets from an Airflow Connection, as Jinja rendered when the task runs (not at parse).
+
+    Airflow masks connection passwords wherever rendered fields are shown.
+    """
+    c = f"conn.{conn_id(prefix, role)}"
+    upper = role.upper()
+    return {
+        "CANDLECAST_DB_HOST": f"{{{{ {c}.host }}}}",
+        "CANDLECAST_DB_PORT": f"{{{{ {c}.port or 3306 }}}}",
+        "CANDLECAST_DB_SCHEMA": f"{{{{ {c}.schema or 'candlecast' }}}}",
+        f"CANDLECAST_{upper}_USER": f"{{{{ {c}.login }}}}",
+        f"CANDLECAST_{upper}_PASSWORD": f"{{{{ {c}.password }}}}",
+    }

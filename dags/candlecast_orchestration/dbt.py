@@ -6,14 +6,22 @@ The default load method reads ``dbt_project/target/manifest.json`` (made by ``ma
 per parse instead of 2-3.5 s for ``dbt ls``.
 
 The database credentials are not in here: dbt's ``profiles.yml`` reads them with ``env_var()``, and every
-Cosmos task inherits the worker's environment (``append_env``), where ``candlecast.withenv`` put them.
+Cosmos task inherits the worker's environment (``append_env``), where ``candlecast.withenv`` put them. With
+``CANDLECAST_AIRFLOW_CONN_PREFIX`` set, the same variables are rendered from the Airflow Connection
+``{prefix}_transformer`` when the task runs instead.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from candlecast_orchestration.config import DBT_PROJECT_DIR, PROFILES_YML, DagConfigError, DagSettings
+from candlecast_orchestration.config import (
+    DBT_PROJECT_DIR,
+    PROFILES_YML,
+    DagConfigError,
+    DagSettings,
+    connection_env_template,
+)
 
 if TYPE_CHECKING:
     from cosmos import DbtTaskGroup
@@ -68,13 +76,16 @@ def dbt_task_group(group_id: str, select: list[str], settings: DagSettings, **kw
         invocation_mode=InvocationMode.SUBPROCESS,
         dbt_executable_path=str(settings.dbt_executable),
     )
+    operator_args: dict[str, Any] = {"install_deps": False}
+    if settings.conn_prefix:
+        operator_args["env"] = connection_env_template(settings.conn_prefix, "transformer")
     group = DbtTaskGroup(
         group_id=group_id,
         project_config=project,
         profile_config=profile,
         execution_config=execution,
         render_config=render,
-        operator_args={"install_deps": False},
+        operator_args=operator_args,
         **kwargs,
     )
     if not group.children:

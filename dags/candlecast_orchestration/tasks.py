@@ -84,6 +84,29 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def task_env(role: Role, conn_prefix: str | None) -> dict[str, str]:
+    """The environment a task reads its DB settings from: the process env, or the Airflow Connection
+    ``{conn_prefix}_{role}`` laid over it when connections are in use."""
+    import os
+
+    env = dict(os.environ)
+    if not conn_prefix:
+        return env
+    from airflow.sdk import Connection
+
+    from candlecast_orchestration.config import conn_id
+
+    conn = Connection.get(conn_id(conn_prefix, role))
+    upper = role.upper()
+    env.update({f"CANDLECAST_{upper}_USER": conn.login or role, f"CANDLECAST_{upper}_PASSWORD": conn.password or "",
+                "CANDLECAST_DB_SCHEMA": conn.schema or "candlecast"})
+    if conn.host:
+        env["CANDLECAST_DB_HOST"] = conn.host
+    if conn.port:
+        env["CANDLECAST_DB_PORT"] = str(conn.port)
+    return env
+
+
 @contextmanager
 def _engine(role: Role, env: Mapping[str, str] | None = None) -> Iterator[tuple[Engine, Schemas]]:
     from candlecast.db import check_connection, make_engine

@@ -7,6 +7,8 @@ registry, accuracy marts) must hold exactly what the direct run's does.
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import datetime, timedelta
 
 import pytest
@@ -96,9 +98,33 @@ def test_hourly_run_stores_what_a_direct_run_of_the_same_hours_does(hourly_run, 
         assert dag_tables[table], f"{table} is empty"
 
 
-def test_rerunning_the_hourly_tasks_changes_nothing(hourly_run, dagbag, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_rerunning_hourly_tasks_with_settings_from_airflow_connections_changes_nothing(  # type: ignore[no-untyped-def]
+        hourly_run, admin_engine, tmp_path, monkeypatch) -> None:
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    from candlecast.settings import db_settings
+    from tests.dags.conftest import DAGS_DIR
+
     before = pipeline.snapshot(admin_engine, BASE)
+    # The DB settings now reach the tasks only through Airflow Connections: no password in the environment,
+    # no credentials file, and a schema base in the environment that does not exist.
+    connections = {}
+    for role in ("loader", "transformer", "ml"):
+        s = db_settings(role)  # type: ignore[arg-type]
+        connections[f"cc_{role}"] = {"conn_type": "mysql", "host": s.host, "port": s.port, "login": s.user,
+                                     "password": s.password, "schema": BASE}
+    conn_file = tmp_path / "connections.json"
+    conn_file.write_text(json.dumps(connections))
+    for key in [k for k in os.environ if k.startswith("CANDLECAST_") and k.endswith("_PASSWORD")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("CANDLECAST_CREDENTIALS_FILE", str(tmp_path / "no-such-file.env"))
+    monkeypatch.setenv("CANDLECAST_DB_SCHEMA", "ct_no_such_base")
+    monkeypatch.setenv("CANDLECAST_AIRFLOW_CONN_PREFIX", "cc")
+    bag = BundleDagBag(dag_folder=DAGS_DIR / "candlecast_hourly.py", bundle_path=DAGS_DIR, bundle_name="dags-folder")
+    assert bag.import_errors == {}
+
     # Re-run extract, the incremental feature model and predict for the same interval; the rest is marked done.
     keep = "extract|predict|features\\.fct_candle_features_model_build"
-    run_dag(dagbag.dags["candlecast_hourly"], HOURLY_START + HOUR, mark_success_pattern=f"(?!(?:{keep})$).*")
+    run_dag(bag.dags["candlecast_hourly"], HOURLY_START + HOUR, conn_file_path=str(conn_file),
+            mark_success_pattern=f"(?!(?:{keep})$).*")
     assert pipeline.differences(pipeline.snapshot(admin_engine, BASE), before) == []
