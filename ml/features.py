@@ -95,19 +95,33 @@ def validate_table(conn: Connection | Engine, schemas: Schemas,
         raise FeatureError(f"{schemas.marts}.{FEATURE_TABLE} lacks columns the models need: {', '.join(missing)}")
 
 
-def _frame(rows: list, keys: list[str]) -> pd.DataFrame:
+def _select_packed(cols: list[str]) -> str:
+    """One comma-joined text per row instead of one value per column.
+
+    PyMySQL decodes the text protocol in pure Python, about 10 µs per value: 18k rows × 55 columns took
+    8-17 s. Packed, the driver decodes 18k values and pandas' C parser does the rest, in well under a
+    second. The numbers are the same text the server sends either way; NULL becomes an empty field.
+    """
+    parts = []
+    for c in cols:
+        if c == "hour":
+            parts.append("cast(`hour` as char)")  # 'YYYY-MM-DD HH:MM:SS'
+        else:
+            parts.append(f"coalesce(`{c}`, '')")
+    return f"concat_ws(',', {', '.join(parts)})"
+
+
+def _frame(lines: list[str], cols: list[str]) -> pd.DataFrame:
+    import io
+
     import pandas as pd
 
-    df = pd.DataFrame.from_records(rows, columns=keys)
-    for col in df.columns:
-        if col in ("product_id", "hour"):
-            continue
-        # DECIMAL columns arrive as Decimal objects; models and metrics work in float64.
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    if len(df):
-        df["hour"] = pd.to_datetime(df["hour"])
-        df["is_complete"] = df["is_complete"].fillna(0).astype(bool)
-    return df.sort_values("hour", kind="stable").reset_index(drop=True)
+    dtypes = {c: "float64" for c in cols if c not in ("product_id", "hour")}
+    df = pd.read_csv(io.StringIO("\n".join(lines)), header=None, names=cols, dtype={**dtypes, "product_id": "str"},
+                     keep_default_na=False, na_values={c: [""] for c in dtypes}, engine="c")
+    df["hour"] = pd.to_datetime(df["hour"], format="%Y-%m-%d %H:%M:%S")
+    df["is_complete"] = df["is_complete"].fillna(0).astype(bool)
+    return df
 
 
 def read_features(engine: Engine, schemas: Schemas, product: str, start: datetime | None = None,
@@ -116,10 +130,10 @@ def read_features(engine: Engine, schemas: Schemas, product: str, start: datetim
     """Rows of one product with ``start <= hour < end`` (either bound optional), oldest first."""
     from sqlalchemy import text
 
+    cols = list(dict.fromkeys([*CONTEXT_COLUMNS, *columns]))
     with engine.connect() as conn:
         if validate:
             validate_table(conn, schemas, columns)
-        cols = list(dict.fromkeys([*CONTEXT_COLUMNS, *columns]))
         where = ["product_id = :p"]
         params: dict[str, object] = {"p": product}
         if start is not None:
@@ -129,11 +143,16 @@ def read_features(engine: Engine, schemas: Schemas, product: str, start: datetim
             where.append("hour < :end")
             params["end"] = end
         sql = (
-            f"select {', '.join(f'`{c}`' for c in cols)} from `{schemas.marts}`.`{FEATURE_TABLE}` "
+            f"select {_select_packed(cols)} from `{schemas.marts}`.`{FEATURE_TABLE}` "
             f"where {' and '.join(where)} order by hour"
         )
-        result = conn.execute(text(sql), params)
-        return _frame([tuple(r) for r in result.all()], cols)
+        lines = [str(r[0]) for r in conn.execute(text(sql), params).all()]
+    if not lines:
+        import pandas as pd
+
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols}).astype(
+            {"product_id": "str", "hour": "datetime64[us]", "is_complete": "bool"})
+    return _frame(lines, cols)
 
 
 def usable_rows(df: pd.DataFrame) -> pd.DataFrame:
