@@ -57,23 +57,29 @@ def _num(value: Decimal) -> str:
 
 
 def _write_batches(
-    conn: Connection, table: str, rows: Sequence[tuple[object, ...]], ingested_at: datetime, batch_size: int
+    conn: Connection,
+    table: str,
+    product_id: str,
+    rows: Sequence[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]],
+    ingested_at: datetime,
+    batch_size: int,
 ) -> None:
     """Multi-row ``INSERT ... ON DUPLICATE KEY UPDATE`` statements of ``batch_size`` rows.
 
     The literals are rendered here rather than by the driver: PyMySQL's per-value escaping cost three times
     the server's own work. That is safe because every value is typed by validation: a finite ``Decimal``
-    prints as digits, a datetime through strftime, and the product id is escaped by the driver.
+    prints as digits, a datetime through str(), and the product id is escaped by the driver.
     """
     from pymysql.converters import escape_string
 
-    stamp = ingested_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+    prefix = f"('{escape_string(product_id)}','"
+    suffix = f",'{ingested_at:%Y-%m-%d %H:%M:%S.%f}')"
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         for batch in _batches(rows, batch_size):
             values = ",".join(
-                f"('{escape_string(str(p))}','{h}',{_num(o)},{_num(hi)},{_num(lo)},{_num(c)},{_num(v)},'{stamp}')"
-                for p, h, o, hi, lo, c, v in batch
+                f"{prefix}{h}',{_num(o)},{_num(hi)},{_num(lo)},{_num(c)},{_num(v)}{suffix}"
+                for h, o, hi, lo, c, v in batch
             )
             cursor.execute(
                 f"insert into {table} (product_id, bucket_start, open, high, low, close, volume, ingested_at) "
@@ -107,20 +113,21 @@ def upsert_candles(
                 (product_id, min(hours), max(hours)),
             )
         }
-        writes: list[tuple[object, ...]] = []
+        writes = []
         inserted = updated = unchanged = 0
-        for hour, candle in zip(hours, items, strict=True):
+        for hour, c in zip(hours, items, strict=True):
+            values = (c.open, c.high, c.low, c.close, c.volume)
             previous = stored.get(hour)
             if previous is None:
                 inserted += 1
-            elif previous != candle.values():
+            elif previous != values:
                 updated += 1
             else:
                 unchanged += 1
                 continue
-            writes.append((product_id, hour, *candle.values()))
+            writes.append((hour, *values))
         if writes:
-            _write_batches(conn, table, writes, _db_now(conn), batch_size)
+            _write_batches(conn, table, product_id, writes, _db_now(conn), batch_size)
         counts += UpsertCounts(inserted, updated, unchanged)
     return counts
 

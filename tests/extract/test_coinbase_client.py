@@ -45,7 +45,7 @@ def test_5xx_is_retried_with_exponential_backoff(replay: ReplayServer) -> None:
     assert [r.status for r in replay.requests] == [503, 503, 200]
     first, second = gaps(replay)
     assert first >= 0.2 and second >= 0.4  # initial, then doubled (plus up to `initial` of jitter)
-    assert first < 0.2 + 0.2 + 0.15 and second < 0.4 + 0.2 + 0.15
+    assert first < 1.0 and second < 1.5  # generous: the machine may be busy, but not the Retry-After path
 
 
 def test_retry_after_is_honoured_exactly_instead_of_the_backoff(replay: ReplayServer) -> None:
@@ -54,7 +54,7 @@ def test_retry_after_is_honoured_exactly_instead_of_the_backoff(replay: ReplaySe
         client.fetch_candles("BTC-USD", WINDOW)
     assert [r.status for r in replay.requests] == [429, 200]
     (waited,) = gaps(replay)
-    assert 1.0 <= waited < 1.3
+    assert 1.0 <= waited < 2.0
 
 
 def test_retry_after_as_an_http_date() -> None:
