@@ -1,0 +1,74 @@
+{#-
+  Which rows an incremental run of a per-product hourly model recomputes.
+
+  For every product already in `this`, the run recomputes the hours from its newest hour minus
+  `lookback_hours` on. A new product, or one whose history was extended backwards (a backfill of older
+  hours, detected by its first hour in `upstream` being earlier than in `this`), is recomputed whole.
+  When `align_to_upstream_row` is true the start is moved back to the product's newest row in `upstream`
+  at or before it, so a spine that starts its range there always begins on a real candle.
+
+  The bounds are read here, at run time, and written into the model's SQL as literals, so MariaDB filters
+  upstream tables by their (product_id, hour) primary key: the hourly cost stays independent of history.
+
+  Returns a list of {'product_id': ..., 'recompute_from': 'YYYY-MM-DD HH:MM:SS'}.
+-#}
+{% macro recompute_ranges(upstream, lookback_hours, align_to_upstream_row=false) -%}
+    {%- if not execute -%}{{ return([]) }}{%- endif -%}
+    {%- set query -%}
+        select
+            existing.product_id,
+            {% if align_to_upstream_row -%}
+            (
+                select max(u.hour)
+                from {{ upstream }} as u
+                where u.product_id = existing.product_id
+                  and u.hour <= existing.last_hour - interval {{ lookback_hours }} hour
+            )
+            {%- else -%}
+            existing.last_hour - interval {{ lookback_hours }} hour
+            {%- endif %} as recompute_from
+        from (
+            select product_id, min(hour) as first_hour, max(hour) as last_hour
+            from {{ this }}
+            group by product_id
+        ) as existing
+        inner join (
+            select product_id, min(hour) as first_hour
+            from {{ upstream }}
+            group by product_id
+        ) as upstream_bounds
+            on upstream_bounds.product_id = existing.product_id
+        -- history extended backwards: recompute the product whole
+        where upstream_bounds.first_hour >= existing.first_hour
+    {%- endset -%}
+    {%- set ranges = [] -%}
+    {%- for row in run_query(query).rows -%}
+        {%- if row[1] is not none -%}
+            {%- do ranges.append({'product_id': row[0], 'recompute_from': row[1].strftime('%Y-%m-%d %H:%M:%S')}) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(ranges) }}
+{%- endmacro %}
+
+{#-
+  A WHERE condition keeping each listed product's hours from its recompute_from minus `back_hours`
+  on, and every hour of products not listed (new or recomputed whole).
+-#}
+{% macro recompute_filter(ranges, back_hours=0, product_column='product_id', hour_column='hour') -%}
+    {%- if ranges | length == 0 -%}
+    1 = 1
+    {%- else -%}
+    (
+        {%- for r in ranges %}
+        ({{ product_column }} = {{ sql_string(r.product_id) }}
+            and {{ hour_column }} >= timestamp {{ sql_string(r.recompute_from) }} - interval {{ back_hours }} hour)
+        or
+        {%- endfor %}
+        {{ product_column }} not in ({% for r in ranges %}{{ sql_string(r.product_id) }}{{ ", " if not loop.last }}{% endfor %})
+    )
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro sql_string(value) -%}
+    '{{ value | string | replace("\\", "\\\\") | replace("'", "''") }}'
+{%- endmacro %}
