@@ -98,3 +98,26 @@ airflow: db-start dbt-parse  ## start the local Airflow in the background; print
 
 airflow-stop:  ## stop the Airflow that `make airflow` started
 	@$(PY) -m candlecast.airflow_local stop
+
+# --- dbt: the feature layer (dbt_project/) -------------------------------------------------------
+# dbt runs through candlecast.withenv, so profiles.yml's env_var() calls get the connection settings
+# (env vars win over the local credentials file). Pass extra dbt flags with DBT_FLAGS, e.g.
+# `make dbt-build DBT_FLAGS=--full-refresh` after a change to a model's columns.
+
+DBT_ARGS := --project-dir $(CURDIR)/dbt_project --profiles-dir $(CURDIR)
+DBT_FLAGS ?=
+DOCS_PORT ?= 8580
+
+dbt-parse: venvs  ## parse the dbt project into dbt_project/target/manifest.json (Cosmos reads it; no database)
+	@CANDLECAST_TRANSFORMER_PASSWORD="$${CANDLECAST_TRANSFORMER_PASSWORD:-parsing-needs-no-password}" \
+	  $(RUN) $(DBT) --quiet parse $(DBT_ARGS) && echo "dbt manifest: dbt_project/target/manifest.json"
+
+dbt-build: db-start  ## dbt build (models + tests) and source freshness on the project's MariaDB
+	@$(RUN) $(DBT) build $(DBT_ARGS) $(DBT_FLAGS)
+	@$(RUN) $(DBT) source freshness $(DBT_ARGS)
+
+docs: db-start  ## dbt docs generate: dbt_project/target/{index.html,manifest.json,catalog.json}
+	@$(RUN) $(DBT) docs generate $(DBT_ARGS)
+
+docs-serve: docs  ## serve the dbt docs on http://127.0.0.1:$DOCS_PORT (8580) until Ctrl-C
+	@$(RUN) $(DBT) docs serve $(DBT_ARGS) --host 127.0.0.1 --port $(DOCS_PORT) --no-browser
