@@ -99,6 +99,24 @@ airflow: db-start dbt-parse  ## start the local Airflow in the background; print
 airflow-stop:  ## stop the Airflow that `make airflow` started
 	@$(PY) -m candlecast.airflow_local stop
 
+# --- extract: Coinbase candles and the offline replay server (extract/) --------------------------
+# The extractor reads COINBASE_API_URL (default: the real Coinbase Exchange API). Offline, run `make replay`
+# in one shell and `export COINBASE_API_URL=http://127.0.0.1:8765` in another.
+
+.PHONY: replay extract-backfill extract-incremental
+
+REPLAY_PORT ?= 8765
+
+replay: deps  ## serve the bundled candles as the Coinbase API on 127.0.0.1:$REPLAY_PORT (8765) until Ctrl-C
+	@$(PY) -m extract.replay --port $(REPLAY_PORT)
+
+extract-backfill: db-start  ## fetch START..END (UTC, ISO 8601) into raw: make extract-backfill START=2021-12-14 END=2024-01-10
+	@[ -n "$(START)" ] && [ -n "$(END)" ] || { echo "usage: make extract-backfill START=2021-12-14 END=2024-01-10" >&2; exit 2; }
+	@$(RUN) $(PY) -m extract backfill --start "$(START)" --end "$(END)"
+
+extract-incremental: db-start  ## catch every product up to the last closed hour (or END=...)
+	@$(RUN) $(PY) -m extract incremental $(if $(END),--end "$(END)")
+
 # --- dbt: the feature layer (dbt_project/) -------------------------------------------------------
 # dbt runs through candlecast.withenv, so profiles.yml's env_var() calls get the connection settings
 # (env vars win over the local credentials file). Pass extra dbt flags with DBT_FLAGS, e.g.

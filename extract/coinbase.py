@@ -10,6 +10,7 @@ only repeat the same answer.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -62,6 +63,13 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 def _snippet(text: str, limit: int = 120) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+def _root_cause(exc: Exception) -> str:
+    """The OS-level reason inside urllib3's nested wrappers ("[Errno 111] Connection refused")."""
+    text = str(exc)
+    found = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    return found.group(0).strip() if found else _snippet(text, 200)
 
 
 def _error_message(response: requests.Response) -> str:
@@ -135,7 +143,7 @@ class CoinbaseClient:
         except requests.Timeout as exc:
             raise TransientError(f"no answer within {self.settings.timeout_s:g}s ({type(exc).__name__})") from exc
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise TransientError(f"connection failed: {exc}") from exc
+            raise TransientError(f"connection failed: {_root_cause(exc)}") from exc
 
         if response.status_code in RETRYABLE_STATUS:
             raise TransientError(

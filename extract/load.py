@@ -74,19 +74,37 @@ def _write_batches(
 
     prefix = f"('{escape_string(product_id)}','"
     suffix = f",'{ingested_at:%Y-%m-%d %H:%M:%S.%f}')"
+
+    def statement(batch: Sequence[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]]) -> str:
+        values = ",".join(
+            f"{prefix}{h}',{_num(o)},{_num(hi)},{_num(lo)},{_num(c)},{_num(v)}{suffix}" for h, o, hi, lo, c, v in batch
+        )
+        return (
+            f"insert into {table} (product_id, bucket_start, open, high, low, close, volume, ingested_at) "
+            f"values {values} "
+            "on duplicate key update open = values(open), high = values(high), low = values(low), "
+            "close = values(close), volume = values(volume), ingested_at = values(ingested_at)"
+        )
+
+    batches = _batches(rows, batch_size)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        for batch in _batches(rows, batch_size):
-            values = ",".join(
-                f"{prefix}{h}',{_num(o)},{_num(hi)},{_num(lo)},{_num(c)},{_num(v)}{suffix}"
-                for h, o, hi, lo, c, v in batch
-            )
-            cursor.execute(
-                f"insert into {table} (product_id, bucket_start, open, high, low, close, volume, ingested_at) "
-                f"values {values} "
-                "on duplicate key update open = values(open), high = values(high), low = values(low), "
-                "close = values(close), volume = values(volume), ingested_at = values(ingested_at)"
-            )
+        if len(batches) == 1:
+            cursor.execute(statement(batches[0]))
+            return
+        # Several batches: render the next while the server runs the current one (the driver waits on the
+        # socket without the GIL). One worker keeps the statements in order on the one connection.
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upsert") as pool:
+            running: Future[int] | None = None
+            for batch in batches:
+                sql = statement(batch)
+                if running is not None:
+                    running.result()
+                running = pool.submit(cursor.execute, sql)
+            if running is not None:
+                running.result()
     finally:
         cursor.close()
 

@@ -67,8 +67,12 @@ def _bucket_time(value: object) -> datetime:
 def _fit(name: str, value: Decimal, limit: Decimal) -> Decimal:
     if abs(value) >= limit:
         raise CandleError(f"{name} {value} does not fit the raw table (at most {len(str(limit)) - 1} integer digits)")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= -12:
+        return value  # stored exactly as it is; kept short, as the loader sends it as text
     with localcontext() as ctx:
         ctx.prec = 60  # quantize needs room for 24 integer + 12 decimal digits
+        # rounded as the DECIMAL(x,12) column would round it, so a re-run compares equal to what is stored
         return value.quantize(SCALE, rounding=ROUND_HALF_UP)
 
 
