@@ -56,8 +56,8 @@ def newest_hour(engine: Engine, schemas: Schemas, product: str, complete_only: b
 
 
 def _data_end(engine: Engine, schemas: Schemas, product: str) -> datetime:
-    # The newest row's target is not realized; the window ends at its hour (targets strictly before it).
-    return newest_hour(engine, schemas, product)
+    # Windows end (exclusive) on target hours: the newest row's hour is the last one whose close is known.
+    return newest_hour(engine, schemas, product) + HOUR
 
 
 def _context() -> tuple[Engine, Schemas, MlSettings, ModelStore]:
@@ -90,7 +90,8 @@ def cmd_train(args: argparse.Namespace) -> str:
 def _tqdm_progress(total: int, desc: str) -> tuple[Callable[..., None], Callable[[], None]]:
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="model", file=sys.stderr, leave=False)
+    # disable=None: a bar on a terminal, nothing in logs (Airflow, CI, pipes)
+    bar = tqdm(total=total, desc=desc, unit="model", file=sys.stderr, leave=False, disable=None)
     return (lambda *_: bar.update(1)), bar.close
 
 
@@ -151,7 +152,7 @@ def cmd_backtest(args: argparse.Namespace) -> str:
     end = args.end or _data_end(engine, schemas, product)
     start = args.start or end - timedelta(weeks=args.weeks)
     features = read_features(engine, schemas, product, end=end)
-    bar = tqdm(desc="walk-forward", unit="week", file=sys.stderr, leave=False)
+    bar = tqdm(desc="walk-forward", unit="week", file=sys.stderr, leave=False, disable=None)
 
     def tick(done: int, total: int) -> None:
         bar.total = total

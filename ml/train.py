@@ -43,9 +43,9 @@ class TrainConfig:
     train_hours: int | None = None  # None: all history before the purge
     min_train_rows: int = 500
     min_validation_rows: int = 24
-    num_boost_round: int = 1000
-    early_stopping_rounds: int = 50
-    learning_rate: float = 0.03
+    num_boost_round: int = 500
+    early_stopping_rounds: int = 30
+    learning_rate: float = 0.05
     num_leaves: int = 15
     min_data_in_leaf: int = 200
     feature_fraction: float = 0.8

@@ -135,7 +135,7 @@ def test_evaluation_needs_a_holdout_after_the_newest_cutoff(ml_db: MlDb, clean_m
                                                            tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     store.save(ConstantForecaster(PERSISTENCE, 0.0, -0.005, 0.005), _meta(PERSISTENCE, WINDOW_END))
-    with pytest.raises(EvaluationError, match="BTC-USD: holdout window 2024-01-09 23:00 .* has 0 complete hours"):
+    with pytest.raises(EvaluationError, match=r"BTC-USD: holdout window 2024-01-09 23:00 .* has 0 complete hours"):
         evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)  # type: ignore[arg-type]
 
 
