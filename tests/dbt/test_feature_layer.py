@@ -1,0 +1,214 @@
+"""The feature layer built by dbt over the bundled real candles: dbt's own tests, keys, the column contract,
+the missing hours, every feature against an independent pandas computation, grants and docs."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.dbt.conftest import FEATURE_COLUMNS, BuiltLayer
+
+pytestmark = pytest.mark.integration
+
+GAP = [datetime(2023, 3, 4, h) for h in (17, 18, 19, 20)]  # the 4 hours Coinbase left out
+
+
+def _frame(engine, sql: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        result = conn.execute(text(sql))
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def test_dbt_build_runs_every_model_and_test_successfully(built_layer: BuiltLayer) -> None:
+    results = built_layer.build.json("run_results.json")["results"]
+    by_kind: dict[str, list[str]] = {}
+    for r in results:
+        by_kind.setdefault(r["unique_id"].split(".")[0], []).append(r["status"])
+        assert r["status"] in ("success", "pass"), f"{r['unique_id']}: {r['status']} {r.get('message')}"
+    assert len(by_kind["model"]) == 4
+    # generic tests (unique, not_null, relationships, accepted ranges/values) and the singular ones
+    assert len(by_kind["test"]) >= 55
+    names = {r["unique_id"] for r in results}
+    for singular in ("assert_spine_is_continuous", "assert_features_use_no_future_hours",
+                     "assert_target_is_next_hour_close", "assert_complete_rows_have_every_feature"):
+        assert f"test.candlecast.{singular}" in names
+
+
+def test_source_freshness_passes_on_freshly_loaded_candles(built_layer: BuiltLayer) -> None:
+    sources = built_layer.freshness.json("sources.json")["results"]
+    assert [(s["unique_id"], s["status"]) for s in sources] == [("source.candlecast.coinbase.candles", "pass")]
+    assert sources[0]["criteria"]["warn_after"] == {"count": 2, "period": "hour"}
+    assert sources[0]["criteria"]["error_after"] == {"count": 6, "period": "hour"}
+
+
+def test_marts_and_spine_have_their_primary_key_and_indexes(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]
+    s = built_layer.schemas
+    expected = {
+        f"{s.marts}.fct_candle_features": {
+            "PRIMARY": ["product_id", "hour"],
+            "ix_fct_candle_features_hour": ["hour"],
+            "ix_fct_candle_features_complete": ["is_complete", "product_id", "hour"],
+        },
+        f"{s.intermediate}.int_candles__hourly_spine": {"PRIMARY": ["product_id", "hour"]},
+    }
+    for table, indexes in expected.items():
+        shown = _frame(admin_engine, f"show index from {table}")
+        actual = {
+            name: list(group.sort_values("Seq_in_index")["Column_name"])
+            for name, group in shown.groupby("Key_name")
+        }
+        assert actual == indexes, table
+        assert (shown.loc[shown["Key_name"] == "PRIMARY", "Non_unique"] == 0).all()
+
+
+def test_feature_mart_has_exactly_the_contracted_columns(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]
+    columns = _frame(admin_engine, f"show columns from {built_layer.schemas.marts}.fct_candle_features")
+    assert tuple(columns["Field"]) == FEATURE_COLUMNS
+    latest = _frame(admin_engine, f"show columns from {built_layer.schemas.marts}.features_latest")
+    assert tuple(latest["Field"]) == FEATURE_COLUMNS
+
+
+def test_spine_keeps_missing_hours_with_close_carried_and_zero_volume(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]
+    s = built_layer.schemas
+    spine = _frame(admin_engine, f"select * from {s.intermediate}.int_candles__hourly_spine order by hour")
+    # 18,164 candles + the 4 hours the API left out, every hour from the first to the last exactly once
+    assert len(spine) == 18_168
+    assert spine["hour"].iloc[0] == datetime(2021, 12, 14) and spine["hour"].iloc[-1] == datetime(2024, 1, 9, 23)
+    assert (spine["hour"].diff().dropna() == timedelta(hours=1)).all()
+    missing = spine[spine["is_missing_hour"] == 1]
+    assert list(missing["hour"]) == GAP
+    last_real_close = spine.loc[spine["hour"] == datetime(2023, 3, 4, 16), "close"].item()
+    for column in ("open", "high", "low", "close"):
+        assert (missing[column] == last_real_close).all()
+    assert (missing["volume"] == 0).all()
+    assert list(spine["hours_since_first_candle"]) == list(range(18_168))
+
+
+def _reference_features(candles: pd.DataFrame) -> pd.DataFrame:
+    """The contract's definitions computed independently in pandas, from the raw candles."""
+    hours = pd.date_range(candles["hour"].min(), candles["hour"].max(), freq="h")
+    f = candles.set_index("hour").reindex(hours)
+    f["is_missing_hour"] = f["close"].isna().astype(int)
+    f["close"] = f["close"].ffill()
+    for column in ("open", "high", "low"):
+        f[column] = f[column].fillna(f["close"])
+    f["volume"] = f["volume"].fillna(0.0)
+    c, v = f["close"], f["volume"]
+    r = np.log(c / c.shift(1))
+    out = pd.DataFrame(index=hours)
+    for k in (1, 2, 3, 6, 12, 24, 168):
+        out[f"log_return_{k}h"] = np.log(c / c.shift(k))
+    for k in range(1, 25):
+        out[f"log_return_1h_lag_{k}"] = r.shift(k)
+    for n in (6, 24, 72, 168):
+        out[f"return_mean_{n}h"] = r.rolling(n).mean()
+    for n in (6, 24, 72, 168):
+        out[f"return_std_{n}h"] = r.rolling(n).std(ddof=1)
+    for n in (24, 168):
+        out[f"realized_vol_{n}h"] = np.sqrt((r * r).rolling(n).sum())
+    out["hl_range"] = (f["high"] - f["low"]) / c
+    out["close_position_in_range"] = ((c - f["low"]) / (f["high"] - f["low"])).where(f["high"] > f["low"])
+    for n in (24, 168):
+        std = v.rolling(n).std(ddof=1)
+        out[f"volume_zscore_{n}h"] = ((v - v.rolling(n).mean()) / std).where(std > 0)
+    out["hour_of_day"] = hours.hour
+    out["day_of_week"] = hours.dayofweek + 1
+    index = np.arange(len(hours))
+    no_missing_in_window = f["is_missing_hour"].rolling(169, min_periods=1).sum() == 0
+    out["is_complete"] = ((index >= 168) & no_missing_in_window).astype(int)
+    next_real = f["is_missing_hour"].shift(-1) == 0
+    out["target_close_1h"] = c.shift(-1).where(next_real)
+    out["target_log_return_1h"] = np.log(c.shift(-1) / c).where(next_real)
+    out["is_missing_hour"] = f["is_missing_hour"]
+    return out
+
+
+def test_every_feature_equals_an_independent_pandas_computation(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]
+    s = built_layer.schemas
+    candles = _frame(admin_engine, f"select bucket_start as hour, open, high, low, close, volume "
+                                   f"from {s.raw}.candles where product_id = 'BTC-USD' order by bucket_start")
+    for column in ("open", "high", "low", "close", "volume"):
+        candles[column] = candles[column].astype(float)
+    expected = _reference_features(candles)
+    mart = _frame(admin_engine, f"select * from {s.marts}.fct_candle_features order by hour").set_index("hour")
+    assert list(mart.index) == list(expected.index)
+    compared = 0
+    for column in expected.columns:
+        got = pd.to_numeric(mart[column].astype(object), errors="coerce").astype(float).to_numpy()
+        want = expected[column].astype(float).to_numpy()
+        assert np.array_equal(np.isnan(got), np.isnan(want)), f"{column}: NULLs differ"
+        both = ~np.isnan(want)
+        assert np.allclose(got[both], want[both], rtol=1e-9, atol=1e-12), f"{column}: values differ"
+        compared += int(both.sum())
+    assert compared > 18_000 * 50  # most cells are real numbers, so the comparison means something
+    assert mart["is_complete"].sum() > 17_000
+
+
+def test_features_latest_is_the_newest_complete_row_per_product(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]
+    s = built_layer.schemas
+    latest = _frame(admin_engine, f"select * from {s.marts}.features_latest")
+    assert list(latest["product_id"]) == ["BTC-USD"]
+    newest = _frame(admin_engine, f"select * from {s.marts}.fct_candle_features where is_complete = 1 "
+                                  f"order by hour desc limit 1")
+    assert latest.iloc[0]["hour"] == newest.iloc[0]["hour"] == datetime(2024, 1, 9, 23)
+    row = latest.iloc[0]
+    assert row["is_complete"] == 1 and row["target_close_1h"] is None
+    assert not any(isinstance(row[c], float) and math.isnan(row[c]) for c in FEATURE_COLUMNS)
+
+
+def test_reader_can_select_the_marts_and_nothing_else(built_layer: BuiltLayer) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DatabaseError
+
+    from candlecast.db import engine_for
+
+    s = built_layer.schemas
+    reader = engine_for("reader")
+    try:
+        with reader.connect() as conn:
+            assert conn.execute(text(f"select count(*) from {s.marts}.fct_candle_features")).scalar() == 18_168
+            assert conn.execute(text(f"select count(*) from {s.marts}.features_latest")).scalar() == 1
+        denied = [
+            f"select 1 from {s.staging}.stg_coinbase__candles limit 1",
+            f"select 1 from {s.intermediate}.int_candles__hourly_spine limit 1",
+            f"select 1 from {s.raw}.candles limit 1",
+            f"delete from {s.marts}.fct_candle_features where hour < '2000-01-01'",
+            f"update {s.marts}.fct_candle_features set close = 0 where hour < '2000-01-01'",
+            f"create table {s.marts}.reader_scratch (x int)",
+        ]
+        for statement in denied:
+            with pytest.raises(DatabaseError, match=r"denied"), reader.begin() as conn:
+                conn.execute(text(statement))
+    finally:
+        reader.dispose()
+
+
+def test_every_model_and_mart_column_is_documented(built_layer: BuiltLayer) -> None:
+    manifest = built_layer.docs.json("manifest.json")
+    catalog = built_layer.docs.json("catalog.json")
+    models = {k: v for k, v in manifest["nodes"].items() if k.startswith("model.candlecast.")}
+    feature_layer = {f"model.candlecast.{m}" for m in
+                     ("stg_coinbase__candles", "int_candles__hourly_spine", "fct_candle_features", "features_latest")}
+    assert feature_layer <= set(models)
+    assert feature_layer <= set(catalog["nodes"]), "the feature layer's relations are missing from catalog.json"
+    undocumented = []
+    for unique_id, node in models.items():
+        if not node["description"].strip():
+            undocumented.append(unique_id)
+        # every column of every built relation (the catalog: what is really in the database)
+        for column in catalog["nodes"].get(unique_id, {}).get("columns", {}):
+            described = node["columns"].get(column.lower(), {}).get("description", "").strip()
+            if not described:
+                undocumented.append(f"{unique_id}.{column}")
+    assert undocumented == []
+    marts = {k for k in models if models[k]["schema"].endswith("_marts")}
+    assert {"model.candlecast.fct_candle_features", "model.candlecast.features_latest"} <= marts
+    exposures = {e["name"]: e for e in manifest["exposures"].values()}
+    assert {"ml_weekly_training", "ml_hourly_inference", "sql_consumers"} <= set(exposures)
+    assert "model.candlecast.fct_candle_features" in exposures["ml_weekly_training"]["depends_on"]["nodes"]
