@@ -140,12 +140,15 @@ def main() -> int:
     fresh_base()
 
     from airflow.dag_processing.dagbag import BundleDagBag
+    from airflow.models.pool import Pool
     from airflow.utils import db
 
+    from candlecast.airflow_local import DBT_POOL, DBT_POOL_DESCRIPTION
     from extract.replay import ReplayServer
 
     logging.getLogger().setLevel(logging.WARNING)
     db.initdb()
+    Pool.create_or_update_pool(DBT_POOL, slots=1, description=DBT_POOL_DESCRIPTION, include_deferred=False)
     with ReplayServer(rate=None) as server:
         os.environ["COINBASE_API_URL"] = server.url
         seed_history(server.url)

@@ -36,6 +36,9 @@ DEFAULT_PORT = 8080
 HOST = "127.0.0.1"
 # The default (32) pre-forks 32 LocalExecutor workers, about 5.5 GB RSS; 2 cores gain nothing past 4.
 PARALLELISM = 4
+# The DAGs put every dbt task in this one-slot pool (dags/candlecast_orchestration/config.py says why).
+DBT_POOL = "candlecast_dbt"
+DBT_POOL_DESCRIPTION = "candlecast: one dbt run at a time across DAGs (they write the same tables)"
 
 
 class AirflowLocalError(RuntimeError):
@@ -191,10 +194,24 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 300.0) -> Local
             raise AirflowLocalError(f"airflow standalone exited during start-up; last lines of {airflow.log_file}:\n"
                                     f"{_log_tail(airflow)}")
         if is_healthy(health(airflow)):
+            ensure_pool(airflow, values)
             return airflow
         time.sleep(1.0)
     raise AirflowLocalError(f"Airflow at {airflow.url} not healthy after {timeout:.0f} s; see {airflow.log_file}:\n"
                             f"{_log_tail(airflow)}")
+
+
+def ensure_pool(airflow: LocalAirflow, env: Mapping[str, str]) -> None:
+    """Create (or keep) the dbt pool the DAGs need; idempotent."""
+    pool = env.get("CANDLECAST_DBT_POOL", DBT_POOL).strip()
+    if not pool or pool == "default_pool":
+        return
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "pools", "set", pool, "1", DBT_POOL_DESCRIPTION],
+        cwd=REPO_ROOT, env={**env, **airflow_env(airflow, env)}, capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise AirflowLocalError(f"could not create the Airflow pool {pool!r}: {proc.stderr.strip()[-500:]}")
 
 
 def stop(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> bool:

@@ -31,6 +31,8 @@ RETRAIN_DAG_ID = "candlecast_weekly_retrain"
 VAR_PRODUCTS = "candlecast_products"  # comma-separated, e.g. "BTC-USD,ETH-USD"
 VAR_MODEL_STORE = "candlecast_model_store"
 
+DBT_POOL_DESCRIPTION = "candlecast: one dbt run at a time across DAGs (they write the same tables)"
+
 LOAD_METHODS = ("dbt_manifest", "dbt_ls")
 TEST_BEHAVIORS = ("build", "after_each", "after_all", "none")
 
@@ -49,6 +51,7 @@ class DagSettings:
     retries: int = 3
     retry_delay: timedelta = timedelta(minutes=1)
     max_retry_delay: timedelta = timedelta(minutes=30)
+    dbt_project_dir: Path = DBT_PROJECT_DIR
     dbt_target: str = "main"  # the target profiles.yml defines
     dbt_executable: Path = DEFAULT_DBT_EXECUTABLE
     manifest_path: Path = DEFAULT_MANIFEST
@@ -57,6 +60,9 @@ class DagSettings:
     # When set, DB settings come from the Airflow Connections ``{prefix}_loader``, ``{prefix}_transformer``
     # and ``{prefix}_ml`` instead of the environment (see ``connection_env``).
     conn_prefix: str | None = None
+    # Every dbt task of both DAGs takes a slot of this one-slot pool: the hourly and the weekly run both build
+    # the feature tables, and two dbt runs writing one table collide (`__dbt_tmp already exists`).
+    dbt_pool: str = "candlecast_dbt"
 
     def __post_init__(self) -> None:
         if self.load_method not in LOAD_METHODS:
@@ -112,12 +118,14 @@ def dag_settings(env: Mapping[str, str] | None = None) -> DagSettings:
         catchup=_flag(env, "CANDLECAST_DAG_CATCHUP", d.catchup),
         retries=retries,
         retry_delay=retry_delay,
+        dbt_project_dir=Path(env.get("CANDLECAST_DBT_PROJECT_DIR", str(d.dbt_project_dir))),
         dbt_target=env.get("CANDLECAST_DBT_TARGET", d.dbt_target),
         dbt_executable=Path(env.get("CANDLECAST_DBT_EXECUTABLE", str(d.dbt_executable))),
         manifest_path=Path(env.get("CANDLECAST_DBT_MANIFEST", str(d.manifest_path))),
         load_method=env.get("CANDLECAST_COSMOS_LOAD_METHOD", d.load_method).strip().lower(),
         test_behavior=env.get("CANDLECAST_COSMOS_TEST_BEHAVIOR", d.test_behavior).strip().lower(),
         conn_prefix=env.get("CANDLECAST_AIRFLOW_CONN_PREFIX", "").strip() or None,
+        dbt_pool=env.get("CANDLECAST_DBT_POOL", d.dbt_pool).strip() or "default_pool",
     )
 
 

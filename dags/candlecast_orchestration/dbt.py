@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from candlecast_orchestration.config import (
-    DBT_PROJECT_DIR,
     PROFILES_YML,
     DagConfigError,
     DagSettings,
@@ -50,7 +49,7 @@ def dbt_task_group(group_id: str, select: list[str], settings: DagSettings, **kw
             "(or set CANDLECAST_COSMOS_LOAD_METHOD=dbt_ls)"
         )
     project = ProjectConfig(
-        dbt_project_path=DBT_PROJECT_DIR,
+        dbt_project_path=settings.dbt_project_dir,
         manifest_path=settings.manifest_path if manifest_mode else None,
         # No packages.yml, and workers must not reach for the network at run time.
         install_dbt_deps=False,
@@ -76,7 +75,7 @@ def dbt_task_group(group_id: str, select: list[str], settings: DagSettings, **kw
         invocation_mode=InvocationMode.SUBPROCESS,
         dbt_executable_path=str(settings.dbt_executable),
     )
-    operator_args: dict[str, Any] = {"install_deps": False}
+    operator_args: dict[str, Any] = {"install_deps": False, "pool": settings.dbt_pool}
     if settings.conn_prefix:
         operator_args["env"] = connection_env_template(settings.conn_prefix, "transformer")
     group = DbtTaskGroup(
@@ -91,7 +90,7 @@ def dbt_task_group(group_id: str, select: list[str], settings: DagSettings, **kw
     if not group.children:
         # An empty group would silently wire its neighbours to each other (Airflow then reports a cycle).
         raise DagConfigError(
-            f"dbt selection {select} matched no model in {DBT_PROJECT_DIR} "
+            f"dbt selection {select} matched no model in {settings.dbt_project_dir} "
             f"({settings.load_method}); re-run `make dbt-parse` after changing the dbt project"
         )
     return group

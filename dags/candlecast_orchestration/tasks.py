@@ -33,10 +33,15 @@ class TaskConfigError(ValueError):
 
 
 def utc_hour(value: datetime) -> datetime:
-    """Floor to the hour, in UTC, tz-aware (Airflow hands pendulum datetimes; the libraries take UTC)."""
+    """Floor to the hour as a plain tz-aware UTC ``datetime``.
+
+    Airflow hands pendulum datetimes; their differences are pendulum intervals, which the libraries'
+    ``timedelta`` arithmetic does not accept, so the edge converts once.
+    """
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    value = value.astimezone(UTC)
+    return datetime(value.year, value.month, value.day, value.hour, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ BASE = "ct_dags"
 DIRECT_BASE = "ct_dags_direct"  # the same hours run directly (no Airflow), to compare tables with
 DAGS_DIR = REPO_ROOT / "dags"
 DBT = REPO_ROOT / ".venv-dbt" / "bin" / "dbt"
+DBT_PROJECT = Path(os.environ.get("CANDLECAST_DBT_PROJECT_DIR", REPO_ROOT / "dbt_project"))
 WORK_DIR = TEST_LOCAL_DIR / "dags"
 MANIFEST_DIR = WORK_DIR / "dbt-target"
 
@@ -37,6 +38,9 @@ HISTORY_START = datetime(2023, 11, 1, tzinfo=UTC)
 WEEKLY_RUN_AFTER = datetime(2024, 1, 7, 23, 30, tzinfo=UTC)
 # The hourly run for the hour 2024-01-08 12:00 (data interval [12:00, 13:00)), then the next one via the API.
 HOURLY_START = datetime(2024, 1, 8, 12, tzinfo=UTC)
+
+HOUR = timedelta(hours=1)
+HOLDOUT = timedelta(hours=168)
 
 TEST_AIRFLOW = LocalAirflow(home=TEST_LOCAL_DIR / "airflow", port=18180)
 
@@ -54,7 +58,7 @@ def dbt_env(base: str) -> dict[str, str]:
 
 def run_dbt(args: list[str], base: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [str(DBT), *args, "--project-dir", str(REPO_ROOT / "dbt_project"), "--profiles-dir", str(REPO_ROOT)],
+        [str(DBT), *args, "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(REPO_ROOT)],
         env=dbt_env(base), capture_output=True, text=True, cwd=REPO_ROOT,
     )
     if proc.returncode != 0:
@@ -70,7 +74,7 @@ def dbt_manifest() -> Path:
     """
     env = {"CANDLECAST_TRANSFORMER_PASSWORD": "unused-by-dbt-parse", **os.environ}
     proc = subprocess.run(
-        [str(DBT), "parse", "--project-dir", str(REPO_ROOT / "dbt_project"), "--profiles-dir", str(REPO_ROOT),
+        [str(DBT), "parse", "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(REPO_ROOT),
          "--target-path", str(MANIFEST_DIR)],
         env=env, capture_output=True, text=True, cwd=REPO_ROOT,
     )
@@ -81,10 +85,15 @@ def dbt_manifest() -> Path:
 @pytest.fixture(scope="package")
 def airflow_db() -> None:
     """The metadata DB migrated (what ``airflow db migrate`` does); idempotent, so reused across sessions."""
+    from airflow.models.pool import Pool
     from airflow.utils import db
+
+    from candlecast.airflow_local import DBT_POOL, DBT_POOL_DESCRIPTION
 
     TEST_AIRFLOW.home.mkdir(parents=True, exist_ok=True)
     db.initdb()
+    # What `make airflow` creates too: the one-slot pool every dbt task of both DAGs runs in.
+    Pool.create_or_update_pool(DBT_POOL, slots=1, description=DBT_POOL_DESCRIPTION, include_deferred=False)
 
 
 @pytest.fixture(scope="package")
@@ -140,3 +149,47 @@ def dag_env(admin_engine, provision_schemas, replay_server: str) -> Iterator[dic
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+
+
+def run_dag(dag, logical_date: datetime, **kwargs):  # type: ignore[no-untyped-def]
+    """``dag.test()`` and a readable failure: which task instances did not succeed."""
+    dr = dag.test(logical_date=logical_date, **kwargs)
+    if dr.state != "success":
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            tis = dr.get_task_instances(session=session)
+            bad = sorted(f"{ti.task_id}={ti.state}" for ti in tis if ti.state != "success")
+        pytest.fail(f"{dag.dag_id} run for {logical_date} ended {dr.state}: {bad}")
+    return dr
+
+
+@pytest.fixture(scope="package")
+def history(dag_env) -> None:  # type: ignore[no-untyped-def]
+    """Both bases hold the same history before the first DAG run (fetched over HTTP from the replay server)."""
+    from tests.dags import pipeline
+
+    for base in (BASE, DIRECT_BASE):
+        pipeline.backfill(base, HISTORY_START, HOURLY_START)
+
+
+@pytest.fixture(scope="package")
+def weekly_run(dagbag, airflow_db, history):  # type: ignore[no-untyped-def]
+    # Run after Sunday 2024-01-07 23:30: the interval [2023-12-31 23:30, 2024-01-07 23:30).
+    from tests.dags import pipeline
+
+    dr = run_dag(dagbag.dags["candlecast_weekly_retrain"], WEEKLY_RUN_AFTER)
+    window_end = WEEKLY_RUN_AFTER.replace(minute=0)
+    pipeline.dbt_build(DIRECT_BASE, pipeline.FEATURES)
+    pipeline.retrain(DIRECT_BASE, window_end - HOLDOUT, window_end)
+    return dr
+
+
+@pytest.fixture(scope="package")
+def hourly_run(dagbag, weekly_run):  # type: ignore[no-untyped-def]
+    # A manual run at 13:00 covers the interval that ends there: [12:00, 13:00).
+    from tests.dags import pipeline
+
+    dr = run_dag(dagbag.dags["candlecast_hourly"], HOURLY_START + HOUR)
+    pipeline.hourly(DIRECT_BASE, HOURLY_START)
+    return dr

@@ -14,50 +14,11 @@ from datetime import datetime, timedelta
 import pytest
 
 from tests.dags import pipeline
-from tests.dags.conftest import BASE, DIRECT_BASE, HISTORY_START, HOURLY_START, WEEKLY_RUN_AFTER
+from tests.dags.conftest import BASE, DIRECT_BASE, HOURLY_START, run_dag
 
 pytestmark = pytest.mark.integration
 
 HOUR = timedelta(hours=1)
-HOLDOUT = timedelta(hours=168)
-
-
-def run_dag(dag, logical_date: datetime, **kwargs):  # type: ignore[no-untyped-def]
-    """``dag.test()`` and a readable failure: which task instances did not succeed."""
-    dr = dag.test(logical_date=logical_date, **kwargs)
-    if dr.state != "success":
-        from airflow.utils.session import create_session
-
-        with create_session() as session:
-            tis = dr.get_task_instances(session=session)
-            bad = sorted(f"{ti.task_id}={ti.state}" for ti in tis if ti.state != "success")
-        pytest.fail(f"{dag.dag_id} run for {logical_date} ended {dr.state}: {bad}")
-    return dr
-
-
-@pytest.fixture(scope="package")
-def history(dag_env) -> None:  # type: ignore[no-untyped-def]
-    """Both bases hold the same history before the first DAG run (fetched over HTTP from the replay server)."""
-    for base in (BASE, DIRECT_BASE):
-        pipeline.backfill(base, HISTORY_START, HOURLY_START)
-
-
-@pytest.fixture(scope="package")
-def weekly_run(dagbag, airflow_db, history):  # type: ignore[no-untyped-def]
-    # Run after Sunday 2024-01-07 23:30: the interval [2023-12-31 23:30, 2024-01-07 23:30).
-    dr = run_dag(dagbag.dags["candlecast_weekly_retrain"], WEEKLY_RUN_AFTER)
-    window_end = WEEKLY_RUN_AFTER.replace(minute=0)
-    pipeline.dbt_build(DIRECT_BASE, pipeline.FEATURES)
-    pipeline.retrain(DIRECT_BASE, window_end - HOLDOUT, window_end)
-    return dr
-
-
-@pytest.fixture(scope="package")
-def hourly_run(dagbag, weekly_run):  # type: ignore[no-untyped-def]
-    # A manual run at 13:00 covers the interval that ends there: [12:00, 13:00).
-    dr = run_dag(dagbag.dags["candlecast_hourly"], HOURLY_START + HOUR)
-    pipeline.hourly(DIRECT_BASE, HOURLY_START)
-    return dr
 
 
 def test_weekly_run_trains_evaluates_and_promotes_on_the_last_week(weekly_run, admin_engine) -> None:  # type: ignore[no-untyped-def]

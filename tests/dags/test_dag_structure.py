@@ -120,6 +120,8 @@ def test_cosmos_renders_one_dbt_build_per_model_which_runs_its_tests(dagbag, dbt
         assert task.select.endswith(f".{model}")
         assert str(task.dbt_executable_path) == str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt")
         assert task.profile_config.profiles_yml_filepath == REPO_ROOT / "profiles.yml"
+        # One dbt run at a time across both DAGs: they write the same tables.
+        assert task.pool == "candlecast_dbt"
 
 
 def _parse_in_subprocess(extra_env: dict[str, str]) -> dict[str, object]:

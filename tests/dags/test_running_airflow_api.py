@@ -93,8 +93,8 @@ def api_airflow(dag_env, dbt_manifest) -> Iterator[LocalAirflow]:  # type: ignor
         stop(env)
 
 
-def test_api_lists_the_cosmos_tasks_and_a_triggered_run_succeeds(api_airflow, hourly_run, dagbag,  # type: ignore[no-untyped-def]
-                                                                   admin_engine) -> None:
+def test_api_lists_the_cosmos_tasks_and_a_triggered_run_succeeds(hourly_run, dagbag, admin_engine,  # type: ignore[no-untyped-def]
+                                                                   api_airflow) -> None:
     from sqlalchemy import text
 
     api = Api(api_airflow)

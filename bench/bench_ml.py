@@ -1,0 +1,160 @@
+"""Benchmark the ML layer on the bundled two years of BTC-USD.
+
+1. Training (``ml.train.train``: read the feature mart, fit the LightGBM point and two quantile models with
+   early stopping, fit the baselines, store and register all three). Target ≤ 15 s on 2 cores.
+2. One hourly inference (``ml.predict.predict_hour``: registry lookup, model load from the store with its
+   checksum check, that hour's feature row, forecast, upsert), cold (a fresh model cache, as in a new Airflow
+   task process) and warm. Interpreter and library import excluded. Target ≤ 1 s.
+3. Evaluating a 50-model store (``ml.evaluate.evaluate``: load and verify every model, score it on the holdout,
+   record the results). Target ≤ 30 s.
+
+Runs against the database in the env settings (``make bench`` = the project's MariaDB) under a base of its own,
+``bench_ml``: set-up (not timed) loads the bundled candles into ``bench_ml_raw`` and builds the feature mart with
+dbt. Best of N runs with medians: on a shared machine the best run is the least disturbed one. Prints figures
+and targets; never fails on timing.
+
+    make bench        # or: .venv/bin/python -m candlecast.withenv .venv/bin/python bench/bench_ml.py
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from candlecast.settings import Schemas, effective_env  # noqa: E402
+
+BASE = "bench_ml"
+PRODUCT = "BTC-USD"
+TRAIN_TARGET_S, PREDICT_TARGET_S, EVALUATE_TARGET_S = 15.0, 1.0, 30.0
+
+
+def setup(schemas: Schemas) -> None:
+    from sqlalchemy import text
+
+    from candlecast import mariadb
+    from candlecast.db import engine_for
+    from extract.schema import ensure_raw_tables
+    from tests.support import bundled_candles
+
+    mariadb.provision(schemas)
+    engine = engine_for("loader")
+    candles = bundled_candles()
+    ensure_raw_tables(engine, schemas)
+    with engine.begin() as conn:
+        conn.execute(text(f"delete from `{schemas.raw}`.candles"))
+        for i in range(0, len(candles), 2000):
+            values = ", ".join(
+                f"('{PRODUCT}', '{c.bucket_start:%Y-%m-%d %H:%M:%S}', {c.open}, {c.high}, {c.low}, {c.close}, "
+                f"{c.volume}, utc_timestamp(6))" for c in candles[i:i + 2000])
+            conn.execute(text(f"insert into `{schemas.raw}`.candles (product_id, bucket_start, open, high, low, "
+                              f"close, volume, ingested_at) values {values}"))
+    engine.dispose()
+    work = REPO / ".local" / "bench" / "ml-dbt"
+    subprocess.run(
+        [str(REPO / ".venv-dbt" / "bin" / "dbt"), "run", "--quiet", "--select", "+fct_candle_features",
+         "--project-dir", str(REPO / "dbt_project"), "--profiles-dir", str(REPO),
+         "--target-path", str(work / "target"), "--log-path", str(work / "logs")],
+        check=True, cwd=REPO, env={**os.environ, "CANDLECAST_DB_SCHEMA": BASE},
+    )
+
+
+def line(what: str, times: list[float], target: float) -> str:
+    best, median = min(times), statistics.median(times)
+    verdict = "meets" if best <= target else "MISSES"
+    return (f"{what}: best {best:.3f} s, median {median:.3f} s over {len(times)} runs; "
+            f"target ≤ {target:g} s ({verdict})")
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.update(effective_env())
+    os.environ["CANDLECAST_DB_SCHEMA"] = BASE
+    schemas = Schemas(BASE)
+    t0 = time.perf_counter()
+    setup(schemas)
+    print(f"set-up (not timed): bundled candles + dbt feature mart in {BASE}_* in {time.perf_counter() - t0:.1f} s")
+
+    from candlecast.db import engine_for
+    from ml.cli import newest_hour
+    from ml.evaluate import evaluate
+    from ml.model import DRIFT, PERSISTENCE
+    from ml.predict import ModelCache, predict_hour
+    from ml.promote import promote
+    from ml.store import ModelStore
+    from ml.train import TrainConfig, train
+
+    engine = engine_for("ml")
+    end = newest_hour(engine, schemas, PRODUCT) + timedelta(hours=1)
+    cutoff = end - timedelta(hours=168)
+    root = Path(tempfile.mkdtemp(prefix="bench-ml-"))
+    try:
+        # 1. training
+        store = ModelStore(root / "store")
+        train_times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            result = train(engine, schemas, store, PRODUCT, cutoff, TrainConfig(num_threads=2))
+            train_times.append(time.perf_counter() - t)
+        rows = store.metadata(result.versions["lightgbm"])["row_count"]
+        print(line(f"training on the bundled data ({rows['train']} training + {rows['valid']} validation rows, "
+                   f"3 LightGBM models + 2 baselines)", train_times, TRAIN_TARGET_S))
+
+        # 2. one hourly inference
+        promote(engine, schemas, evaluate(engine, schemas, store, PRODUCT, end))
+        hour = end - timedelta(hours=1)
+        cold, warm = [], []
+        cache = ModelCache()
+        for i in range(10):
+            fresh = ModelCache()
+            t = time.perf_counter()
+            predict_hour(engine, schemas, store, PRODUCT, hour - timedelta(hours=i), fresh)
+            cold.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            predict_hour(engine, schemas, store, PRODUCT, hour - timedelta(hours=i), cache)
+            warm.append(time.perf_counter() - t)
+        print(line("one hourly inference, cold (model loaded and verified from the store)", cold, PREDICT_TARGET_S))
+        print(line("one hourly inference, warm (model cached)", warm, PREDICT_TARGET_S))
+
+        # 3. a 50-model store: 16 training cutoffs × 3 distinct LightGBM models, plus both baselines
+        big = ModelStore(root / "store50")
+        distinct = []
+        for k, lr in enumerate((0.05, 0.08, 0.12)):
+            res = train(engine, schemas, big, PRODUCT, cutoff - timedelta(days=k),
+                        TrainConfig(num_threads=2, learning_rate=lr))
+            distinct.append(big.load(res.versions["lightgbm"]))
+        for loaded in distinct:
+            for day in range(1, 16):
+                meta = {**loaded.metadata, "training_cutoff": cutoff - timedelta(days=7 + day)}
+                big.save(loaded.forecaster, meta)
+        versions = big.versions(PRODUCT)
+        keep = [v for v in versions if PERSISTENCE in v or DRIFT in v][:2]
+        for v in versions:
+            if v not in keep and not any(v == d.version for d in distinct) and "lightgbm" not in v:
+                shutil.rmtree(big.root / v)
+        count = len(big.versions(PRODUCT))
+        eval_times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            report = evaluate(engine, schemas, big, PRODUCT, end)
+            eval_times.append(time.perf_counter() - t)
+        print(line(f"evaluating a {count}-model store on a {report.rows}-hour holdout "
+                   f"({len(report.scored)} scored, {len(report.skipped)} skipped)", eval_times, EVALUATE_TARGET_S))
+    finally:
+        engine.dispose()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
