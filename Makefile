@@ -139,3 +139,21 @@ docs: db-start  ## dbt docs generate: dbt_project/target/{index.html,manifest.js
 
 docs-serve: docs  ## serve the dbt docs on http://127.0.0.1:$DOCS_PORT (8580) until Ctrl-C
 	@$(RUN) $(DBT) docs serve $(DBT_ARGS) --host 127.0.0.1 --port $(DOCS_PORT) --no-browser
+
+# --- ml: training, promotion, inference, backtest (ml/) ------------------------------------------
+# Times come from the data (the newest hour of the feature mart) unless given: `python -m ml <cmd> --help`.
+# The model store is CANDLECAST_MODEL_STORE (default .local/models).
+
+.PHONY: ml-train ml-promote ml-predict backtest
+
+ml-train: db-start  ## train LightGBM + baselines, cutoff = newest hour - CANDLECAST_HOLDOUT_HOURS (168)
+	@$(RUN) $(PY) -m ml train
+
+ml-promote: db-start  ## score every stored model on the holdout; the lowest MAE serves (persistence competes)
+	@$(RUN) $(PY) -m ml promote
+
+ml-predict: db-start  ## forecasts from the newest LAST feature hours (default 48) with the production model
+	@$(RUN) $(PY) -m ml predict --last $(or $(LAST),48)
+
+backtest: db-start  ## walk-forward backtest over the last WEEKS weeks (52): metrics vs persistence + PNG chart
+	@$(RUN) $(PY) -m ml backtest --weeks $(or $(WEEKS),52)

@@ -1,0 +1,143 @@
+"""The ML steps of `make demo`: train, evaluate + promote, 48 h of predictions, accuracy marts, a backtest.
+
+Each step returns its summary; times come from the data (the newest hour in the feature mart), never
+from the wall clock, so the demo gives the same result on every run and every machine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from candlecast.settings import REPO_ROOT, effective_env
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from candlecast.settings import Schemas
+    from ml.settings import MlSettings
+    from ml.store import ModelStore
+
+HOUR = timedelta(hours=1)
+PREDICT_HOURS = 48
+
+
+def _context(env: Mapping[str, str] | None = None) -> tuple[Engine, Schemas, MlSettings, ModelStore]:
+    from candlecast.db import check_connection, make_engine
+    from candlecast.settings import db_settings
+    from ml.settings import ml_settings
+    from ml.store import ModelStore
+
+    db = db_settings("ml", env)
+    engine = make_engine(db)
+    check_connection(engine, "candlecast ml")
+    settings = ml_settings(env)
+    return engine, db.schemas, settings, ModelStore(settings.store_dir)
+
+
+def _data_end(engine: Engine, schemas: Schemas, product: str) -> datetime:
+    from ml.cli import newest_hour
+
+    return newest_hour(engine, schemas, product) + HOUR
+
+
+def train_step(env: Mapping[str, str] | None = None) -> str:
+    from ml.train import TrainConfig, train
+
+    engine, schemas, settings, store = _context(env)
+    try:
+        end = _data_end(engine, schemas, settings.product)
+        cutoff = end - timedelta(hours=settings.holdout_hours)
+        result = train(engine, schemas, store, settings.product, cutoff, TrainConfig(num_threads=settings.num_threads))
+        return f"{result.summary()}\nmodel store: {store.root}"
+    finally:
+        engine.dispose()
+
+
+def promote_step(env: Mapping[str, str] | None = None) -> str:
+    from ml.evaluate import evaluate
+    from ml.promote import promote
+
+    engine, schemas, settings, store = _context(env)
+    try:
+        report = evaluate(engine, schemas, store, settings.product, _data_end(engine, schemas, settings.product))
+        return f"{report.table()}\n{promote(engine, schemas, report).summary()}"
+    finally:
+        engine.dispose()
+
+
+def predict_step(env: Mapping[str, str] | None = None) -> str:
+    from ml.predict import predict_range
+
+    engine, schemas, settings, store = _context(env)
+    try:
+        end = _data_end(engine, schemas, settings.product)
+        predictions = predict_range(engine, schemas, store, settings.product, end - PREDICT_HOURS * HOUR, end)
+    finally:
+        engine.dispose()
+    last = predictions[-1]
+    return (f"{len(predictions)} hourly predictions written to {schemas.ml}.predictions with {last.model_version}; "
+            f"next hour {last.target_hour:%Y-%m-%d %H:%M} UTC: ${last.predicted_close:,.2f} "
+            f"(80%: ${last.lower_80:,.2f} .. ${last.upper_80:,.2f})")
+
+
+def accuracy_step(env: Mapping[str, str] | None = None) -> str:
+    """dbt build of the accuracy marts (and their tests), then the leaderboard as a SQL consumer sees it."""
+    from sqlalchemy import text
+
+    from candlecast.db import engine_for
+    from candlecast.settings import db_settings
+
+    values = effective_env(env)
+    dbt = os.environ.get("CANDLECAST_DBT", str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt"))
+    result = subprocess.run(
+        [dbt, "build", "--select", "tag:accuracy", "--project-dir", str(REPO_ROOT / "dbt_project"),
+         "--profiles-dir", str(REPO_ROOT)],
+        env={**values, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}, capture_output=True, text=True, cwd=REPO_ROOT,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"dbt build --select tag:accuracy failed:\n{result.stdout[-3000:]}")
+    done = [line for line in result.stdout.splitlines() if "Done. PASS=" in line]
+    schemas = db_settings("reader", env).schemas
+    engine = engine_for("reader", env)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                f"select model_version, status, n_realized, mae_24h, skill_24h, mae_168h, skill_168h, "
+                f"coverage_80_168h from `{schemas.marts}`.model_leaderboard order by rank_168h")).all()
+    finally:
+        engine.dispose()
+
+    def num(v: object, fmt: str) -> str:
+        return "-" if v is None else format(float(v), fmt)  # type: ignore[arg-type]
+
+    lines = [f"dbt: {done[-1].split('Done. ')[-1] if done else 'ok'}",
+             f"{schemas.marts}.model_leaderboard:",
+             f"  {'model':<58} {'status':<10} {'n':>4} {'MAE 24h':>9} {'skill':>8} {'MAE 168h':>9} {'skill':>8} "
+             f"{'cov80':>6}"]
+    for r in rows:
+        lines.append(f"  {r[0]:<58} {r[1] or '-':<10} {r[2]:>4} {num(r[3], '9.2f')} {num(r[4], '+8.4f')} "
+                     f"{num(r[5], '9.2f')} {num(r[6], '+8.4f')} {num(r[7], '6.3f')}")
+    return "\n".join(lines)
+
+
+def backtest_step(env: Mapping[str, str] | None = None) -> str:
+    """A short walk-forward backtest (``CANDLECAST_DEMO_BACKTEST_WEEKS``, default 8) and its chart."""
+    from ml.backtest import walk_forward, write_outputs
+    from ml.features import read_features
+    from ml.train import TrainConfig
+
+    weeks = int(effective_env(env).get("CANDLECAST_DEMO_BACKTEST_WEEKS", "8"))
+    engine, schemas, settings, _store = _context(env)
+    try:
+        end = _data_end(engine, schemas, settings.product)
+        features = read_features(engine, schemas, settings.product, end=end)
+    finally:
+        engine.dispose()
+    result = walk_forward(features, settings.product, end - timedelta(weeks=weeks), end,
+                          TrainConfig(num_threads=settings.num_threads))
+    out = write_outputs(result, settings.backtest_dir)
+    return out.summary() + "\n  (the year-long backtest: `make backtest`)"
