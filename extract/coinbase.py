@@ -144,6 +144,8 @@ class CoinbaseClient:
             raise TransientError(f"no answer within {self.settings.timeout_s:g}s ({type(exc).__name__})") from exc
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise TransientError(f"connection failed: {_root_cause(exc)}") from exc
+        except requests.RequestException as exc:  # a bad URL, too many redirects: not worth repeating
+            raise FetchError(f"{product_id} window {window}: request to {url} failed: {exc}") from exc
 
         if response.status_code in RETRYABLE_STATUS:
             raise TransientError(

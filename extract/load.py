@@ -50,12 +50,6 @@ def _db_now(conn: Connection) -> datetime:
     return conn.exec_driver_sql("select utc_timestamp(6)").scalar_one()
 
 
-def _num(value: Decimal) -> str:
-    text = str(value)
-    # str() turns to exponent notation below 1e-6, which MariaDB would read as a double: never for DECIMAL.
-    return format(value, "f") if "E" in text else text
-
-
 def _write_batches(
     conn: Connection,
     table: str,
@@ -75,10 +69,14 @@ def _write_batches(
     prefix = f"('{escape_string(product_id)}','"
     suffix = f",'{ingested_at:%Y-%m-%d %H:%M:%S.%f}')"
 
+    def row(h: datetime, o: Decimal, hi: Decimal, lo: Decimal, c: Decimal, v: Decimal) -> str:
+        numbers = f"{o},{hi},{lo},{c},{v}"
+        if "E" in numbers:  # str() of a Decimal below 1e-6 is exponent notation, which MariaDB reads as a double
+            numbers = ",".join(format(x, "f") for x in (o, hi, lo, c, v))
+        return f"{prefix}{h}',{numbers}{suffix}"
+
     def statement(batch: Sequence[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]]) -> str:
-        values = ",".join(
-            f"{prefix}{h}',{_num(o)},{_num(hi)},{_num(lo)},{_num(c)},{_num(v)}{suffix}" for h, o, hi, lo, c, v in batch
-        )
+        values = ",".join([row(*r) for r in batch])
         return (
             f"insert into {table} (product_id, bucket_start, open, high, low, close, volume, ingested_at) "
             f"values {values} "
@@ -131,19 +129,22 @@ def upsert_candles(
                 (product_id, min(hours), max(hours)),
             )
         }
-        writes = []
-        inserted = updated = unchanged = 0
-        for hour, c in zip(hours, items, strict=True):
-            values = (c.open, c.high, c.low, c.close, c.volume)
-            previous = stored.get(hour)
-            if previous is None:
-                inserted += 1
-            elif previous != values:
-                updated += 1
-            else:
-                unchanged += 1
-                continue
-            writes.append((hour, *values))
+        if not stored:  # the common case of new hours: nothing to compare
+            writes = [(h, c.open, c.high, c.low, c.close, c.volume) for h, c in zip(hours, items, strict=True)]
+            inserted, updated, unchanged = len(writes), 0, 0
+        else:
+            writes, inserted, updated, unchanged = [], 0, 0, 0
+            for hour, c in zip(hours, items, strict=True):
+                values = (c.open, c.high, c.low, c.close, c.volume)
+                previous = stored.get(hour)
+                if previous is None:
+                    inserted += 1
+                elif previous != values:
+                    updated += 1
+                else:
+                    unchanged += 1
+                    continue
+                writes.append((hour, *values))
         if writes:
             _write_batches(conn, table, product_id, writes, _db_now(conn), batch_size)
         counts += UpsertCounts(inserted, updated, unchanged)

@@ -165,14 +165,18 @@ def _extract_span(
             result.add(report, checked.outside, checked.duplicates)
             if progress is not None:
                 progress(report)
-    except ExtractError as exc:
-        result.status, result.error = "failed", str(exc)
+    except Exception as exc:
+        # Whatever stopped the run, its log row says so before the error goes up (a bug included).
+        message = str(exc) if isinstance(exc, ExtractError) else f"{product_id} {mode}: {type(exc).__name__}: {exc}"
+        result.status, result.error = "failed", message
         result.duration_s = time.monotonic() - began
         try:
-            load.finish_run(engine, schemas, result.run_id, "failed", result.duration_s, str(exc)[:10_000])
+            load.finish_run(engine, schemas, result.run_id, "failed", result.duration_s, message[:10_000])
         except SQLAlchemyError as log_exc:  # the database itself may be what failed; the first error matters
             log.warning("could not mark run %s failed: %s", result.run_id, log_exc)
-        raise RunFailed(str(exc), result) from exc
+        if isinstance(exc, ExtractError):
+            raise RunFailed(message, result) from exc
+        raise
 
     result.status = "success"
     result.duration_s = time.monotonic() - began

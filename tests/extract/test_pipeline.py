@@ -235,3 +235,21 @@ def test_an_inverted_range_is_refused_before_anything_happens(
     with pytest.raises(ExtractError, match="end 2023-01-01 00:00 is before start 2023-01-02 00:00"):
         backfill(replay, raw, loader_engine, t, t - 24 * HOUR)
     assert not replay.requests and not run_log(loader_engine, raw)
+
+
+def test_tiny_and_huge_values_are_stored_exactly_and_compare_unchanged(
+    raw: Schemas, loader_engine  # type: ignore[no-untyped-def]
+) -> None:
+    from extract.load import upsert_candles
+    from extract.validate import parse_candle
+
+    hour = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())
+    candle = parse_candle("SHIB-USD", [hour, Decimal("0.00000001"), Decimal("0.000000123456"),
+                                       Decimal("1E-7"), Decimal("0.0000001"), Decimal("987654321098765432109.5")])
+    with loader_engine.begin() as conn:
+        assert upsert_candles(conn, raw, [candle]).inserted == 1
+    with loader_engine.begin() as conn:
+        assert upsert_candles(conn, raw, [candle]).unchanged == 1
+    stored = stored_rows(loader_engine, raw, "SHIB-USD")[naive_utc(candle.bucket_start)]
+    assert stored == candle.values()
+    assert stored[2].as_tuple().exponent == -12  # came back as DECIMAL(30,12), not a double
