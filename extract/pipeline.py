@@ -138,7 +138,8 @@ def _extract_span(
     try:
         load.start_run(engine, schemas, result.run_id, product_id, mode, span)
     except SQLAlchemyError as exc:
-        raise LoadError(f"{product_id} {mode} {span}: cannot write the run log: {exc.orig or exc}") from exc
+        cause = getattr(exc, "orig", None) or exc
+        raise LoadError(f"{product_id} {mode} {span}: cannot write the run log in {schemas.raw}: {cause}") from exc
 
     try:
         for window in split_windows(span):
@@ -180,10 +181,26 @@ def _extract_span(
 
     result.status = "success"
     result.duration_s = time.monotonic() - began
-    load.finish_run(engine, schemas, result.run_id, "success", result.duration_s)
+    try:
+        load.finish_run(engine, schemas, result.run_id, "success", result.duration_s)
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        raise LoadError(
+            f"{product_id} {mode} {span}: every window is committed, but the run log could not say so: {cause}"
+        ) from exc
     if result.gaps:
         log.info("%s: the API has no candle for %s (left out, not invented)", product_id, describe_hours(result.gaps))
     return result
+
+
+def _prepare(engine: Engine, schemas: Schemas) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        ensure_raw_tables(engine, schemas)
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        raise LoadError(f"cannot create or check the raw tables in {schemas.raw}: {cause}") from exc
 
 
 def backfill(
@@ -207,7 +224,7 @@ def backfill(
     if floor_hour(end) < first:
         raise ExtractError(f"{product_id}: end {to_utc(end):%Y-%m-%d %H:%M} is before start {first:%Y-%m-%d %H:%M}")
     span = Window(first, max(first, clamp_end(end, now)))
-    ensure_raw_tables(engine, schemas)
+    _prepare(engine, schemas)
     own_client = client is None
     client = client or CoinbaseClient(settings)
     try:
@@ -237,7 +254,7 @@ def incremental(
     A product with nothing stored starts at ``initial_start``, or fails with ``NothingToResume``. Every
     product is attempted; if any failed, ``ExtractError`` lists them after the others have been stored.
     """
-    ensure_raw_tables(engine, schemas)
+    _prepare(engine, schemas)
     stop = clamp_end(end, now)
     own_client = client is None
     client = client or CoinbaseClient(settings)

@@ -253,3 +253,16 @@ def test_tiny_and_huge_values_are_stored_exactly_and_compare_unchanged(
     stored = stored_rows(loader_engine, raw, "SHIB-USD")[naive_utc(candle.bucket_start)]
     assert stored == candle.values()
     assert stored[2].as_tuple().exponent == -12  # came back as DECIMAL(30,12), not a double
+
+
+def test_an_unreachable_database_is_a_clear_error_before_any_request(replay: ReplayServer) -> None:
+    from candlecast.db import make_engine
+    from candlecast.settings import DbSettings
+    from extract.errors import LoadError
+
+    nowhere = make_engine(DbSettings("127.0.0.1", 1, "loader", "x", Schemas("ct_extract"), connect_timeout=2))
+    t = datetime(2023, 1, 1, tzinfo=UTC)
+    with pytest.raises(LoadError, match=r"cannot create or check the raw tables in ct_extract_raw: .*Can.t connect"):
+        pipeline.backfill(PRODUCT, t, t + HOUR, engine=nowhere, schemas=Schemas("ct_extract"),
+                          settings=fast_settings(replay.url))
+    assert not replay.requests
