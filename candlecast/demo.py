@@ -12,10 +12,13 @@ from collections.abc import Callable
 
 
 def _steps() -> list[tuple[str, Callable[[], str]]]:
+    from candlecast.dbt_demo import build_features_step
     from extract.demo import backfill_bundled_sample
 
     return [
         ("extract: backfill the bundled candles over HTTP from the replay server", backfill_bundled_sample),
+        # --- dbt feature layer (candlecast/dbt_demo.py) ---
+        ("dbt: build the feature layer (models + tests), source freshness, newest rows", build_features_step),
     ]
 
 

@@ -1,0 +1,201 @@
+"""Benchmark the dbt feature layer: full builds, and the hourly incremental run at 3 months vs 10 years.
+
+1. Full build (`dbt build --full-refresh` of the feature layer: 4 models and their ~60 tests) over the bundled
+   18,164 real candles, and over a generated 10-year, 3-product history (262,800 product-hours: a
+   deterministic random walk per product, with about 1 hour in 1,000 left out as the API does).
+   Figures only; no target.
+2. The hourly run: one new closed hour appended for every product, then the incremental models
+   (`dbt run`), at 3 months of history and at 10 years of history. Target: 10-year time ≤ 1.25 × 3-month
+   time, because the hourly cost must not grow with history. Judged on dbt's own model timings
+   (run_results.json), median of 3 hourly runs; wall time (dbt start-up included) is shown beside it, and so
+   is the same hourly step as `dbt build` (models + tests), whose whole-table tests do grow with history.
+
+Runs against the database in the env settings (`make bench` = the project's MariaDB), in bases of its own
+created with the project's grants (`cb_bench_bundled`, `cb_bench_3m`, `cb_bench_10y`: the `{base}_raw`,
+`_staging`, `_intermediate`, `_marts` databases), so the local server is needed for provisioning. dbt writes
+its target/ and logs under .local/bench/dbt/. Prints figures and targets; never fails on timing.
+
+    make bench        # or: .venv/bin/python -m candlecast.withenv .venv/bin/python bench/bench_dbt.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from candlecast import mariadb  # noqa: E402
+from candlecast.db import engine_for  # noqa: E402
+from candlecast.settings import Schemas  # noqa: E402
+from extract.schema import ensure_raw_tables  # noqa: E402
+
+DBT = REPO / ".venv-dbt" / "bin" / "dbt"
+RUNS = REPO / ".local" / "bench" / "dbt"
+SELECT = ["--select", "+features_latest", "--indirect-selection", "cautious"]
+MODELS = ("stg_coinbase__candles", "int_candles__hourly_spine", "fct_candle_features", "features_latest")
+PRODUCTS = {"BTC-USD": 30_000.0, "ETH-USD": 2_000.0, "SOL-USD": 50.0}  # starting prices of the walks
+END = datetime(2025, 1, 1)  # first hour after the generated history
+TEN_YEARS, THREE_MONTHS = 87_600, 2_160  # hours
+HOURLY_REPEATS = 3
+RATIO_TARGET = 1.25
+
+
+@dataclass(frozen=True)
+class DbtTiming:
+    wall_s: float
+    models_s: float  # sum of dbt's own execution_time over the models
+    tests_s: float
+    per_model: dict[str, float]
+    tests: int
+
+
+def run_dbt(args: list[str], base: str, name: str) -> DbtTiming:
+    target = RUNS / name / "target"
+    cmd = [str(DBT), *args, "--project-dir", str(REPO / "dbt_project"), "--profiles-dir", str(REPO),
+           "--target-path", str(target), "--log-path", str(RUNS / name / "logs")]
+    started = time.perf_counter()
+    result = subprocess.run(cmd, env={**os.environ, "CANDLECAST_DB_SCHEMA": base}, cwd=REPO,
+                            capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"dbt {' '.join(args)} on {base} failed:\n{result.stdout[-4000:]}")
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    per_model = {r["unique_id"].split(".")[-1]: r["execution_time"] for r in results
+                 if r["unique_id"].startswith("model.")}
+    tests = [r["execution_time"] for r in results if r["unique_id"].startswith("test.")]
+    return DbtTiming(wall, sum(per_model.values()), sum(tests), per_model, len(tests))
+
+
+def random_walk_rows(product: str, start_price: float, first: datetime, hours: int, seed: int) -> list[str]:
+    """SQL value tuples of a deterministic hourly random walk, ~0.1% of hours left out like the API does."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    returns = rng.normal(0.0, 0.008, hours)
+    closes = start_price * np.exp(np.cumsum(returns))
+    opens = np.concatenate([[start_price], closes[:-1]])
+    wick = np.abs(rng.normal(0.0, 0.004, (2, hours)))
+    highs = np.maximum(opens, closes) * (1 + wick[0])
+    lows = np.minimum(opens, closes) * (1 - wick[1])
+    volumes = rng.lognormal(3.0, 1.0, hours)
+    kept = rng.random(hours) >= 0.001
+    kept[0] = kept[-1] = True  # the history spans exactly the requested hours
+    return [
+        f"('{product}', '{first + timedelta(hours=i):%Y-%m-%d %H:%M:%S}', {opens[i]:.8f}, {highs[i]:.8f}, "
+        f"{lows[i]:.8f}, {closes[i]:.8f}, {volumes[i]:.8f}, utc_timestamp(6))"
+        for i in range(hours) if kept[i]
+    ]
+
+
+def load_rows(loader, schemas: Schemas, rows: list[str], replace: bool = False) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    ensure_raw_tables(loader, schemas)
+    with loader.begin() as conn:
+        if replace:
+            conn.execute(text(f"delete from `{schemas.raw}`.candles"))
+        for i in range(0, len(rows), 5_000):
+            conn.execute(text(
+                f"insert into `{schemas.raw}`.candles (product_id, bucket_start, open, high, low, close, volume, "
+                f"ingested_at) values {', '.join(rows[i:i + 5_000])}"
+            ))
+
+
+def generated_history(loader, base: str, hours: int) -> Schemas:  # type: ignore[no-untyped-def]
+    schemas = Schemas(base)
+    mariadb.provision(schemas)
+    first = END - timedelta(hours=hours)
+    rows = [row for seed, (product, price) in enumerate(PRODUCTS.items())
+            for row in random_walk_rows(product, price, first, hours, seed)]
+    load_rows(loader, schemas, rows, replace=True)
+    return schemas
+
+
+def append_hour(loader, schemas: Schemas, hour: datetime) -> None:  # type: ignore[no-untyped-def]
+    rows = [f"('{p}', '{hour:%Y-%m-%d %H:%M:%S}', {price}, {price * 1.01}, {price * 0.99}, {price}, 1.5, "
+            f"utc_timestamp(6))" for p, price in PRODUCTS.items()]
+    load_rows(loader, schemas, rows)
+
+
+def hourly_runs(loader, schemas: Schemas, label: str) -> tuple[list[DbtTiming], DbtTiming]:  # type: ignore[no-untyped-def]
+    """Three hourly `dbt run`s, each after one new hour; then one more hour as `dbt build` (with tests)."""
+    runs = []
+    for i in range(HOURLY_REPEATS):
+        append_hour(loader, schemas, END + timedelta(hours=i))
+        runs.append(run_dbt(["run", *SELECT], schemas.base, f"{label}-hourly-{i}"))
+    append_hour(loader, schemas, END + timedelta(hours=HOURLY_REPEATS))
+    build = run_dbt(["build", *SELECT], schemas.base, f"{label}-hourly-build")
+    return runs, build
+
+
+def describe(t: DbtTiming) -> str:
+    models = ", ".join(f"{m} {t.per_model.get(m, 0):.2f}" for m in MODELS)
+    return f"wall {t.wall_s:6.1f} s | models {t.models_s:6.2f} s ({models}) | {t.tests} tests {t.tests_s:6.1f} s"
+
+
+def main() -> int:
+    import numpy  # noqa: F401  (fail here, not half-way, if the project venv is not used)
+    from sqlalchemy import text
+
+    from tests.support import bundled_candles
+
+    print(f"machine: {platform.system()} {platform.release()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}; dbt {DBT}")
+    loader = engine_for("loader")
+
+    print("\n1. full build (dbt build --full-refresh: models + tests)")
+    bundled = Schemas("cb_bench_bundled")
+    mariadb.provision(bundled)
+    rows = [f"('BTC-USD', '{c.bucket_start:%Y-%m-%d %H:%M:%S}', {c.open}, {c.high}, {c.low}, {c.close}, "
+            f"{c.volume}, utc_timestamp(6))" for c in bundled_candles()]
+    load_rows(loader, bundled, rows, replace=True)
+    full_bundled = run_dbt(["build", "--full-refresh", *SELECT], bundled.base, "bundled-full")
+    print(f"  bundled, 18,168 product-hours:   {describe(full_bundled)}")
+
+    started = time.perf_counter()
+    ten_years = generated_history(loader, "cb_bench_10y", TEN_YEARS)
+    three_months = generated_history(loader, "cb_bench_3m", THREE_MONTHS)
+    with loader.connect() as conn:
+        raw_rows = conn.execute(text(f"select count(*) from `{ten_years.raw}`.candles")).scalar()
+    print(f"  (generated and loaded 10 years and 3 months of 3 products in {time.perf_counter() - started:.0f} s; "
+          f"10 years = {raw_rows:,} raw candles)")
+    full_10y = run_dbt(["build", "--full-refresh", *SELECT], ten_years.base, "10y-full")
+    print(f"  10 years x 3 products, {TEN_YEARS * 3:,} product-hours: {describe(full_10y)}")
+    full_3m = run_dbt(["build", "--full-refresh", *SELECT], three_months.base, "3m-full")
+    print(f"  3 months x 3 products, {THREE_MONTHS * 3:,} product-hours: {describe(full_3m)}")
+
+    print(f"\n2. hourly incremental run (one new hour per product, dbt run), median of {HOURLY_REPEATS}")
+    short_runs, short_build = hourly_runs(loader, three_months, "3m")
+    long_runs, long_build = hourly_runs(loader, ten_years, "10y")
+    for label, runs in (("3 months", short_runs), ("10 years", long_runs)):
+        for t in runs:
+            print(f"  {label}: {describe(t)}")
+    short_models = statistics.median(t.models_s for t in short_runs)
+    long_models = statistics.median(t.models_s for t in long_runs)
+    short_wall = statistics.median(t.wall_s for t in short_runs)
+    long_wall = statistics.median(t.wall_s for t in long_runs)
+    ratio = long_models / short_models
+    verdict = "within target" if ratio <= RATIO_TARGET else "MISSES target"
+    print(f"  dbt model time: 3 months {short_models:.2f} s, 10 years {long_models:.2f} s -> ratio {ratio:.2f} "
+          f"(target <= {RATIO_TARGET}): {verdict}")
+    print(f"  wall time (dbt start-up included): 3 months {short_wall:.1f} s, 10 years {long_wall:.1f} s -> "
+          f"ratio {long_wall / short_wall:.2f}")
+    print("  the same hourly step as dbt build (models + tests; the tests read whole tables):")
+    print(f"    3 months: {describe(short_build)}")
+    print(f"    10 years: {describe(long_build)}")
+    loader.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
