@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+def retryable(status: int) -> bool:
+    """429 (rate limited) and every 5xx, proxies' 520-599 included: the server may answer later."""
+    return status == 429 or 500 <= status <= 599
 
 
 class TransientError(Exception):
@@ -130,7 +133,8 @@ class CoinbaseClient:
         self.retries += 1
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("attempt %d failed (%s); retrying in %.2fs", state.attempt_number, exc, wait)
+        where = " window ".join(str(a) for a in state.args)  # (product_id, window)
+        log.warning("%s: attempt %d failed (%s); retrying in %.2fs", where, state.attempt_number, exc, wait)
 
     def _attempt(self, product_id: str, window: Window) -> list[object]:
         import requests
@@ -147,7 +151,7 @@ class CoinbaseClient:
         except requests.RequestException as exc:  # a bad URL, too many redirects: not worth repeating
             raise FetchError(f"{product_id} window {window}: request to {url} failed: {exc}") from exc
 
-        if response.status_code in RETRYABLE_STATUS:
+        if retryable(response.status_code):
             raise TransientError(
                 f"HTTP {response.status_code}: {_error_message(response)}",
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
