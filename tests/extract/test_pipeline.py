@@ -266,3 +266,21 @@ def test_an_unreachable_database_is_a_clear_error_before_any_request(replay: Rep
         pipeline.backfill(PRODUCT, t, t + HOUR, engine=nowhere, schemas=Schemas("ct_extract"),
                           settings=fast_settings(replay.url))
     assert not replay.requests
+
+
+def test_incremental_runs_every_product_and_names_the_ones_that_failed(
+    raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+) -> None:
+    eth = CandleSeries("ETH-USD", series.times, series.rows)  # same numbers, another product id
+    start = from_unix(series.times[0])
+    with ReplayServer({"BTC-USD": series, "ETH-USD": eth}, rate=None) as server:
+        settings = fast_settings(server.url)
+        with pytest.raises(ExtractError) as caught:
+            pipeline.incremental(["BTC-USD", "DOGE-USD", "ETH-USD"], start + 30 * HOUR, engine=loader_engine,
+                                 schemas=raw, settings=settings, initial_start=start)
+    assert str(caught.value).startswith("DOGE-USD window [2021-12-14 00:00, 2021-12-15 06:00) UTC: ")
+    assert "HTTP 404: NotFound" in str(caught.value)
+    for product in ("BTC-USD", "ETH-USD"):
+        assert stored_rows(loader_engine, raw, product) == expected_rows(series, start, start + 30 * HOUR)
+    statuses = {r["product_id"]: r["status"] for r in run_log(loader_engine, raw)}
+    assert statuses == {"BTC-USD": "success", "DOGE-USD": "failed", "ETH-USD": "success"}
