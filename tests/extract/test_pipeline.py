@@ -40,7 +40,7 @@ def backfill(replay: ReplayServer, raw: Schemas, engine, start: datetime, end: d
     return pipeline.backfill(PRODUCT, start, end, engine=engine, schemas=raw, settings=settings, **kw)
 
 
-def test_full_backfill_stores_every_candle_exactly_and_reports_the_four_gaps(
+def test_full_backfill_stores_every_candle_exactly_reports_the_four_gaps_and_reruns_as_a_no_op(
     replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
 ) -> None:
     start, end = sample_bounds(series)
@@ -60,6 +60,12 @@ def test_full_backfill_stores_every_candle_exactly_and_reports_the_four_gaps(
         "success", "backfill", 18_168, 18_164, 18_164, 4)
     assert log["window_start"] == naive_utc(start) and log["window_end"] == naive_utc(end)
     assert log["error"] is None and log["duration_s"] > 0
+
+    # and the whole range again: nothing changes, nothing is re-stamped
+    stamps = ingested(loader_engine, raw)
+    again = backfill(replay, raw, loader_engine, start, end)
+    assert (again.inserted, again.updated, again.unchanged, again.gaps) == (0, 0, 18_164, GAPS)
+    assert stored_rows(loader_engine, raw) == stored and ingested(loader_engine, raw) == stamps
 
 
 def test_rerunning_a_range_changes_nothing(
