@@ -16,8 +16,9 @@ DEFAULT_PRODUCT = "BTC-USD"
 class MlSettings:
     store_dir: Path
     product: str = DEFAULT_PRODUCT
-    # LightGBM threads: pinned so that the same data gives the same model on any machine.
-    num_threads: int = 2
+    # LightGBM threads, pinned. One by default: on a small shared box (MariaDB, Airflow, dbt beside it) OpenMP
+    # threads that wait for each other at every split slowed a 3 s fit to minutes; one thread never waits.
+    num_threads: int = 1
     # Hours of the most recent data held out from training so that every model can be compared on it.
     holdout_hours: int = 168
 
@@ -34,6 +35,6 @@ def ml_settings(env: Mapping[str, str] | None = None) -> MlSettings:
     return MlSettings(
         store_dir=Path(store),
         product=values.get("CANDLECAST_PRODUCT", DEFAULT_PRODUCT),
-        num_threads=int(values.get("CANDLECAST_ML_THREADS", "2")),
+        num_threads=int(values.get("CANDLECAST_ML_THREADS", "1")),
         holdout_hours=int(values.get("CANDLECAST_HOLDOUT_HOURS", "168")),
     )

@@ -53,7 +53,7 @@ class TrainConfig:
     bagging_freq: int = 1
     lambda_l2: float = 1.0
     seed: int = 42
-    num_threads: int = 2
+    num_threads: int = 1
     features: tuple[str, ...] = field(default=FEATURE_COLUMNS)
 
     def __post_init__(self) -> None:
