@@ -14,11 +14,18 @@ from collections.abc import Callable
 def _steps() -> list[tuple[str, Callable[[], str]]]:
     from candlecast.dbt_demo import build_features_step
     from extract.demo import backfill_bundled_sample
+    from ml import demo as ml_demo
 
     return [
         ("extract: backfill the bundled candles over HTTP from the replay server", backfill_bundled_sample),
         # --- dbt feature layer (candlecast/dbt_demo.py) ---
         ("dbt: build the feature layer (models + tests), source freshness, newest rows", build_features_step),
+        # --- ml (ml/demo.py): needs the feature mart built by the dbt step before it ---
+        ("ml: train LightGBM and the naive baselines (holdout: the newest 168 h)", ml_demo.train_step),
+        ("ml: score every stored model on the holdout and promote the lowest MAE", ml_demo.promote_step),
+        ("ml: predictions for the last 48 hours with the production model", ml_demo.predict_step),
+        ("dbt: accuracy marts, then the leaderboard", ml_demo.accuracy_step),
+        ("ml: walk-forward backtest and its chart", ml_demo.backtest_step),
     ]
 
 
