@@ -166,6 +166,14 @@ def _log_tail(airflow: LocalAirflow, lines: int = 30) -> str:
         return "(no log)"
 
 
+def _detach() -> None:
+    """In the child before exec: a session (and process group) of its own, so stop() can reach every
+    component; and SIGINT handled again, since a background job of a non-interactive shell (CI) inherits it
+    ignored, and SIGINT is what makes standalone shut its components down in order."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(env: Mapping[str, str] | None = None, timeout: float = 300.0) -> LocalAirflow:
     """Start ``airflow standalone`` in the background (idempotent) and wait until every component is healthy."""
     values = effective_env(env)
@@ -182,8 +190,7 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 300.0) -> Local
                 stdin=subprocess.DEVNULL,
                 stdout=log_fh,
                 stderr=subprocess.STDOUT,
-                # Its own process group, so stop() can end standalone and every component it started.
-                start_new_session=True,
+                preexec_fn=_detach,
             )
         pid = proc.pid
         airflow.pid_file.write_text(f"{pid}\n")
@@ -214,6 +221,29 @@ def ensure_pool(airflow: LocalAirflow, env: Mapping[str, str]) -> None:
         raise AirflowLocalError(f"could not create the Airflow pool {pool!r}: {proc.stderr.strip()[-500:]}")
 
 
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        state, process_group = fields[0], int(fields[2])
+        if process_group == pgid and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
 def stop(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> bool:
     """Stop what ``start`` started, by its pid (and its process group). Returns False if it was not running."""
     airflow = local_airflow(env)
@@ -221,16 +251,18 @@ def stop(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> bool:
     if pid is None:
         airflow.pid_file.unlink(missing_ok=True)
         return False
-    # standalone shuts its components down on SIGINT (its KeyboardInterrupt path).
+    # standalone stops its components in order on SIGINT; whatever outlives it in its process group (a task
+    # process, a slow API server) is terminated, then killed.
     os.kill(pid, signal.SIGINT)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and running_pid(airflow) is not None:
-        time.sleep(0.5)
-    try:
-        # Whatever is left of the group (task processes, a component that ignored SIGTERM) ends here.
-        os.killpg(pid, signal.SIGTERM if running_pid(airflow) is None else signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        while time.monotonic() < deadline and _group_members(pid):
+            time.sleep(0.5)
+        if not _group_members(pid):
+            break
+        log.warning("Airflow processes %s still running; sending %s", _group_members(pid), sig.name)
+        _signal_group(pid, sig)
+        deadline = time.monotonic() + 10
     airflow.pid_file.unlink(missing_ok=True)
     return True
 

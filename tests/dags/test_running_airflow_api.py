@@ -80,9 +80,9 @@ def api_airflow(dag_env, dbt_manifest) -> Iterator[LocalAirflow]:  # type: ignor
     env.update({
         "CANDLECAST_AIRFLOW_HOME": str(TEST_LOCAL_DIR / "airflow-api"),
         "CANDLECAST_AIRFLOW_PORT": str(_free_port()),
-        # The scheduler must not start runs of its own next to the one the test triggers (manual runs
-        # ignore the start date): the triggered run is the only one.
-        "CANDLECAST_DAG_START_DATE": "2100-01-01",
+        # The scheduler must not start runs of its own next to the one the test triggers: with this off it
+        # creates no scheduled runs, and still runs triggered ones (the DAG itself is unchanged).
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
     })
     airflow = local_airflow(env)
     stop(env)  # a server a crashed session left behind
