@@ -15,10 +15,11 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_LOCAL_DIR = REPO_ROOT / ".local" / "test"
 
+_test_port = os.environ.get("CANDLECAST_TEST_DB_PORT", "3408")
 for _key in [k for k in os.environ if k.startswith("CANDLECAST_")]:
     del os.environ[_key]
 os.environ["CANDLECAST_LOCAL_DIR"] = str(TEST_LOCAL_DIR)
-os.environ["CANDLECAST_DB_PORT"] = os.environ.get("CANDLECAST_TEST_DB_PORT", "3408")
+os.environ["CANDLECAST_DB_PORT"] = _test_port
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
 
 
