@@ -2,7 +2,7 @@
     config(
         materialized='incremental',
         unique_key=['product_id', 'hour'],
-        pre_hook="{{ fail_on_column_drift() }}",
+        pre_hook=["{{ use_memory_temp_tables() }}", "{{ fail_on_column_drift() }}"],
         post_hook="{{ ensure_keys(primary_key=['product_id', 'hour']) }}",
     )
 }}
