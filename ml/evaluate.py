@@ -40,6 +40,7 @@ class ModelResult:
     status: str
     reason: str | None = None
     scores: Scores | None = None
+    metadata: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def as_row(self) -> dict[str, Any]:
         return {"version": self.version, "status": self.status, "reason": self.reason,
@@ -107,7 +108,7 @@ def score_models(store: ModelStore, versions: list[str], rows: pd.DataFrame, ava
             scores = score_rows(rows["close"], rows[TARGET_CLOSE_COLUMN], fc.point, fc.lower, fc.upper)
             if scores.mae != scores.mae:  # NaN: a model producing NaN must not win by accident
                 raise _Skip("predictions contain NaN")
-            results.append(ModelResult(version, kind, SCORED, None, scores))
+            results.append(ModelResult(version, kind, SCORED, None, scores, loaded.metadata))
         except _Skip as exc:
             results.append(ModelResult(version, kind, SKIPPED, str(exc)))
         except StoreError as exc:

@@ -78,7 +78,7 @@ def promote(engine: Engine, schemas: Schemas, report: EvaluationReport) -> Promo
     }
     ensure_ml_tables(engine, schemas)
     previous = switch_production(engine, schemas, report.product, winner.version,
-                                 (report.window_start, report.window_end), metrics, reason)
+                                 (report.window_start, report.window_end), metrics, reason, winner.metadata)
     decision = PromotionDecision(report.product, winner.version, previous, reason)
     log.info("%s", decision.summary())
     return decision

@@ -159,7 +159,8 @@ def production_version(conn: Connection | Engine, schemas: Schemas, product: str
 
 
 def switch_production(engine: Engine, schemas: Schemas, product: str, to_version: str,
-                      window: tuple[datetime, datetime], metrics: dict[str, Any], reason: str) -> str | None:
+                      window: tuple[datetime, datetime], metrics: dict[str, Any], reason: str,
+                      to_metadata: dict[str, Any] | None = None) -> str | None:
     """Make ``to_version`` production in one transaction and record the promotion.
 
     Returns the previous production version. Locks the product's registry rows, so two concurrent
@@ -169,6 +170,8 @@ def switch_production(engine: Engine, schemas: Schemas, product: str, to_version
 
     ml = _q(schemas.ml)
     with engine.begin() as conn:
+        if to_metadata is not None:  # a stored model not mirrored yet (e.g. a store copied from elsewhere)
+            register(conn, schemas, to_metadata)
         rows = conn.execute(
             text(f"select model_version, status from {ml}.model_registry where product_id = :p for update"),
             {"p": product},

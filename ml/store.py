@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -188,8 +189,9 @@ class ModelStore:
                        if p.is_dir() and not p.name.startswith(".") and (p / METADATA_FILE).is_file())
         if product is None:
             return names
-        prefix = f"{product.lower()}-"
-        return [n for n in names if n.startswith(prefix)]
+        # product, then the cutoff: "btc-usd-2024..." must not match a product called "btc-usd-perp"
+        pattern = re.compile(re.escape(product.lower()) + r"-\d{8}T\d{4}Z-")
+        return [n for n in names if pattern.match(n)]
 
     def metadata(self, version: str) -> dict[str, Any]:
         path = self.root / version / METADATA_FILE
