@@ -40,6 +40,7 @@ def test_backfill_then_incremental_from_the_command_line(
                   COINBASE_API_URL=replay.url)
     assert out.returncode == 0, out.stderr
     assert "BTC-USD backfill" in out.stdout and "500 inserted" in out.stdout
+    assert "BTC-USD:" in out.stderr and "/500 [" in out.stderr and "h/s]" in out.stderr  # the bar, in hours
 
     out = run_cli("incremental", "--end", f"{start + 520 * HOUR:%Y-%m-%dT%H:%M:%S+00:00}", "--api-url", replay.url)
     assert out.returncode == 0, out.stderr

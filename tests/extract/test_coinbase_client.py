@@ -71,13 +71,14 @@ def test_a_slow_answer_times_out_and_is_retried(replay: ReplayServer) -> None:
         assert client.retries == 1
 
 
-def test_attempts_are_bounded_and_the_error_names_product_window_and_cause(replay: ReplayServer) -> None:
-    replay.inject(Fault.error(502, times=10))
+@pytest.mark.parametrize("status", [502, 520])
+def test_attempts_are_bounded_and_the_error_names_product_window_and_cause(replay: ReplayServer, status: int) -> None:
+    replay.inject(Fault.error(status, times=10))
     with CoinbaseClient(fast_settings(replay.url, max_attempts=3)) as client, pytest.raises(FetchError) as caught:
         client.fetch_candles("BTC-USD", WINDOW)
     message = str(caught.value)
     assert "BTC-USD window [2023-01-01 00:00, 2023-01-02 00:00) UTC" in message
-    assert "after 3 attempts" in message and "HTTP 502" in message and "Internal server error" in message
+    assert "after 3 attempts" in message and f"HTTP {status}" in message and "Internal server error" in message
     assert len(replay.requests) == 3
 
 
