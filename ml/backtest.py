@@ -128,7 +128,11 @@ def draw_chart(result: BacktestResult, path: Path) -> Path:
                     linewidth=0, label="LightGBM 80% interval")
     ax.plot(h["hour"], h["actual"], color="black", linewidth=0.6, label="actual close")
     ax.plot(h["hour"], h[f"{LIGHTGBM}_predicted"], color="tab:orange", linewidth=0.5, label="LightGBM forecast")
-    ax.set_title(f"{result.product}: next-hour close, walk-forward with weekly retraining")
+    lgbm, persistence = result.overall[LIGHTGBM], result.overall[PERSISTENCE]
+    # an escaped dollar: a bare "$" starts matplotlib's mathtext
+    ax.set_title(f"{result.product}: next-hour close, walk-forward with weekly retraining\n"
+                 f"LightGBM MAE \\${lgbm.mae:,.2f} vs persistence \\${persistence.mae:,.2f} "
+                 f"(skill {lgbm.skill:+.2%}), 80% interval coverage {lgbm.coverage_80:.1%}")
     ax.set_ylabel("USD")
     ax.legend(loc="upper left")
 
@@ -146,9 +150,18 @@ def draw_chart(result: BacktestResult, path: Path) -> Path:
 
     ax = axes[2]
     persistence_err = np.abs(h["actual"] - h["close"]).cumsum()
+    # The first day's ratio swings on a handful of hours; start the curve once it means something.
+    settled = slice(min(48, len(h) - 1), None)
+    values = []
     for kind, color in ((LIGHTGBM, "tab:orange"), (DRIFT, "tab:green")):
         err = np.abs(h["actual"] - h[f"{kind}_predicted"]).cumsum()
-        ax.plot(h["hour"], 1.0 - err / persistence_err, color=color, label=f"{kind}")
+        curve = (1.0 - err / persistence_err).iloc[settled]
+        values.append(curve)
+        ax.plot(h["hour"].iloc[settled], curve, color=color, label=f"{kind}")
+    low = min(0.0, *(float(v.min()) for v in values))
+    high = max(0.0, *(float(v.max()) for v in values))
+    pad = max(0.002, (high - low) * 0.15)
+    ax.set_ylim(low - pad, high + pad)
     ax.axhline(0.0, color="tab:blue", linestyle="--", linewidth=1, label="persistence (skill 0)")
     ax.set_title("cumulative skill vs persistence: 1 − cumulative MAE / cumulative persistence MAE")
     ax.set_ylabel("skill")
