@@ -64,9 +64,11 @@ recomputed_from_past as (
             then stddev_samp(case when past.hour > features.hour - interval 24 hour then past.log_return_1h end) end as std_24h,
         case when count(case when past.hour > features.hour - interval 24 hour then past.log_return_1h end) = 24
             then sqrt(sum(case when past.hour > features.hour - interval 24 hour then past.log_return_1h * past.log_return_1h end)) end as vol_24h
+    -- straight_join keeps this order: the sampled rows first, then 25 primary-key lookups each (left to
+    -- itself, MariaDB scans the whole mart once per offset)
     from checked as features
-    cross join hours_back
-    inner join features as past
+    straight_join hours_back
+    straight_join features as past
         on past.product_id = features.product_id
         and past.hour = features.hour - interval hours_back.n hour
     group by features.product_id, features.hour
