@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,14 +52,14 @@ os.environ["CANDLECAST_DAG_RETRIES"] = "0"
 os.environ["CANDLECAST_DBT_MANIFEST"] = str(MANIFEST_DIR / "manifest.json")
 
 
-def dbt_env(base: str) -> dict[str, str]:
-    return {**os.environ, "CANDLECAST_DB_SCHEMA": base, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
-
-
-def run_dbt(args: list[str], base: str) -> subprocess.CompletedProcess[str]:
+def run_dbt(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """The dbt CLI on the project, with a target and log dir of the tests' own (dbt_project/target is the
+    developer's, and Cosmos works on copies)."""
+    base = env["CANDLECAST_DB_SCHEMA"]
     proc = subprocess.run(
-        [str(DBT), *args, "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(REPO_ROOT)],
-        env=dbt_env(base), capture_output=True, text=True, cwd=REPO_ROOT,
+        [str(DBT), *args, "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(REPO_ROOT),
+         "--target-path", str(WORK_DIR / f"dbt-target-{base}"), "--log-path", str(WORK_DIR / f"dbt-logs-{base}")],
+        env={**env, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}, capture_output=True, text=True, cwd=REPO_ROOT,
     )
     if proc.returncode != 0:
         raise AssertionError(f"dbt {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
@@ -164,32 +164,48 @@ def run_dag(dag, logical_date: datetime, **kwargs):  # type: ignore[no-untyped-d
     return dr
 
 
+# Background work started early so it overlaps the DAG runs (each is waited for where it is needed).
+BOOTING: dict[str, object] = {}
+
+
 @pytest.fixture(scope="package")
-def history(dag_env) -> None:  # type: ignore[no-untyped-def]
-    """Both bases hold the same history before the first DAG run (fetched over HTTP from the replay server)."""
+def airflow_booting(dag_env, dbt_manifest, request):  # type: ignore[no-untyped-def]
+    """Boot the API test's Airflow now if that test is part of this session."""
+    if any(item.fspath.basename == "test_running_airflow_api.py" for item in request.session.items):
+        from tests.dags.test_running_airflow_api import _boot
+
+        BOOTING["api"] = _boot()
+
+
+@pytest.fixture(scope="package")
+def direct_run(dag_env):  # type: ignore[no-untyped-def]
+    """The same hours run directly into DIRECT_BASE, in the background (see ``pipeline.DirectRun``)."""
     from tests.dags import pipeline
 
-    for base in (BASE, DIRECT_BASE):
-        pipeline.backfill(base, HISTORY_START, HOURLY_START)
+    return pipeline.DirectRun(pipeline.base_env(DIRECT_BASE, os.environ), HISTORY_START, HOURLY_START,
+                              WEEKLY_RUN_AFTER.replace(minute=0), HOLDOUT)
 
 
 @pytest.fixture(scope="package")
-def weekly_run(dagbag, airflow_db, history):  # type: ignore[no-untyped-def]
+def history(dag_env, direct_run, airflow_booting) -> None:  # type: ignore[no-untyped-def]
+    """The DAG base holds the history before the first DAG run (fetched over HTTP from the replay server);
+    the direct run fetches the same into its own base."""
+    from tests.dags import pipeline
+
+    pipeline.backfill(pipeline.base_env(BASE, os.environ), HISTORY_START, HOURLY_START)
+
+
+@pytest.fixture(scope="package")
+def weekly_run(dagbag, airflow_db, history, direct_run):  # type: ignore[no-untyped-def]
     # Run after Sunday 2024-01-07 23:30: the interval [2023-12-31 23:30, 2024-01-07 23:30).
-    from tests.dags import pipeline
-
     dr = run_dag(dagbag.dags["candlecast_weekly_retrain"], WEEKLY_RUN_AFTER)
-    window_end = WEEKLY_RUN_AFTER.replace(minute=0)
-    pipeline.dbt_build(DIRECT_BASE, pipeline.FEATURES)
-    pipeline.retrain(DIRECT_BASE, window_end - HOLDOUT, window_end)
+    direct_run.wait("weekly")
     return dr
 
 
 @pytest.fixture(scope="package")
-def hourly_run(dagbag, weekly_run):  # type: ignore[no-untyped-def]
+def hourly_run(dagbag, weekly_run, direct_run):  # type: ignore[no-untyped-def]
     # A manual run at 13:00 covers the interval that ends there: [12:00, 13:00).
-    from tests.dags import pipeline
-
     dr = run_dag(dagbag.dags["candlecast_hourly"], HOURLY_START + HOUR)
-    pipeline.hourly(DIRECT_BASE, HOURLY_START)
+    direct_run.wait("hourly")
     return dr

@@ -6,7 +6,6 @@ lose nothing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -26,19 +25,9 @@ ACCURACY = ["fct_prediction_accuracy", "model_leaderboard"]
 VOLATILE_COLUMNS = {"metadata", "run_id"}
 
 
-@contextmanager
-def base_env(base: str) -> Iterator[dict[str, str]]:
-    saved = {k: os.environ.get(k) for k in ("CANDLECAST_DB_SCHEMA", "CANDLECAST_MODEL_STORE")}
-    os.environ["CANDLECAST_DB_SCHEMA"] = base
-    os.environ["CANDLECAST_MODEL_STORE"] = str(store_dir(base))
-    try:
-        yield dict(os.environ)
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
+def base_env(base: str, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` pointed at ``base`` and its model store (no change to ``os.environ``: this runs in a thread)."""
+    return {**env, "CANDLECAST_DB_SCHEMA": base, "CANDLECAST_MODEL_STORE": str(store_dir(base))}
 
 
 @contextmanager
@@ -54,46 +43,89 @@ def engine(role: str, env: Mapping[str, str]) -> Iterator[tuple[Engine, Schemas]
         eng.dispose()
 
 
-def backfill(base: str, start: datetime, end: datetime, product: str = "BTC-USD") -> None:
+def backfill(env: Mapping[str, str], start: datetime, end: datetime, product: str = "BTC-USD") -> None:
     from extract.pipeline import backfill as extract_backfill
     from extract.settings import ExtractSettings
 
-    with base_env(base) as env, engine("loader", env) as (eng, schemas):
+    with engine("loader", env) as (eng, schemas):
         settings = ExtractSettings.from_env(env)
         result = extract_backfill(product, start, end, engine=eng, schemas=schemas, settings=settings, now=end)
         assert result.status == "success", result.summary()
 
 
-def dbt_build(base: str, select: list[str]) -> None:
-    run_dbt(["build", "--select", *select], base)
+def dbt_build(env: Mapping[str, str], select: list[str]) -> None:
+    run_dbt(["build", "--select", *select], env)
 
 
-def retrain(base: str, cutoff: datetime, window_end: datetime, product: str = "BTC-USD") -> None:
+def retrain(env: Mapping[str, str], cutoff: datetime, window_end: datetime, product: str = "BTC-USD") -> None:
     from ml.evaluate import evaluate
     from ml.promote import promote
     from ml.store import ModelStore
     from ml.train import train
 
-    with base_env(base) as env, engine("ml", env) as (eng, schemas):
-        store = ModelStore(store_dir(base))
+    with engine("ml", env) as (eng, schemas):
+        store = ModelStore(env["CANDLECAST_MODEL_STORE"])
         train(eng, schemas, store, product, cutoff)
         promote(eng, schemas, evaluate(eng, schemas, store, product, window_end))
 
 
-def predict(base: str, feature_hour: datetime, product: str = "BTC-USD") -> None:
+def predict(env: Mapping[str, str], feature_hour: datetime, product: str = "BTC-USD") -> None:
     from ml.predict import predict_hour
     from ml.store import ModelStore
 
-    with base_env(base) as env, engine("ml", env) as (eng, schemas):
-        predict_hour(eng, schemas, ModelStore(store_dir(base)), product, feature_hour)
+    with engine("ml", env) as (eng, schemas):
+        predict_hour(eng, schemas, ModelStore(env["CANDLECAST_MODEL_STORE"]), product, feature_hour)
 
 
-def hourly(base: str, hour: datetime) -> None:
+def hourly(env: Mapping[str, str], hour: datetime) -> None:
     """What one hourly interval [hour, hour + 1h) does, done by hand."""
-    backfill(base, hour, hour + HOUR)
-    dbt_build(base, FEATURES)
-    predict(base, hour)
-    dbt_build(base, ACCURACY)
+    backfill(env, hour, hour + HOUR)
+    dbt_build(env, FEATURES)
+    predict(env, hour)
+    dbt_build(env, ACCURACY)
+
+
+class DirectRun:
+    """The reference, run in a background thread while the DAG runs go on (it shares nothing with them but
+    the MariaDB server and the replay server): history, weekly retrain, then the two hourly intervals.
+    ``wait(stage)`` blocks until that stage is done and re-raises its error."""
+
+    STAGES = ("weekly", "hourly", "next_hourly")
+
+    def __init__(self, env: Mapping[str, str], history_start: datetime, first_hour: datetime,
+                 window_end: datetime, holdout: timedelta) -> None:
+        import threading
+
+        self.env = dict(env)  # a snapshot: tests change os.environ meanwhile
+        self.args = (history_start, first_hour, window_end, holdout)
+        self.done = {stage: threading.Event() for stage in self.STAGES}
+        # The second hour waits for this: the first hour's comparison must see the base before it.
+        self.release_next_hour = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="direct-reference", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        history_start, first_hour, window_end, holdout = self.args
+        try:
+            backfill(self.env, history_start, first_hour)
+            dbt_build(self.env, FEATURES)
+            retrain(self.env, window_end - holdout, window_end)
+            self.done["weekly"].set()
+            hourly(self.env, first_hour)
+            self.done["hourly"].set()
+            self.release_next_hour.wait()
+            hourly(self.env, first_hour + HOUR)
+            self.done["next_hourly"].set()
+        except BaseException as exc:
+            self.error = exc
+            for event in self.done.values():
+                event.set()
+
+    def wait(self, stage: str, timeout: float = 900) -> None:
+        assert self.done[stage].wait(timeout), f"direct reference run: stage {stage} not done in {timeout:.0f} s"
+        if self.error is not None:
+            raise AssertionError(f"direct reference run failed: {self.error!r}") from self.error
 
 
 def snapshot(admin: Engine, base: str) -> dict[str, list[tuple[Any, ...]]]:
