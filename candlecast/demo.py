@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 
 def _steps() -> list[tuple[str, Callable[[], str]]]:
+    from candlecast.airflow_demo import describe_dags_step
     from candlecast.dbt_demo import build_features_step
     from extract.demo import backfill_bundled_sample
     from ml import demo as ml_demo
@@ -26,6 +27,8 @@ def _steps() -> list[tuple[str, Callable[[], str]]]:
         ("ml: predictions for the last 48 hours with the production model", ml_demo.predict_step),
         ("dbt: accuracy marts, then the leaderboard", ml_demo.accuracy_step),
         ("ml: walk-forward backtest and its chart", ml_demo.backtest_step),
+        # --- orchestration (candlecast/airflow_demo.py) ---
+        ("airflow: the DAGs as Airflow parses them (Cosmos renders the dbt models as tasks)", describe_dags_step),
     ]
 
 
