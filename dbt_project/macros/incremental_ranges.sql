@@ -17,16 +17,7 @@
     {%- set query -%}
         select
             existing.product_id,
-            {% if align_to_upstream_row -%}
-            (
-                select max(u.hour)
-                from {{ upstream }} as u
-                where u.product_id = existing.product_id
-                  and u.hour <= existing.last_hour - interval {{ lookback_hours }} hour
-            )
-            {%- else -%}
-            existing.last_hour - interval {{ lookback_hours }} hour
-            {%- endif %} as recompute_from
+            existing.last_hour - interval {{ lookback_hours }} hour as recompute_from
         from (
             select product_id, min(hour) as first_hour, max(hour) as last_hour
             from {{ this }}
@@ -41,8 +32,27 @@
         -- history extended backwards: recompute the product whole
         where upstream_bounds.first_hour >= existing.first_hour
     {%- endset -%}
+    {%- set rows = run_query(query).rows -%}
+    {%- if align_to_upstream_row and rows | length > 0 -%}
+        {#- one literal lookup per product: MariaDB answers each from the primary key alone, where a
+            correlated subquery would scan the product's whole history #}
+        {%- set query -%}
+            {%- for row in rows %}
+            select
+                {{ sql_string(row[0]) }} as product_id,
+                (
+                    select max(hour)
+                    from {{ upstream }}
+                    where product_id = {{ sql_string(row[0]) }}
+                      and hour <= timestamp {{ sql_string(row[1].strftime('%Y-%m-%d %H:%M:%S')) }}
+                ) as recompute_from
+            {{ "union all" if not loop.last }}
+            {%- endfor %}
+        {%- endset -%}
+        {%- set rows = run_query(query).rows -%}
+    {%- endif -%}
     {%- set ranges = [] -%}
-    {%- for row in run_query(query).rows -%}
+    {%- for row in rows -%}
         {%- if row[1] is not none -%}
             {%- do ranges.append({'product_id': row[0], 'recompute_from': row[1].strftime('%Y-%m-%d %H:%M:%S')}) -%}
         {%- endif -%}

@@ -64,45 +64,49 @@ joined as (
         candles.high,
         candles.low,
         candles.close,
-        candles.volume
+        candles.volume,
+        -- real candles so far: a missing hour shares the number of the newest real candle before it.
+        -- (Not count(candles.hour): MariaDB 10.11 counts the outer join's NULLs there, the column being
+        -- NOT NULL in its table.)
+        sum(case when candles.hour is null then 0 else 1 end) over (
+            partition by spine.product_id
+            order by spine.hour
+            rows between unbounded preceding and current row
+        ) as candle_number
     from spine
     left join candles
         on candles.product_id = spine.product_id
         and candles.hour = spine.hour
 ),
 
-filled as (
+numbered_candles as (
+    -- the same numbering over the real candles alone. (A correlated "newest close before this hour"
+    -- lookup scans the product's history on MariaDB 10.11, and a running max() window is O(n²).)
     select
-        joined.*,
-        -- A missing hour takes the newest real close before it. A correlated lookup on the primary key,
-        -- run only for missing hours: a running max() window would be O(n²) on MariaDB 10.11.
-        case
-            when joined.is_missing_hour then (
-                select previous.close
-                from {{ candles_relation }} as previous
-                where previous.product_id = joined.product_id
-                  and previous.hour < joined.hour
-                order by previous.hour desc
-                limit 1
-            )
-        end as carried_close
-    from joined
+        product_id,
+        close,
+        row_number() over (partition by product_id order by hour) as candle_number
+    from candles
 ),
 
 final as (
     select
-        filled.product_id,
-        filled.hour,
-        coalesce(filled.open, filled.carried_close) as open,
-        coalesce(filled.high, filled.carried_close) as high,
-        coalesce(filled.low, filled.carried_close) as low,
-        coalesce(filled.close, filled.carried_close) as close,
-        coalesce(filled.volume, 0) as volume,
-        filled.is_missing_hour,
-        timestampdiff(hour, first_candles.first_hour, filled.hour) as hours_since_first_candle
-    from filled
+        joined.product_id,
+        joined.hour,
+        coalesce(joined.open, carried.close) as open,
+        coalesce(joined.high, carried.close) as high,
+        coalesce(joined.low, carried.close) as low,
+        coalesce(joined.close, carried.close) as close,
+        coalesce(joined.volume, 0) as volume,
+        joined.is_missing_hour,
+        timestampdiff(hour, first_candles.first_hour, joined.hour) as hours_since_first_candle
+    from joined
     inner join first_candles
-        on first_candles.product_id = filled.product_id
+        on first_candles.product_id = joined.product_id
+    left join numbered_candles as carried
+        on joined.is_missing_hour = 1
+        and carried.product_id = joined.product_id
+        and carried.candle_number = joined.candle_number
 )
 
 select * from final
