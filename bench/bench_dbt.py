@@ -138,11 +138,11 @@ def hourly_runs(  # type: ignore[no-untyped-def]
     for i in range(HOURLY_REPEATS):
         for label, schemas in histories.items():
             append_hour(loader, schemas, END + timedelta(hours=i))
-            runs[label].append(run_dbt(["run", *SELECT], schemas.base, f"{label}-hourly-{i}"))
+            runs[label].append(run_dbt(["run", *SELECT], schemas.base, f"{label.replace(' ', '')}-hourly-{i}"))
     builds = {}
     for label, schemas in histories.items():
         append_hour(loader, schemas, END + timedelta(hours=HOURLY_REPEATS))
-        builds[label] = run_dbt(["build", *BUILD_SELECT], schemas.base, f"{label}-hourly-build")
+        builds[label] = run_dbt(["build", *BUILD_SELECT], schemas.base, f"{label.replace(' ', '')}-hourly-build")
     return runs, builds
 
 
