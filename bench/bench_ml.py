@@ -91,9 +91,11 @@ def main() -> int:
     from ml.model import DRIFT, PERSISTENCE
     from ml.predict import ModelCache, predict_hour
     from ml.promote import promote
+    from ml.settings import ml_settings
     from ml.store import ModelStore
     from ml.train import TrainConfig, train
 
+    threads = ml_settings().num_threads  # CANDLECAST_ML_THREADS, default 1 (see the README on why)
     engine = engine_for("ml")
     end = newest_hour(engine, schemas, PRODUCT) + timedelta(hours=1)
     cutoff = end - timedelta(hours=168)
@@ -104,11 +106,11 @@ def main() -> int:
         train_times = []
         for _ in range(3):
             t = time.perf_counter()
-            result = train(engine, schemas, store, PRODUCT, cutoff, TrainConfig(num_threads=2))
+            result = train(engine, schemas, store, PRODUCT, cutoff, TrainConfig(num_threads=threads))
             train_times.append(time.perf_counter() - t)
         rows = store.metadata(result.versions["lightgbm"])["row_count"]
         print(line(f"training on the bundled data ({rows['train']} training + {rows['valid']} validation rows, "
-                   f"3 LightGBM models + 2 baselines)", train_times, TRAIN_TARGET_S))
+                   f"3 LightGBM models + 2 baselines, {threads} thread(s))", train_times, TRAIN_TARGET_S))
 
         # 2. one hourly inference
         promote(engine, schemas, evaluate(engine, schemas, store, PRODUCT, end))
@@ -131,7 +133,7 @@ def main() -> int:
         distinct = []
         for k, lr in enumerate((0.05, 0.08, 0.12)):
             res = train(engine, schemas, big, PRODUCT, cutoff - timedelta(days=k),
-                        TrainConfig(num_threads=2, learning_rate=lr))
+                        TrainConfig(num_threads=threads, learning_rate=lr))
             distinct.append(big.load(res.versions["lightgbm"]))
         for loaded in distinct:
             for day in range(1, 16):
