@@ -38,6 +38,21 @@ def test_accuracy_marts_build_before_the_ml_tables_exist(ml_db: MlDb) -> None:
     run_dbt("build", "tag:accuracy")
     assert _query(ml_db, f"select count(*) from {ml_db.schemas.marts}.fct_prediction_accuracy") == [(0,)]
     assert _query(ml_db, f"select count(*) from {ml_db.schemas.marts}.model_leaderboard") == [(0,)]
+    # keyed like the feature layer: primary keys (and the fact table's indexes) added by the post_hooks
+    def index(table: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for row in _query(ml_db, f"select index_name, column_name from information_schema.statistics where "
+                                 f"table_schema = '{ml_db.schemas.marts}' and table_name = '{table}' "
+                                 f"order by index_name, seq_in_index"):
+            out.setdefault(row[0], []).append(row[1])
+        return out
+
+    assert index("fct_prediction_accuracy") == {
+        "PRIMARY": ["product_id", "target_hour", "model_version"],
+        "ix_fct_prediction_accuracy_hour": ["target_hour"],
+        "ix_fct_prediction_accuracy_model": ["model_version", "target_hour"],
+    }
+    assert index("model_leaderboard") == {"PRIMARY": ["product_id", "model_version"]}
 
 
 def test_bundled_data_end_to_end(ml_db: MlDb, clean_ml_tables: None, tmp_path: Path) -> None:
