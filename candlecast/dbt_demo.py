@@ -29,14 +29,15 @@ def dbt_executable(env: Mapping[str, str]) -> str:
     return env.get("CANDLECAST_DBT", str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt"))
 
 
-def run_dbt(args: Sequence[str], env: Mapping[str, str] | None = None, project_dir: Path = DBT_PROJECT_DIR) -> str:
+def run_dbt(args: Sequence[str], env: Mapping[str, str] | None = None, project_dir: Path = DBT_PROJECT_DIR,
+            check: bool = True) -> str:
     """``dbt <args>`` on the project with the connection settings in its env; returns its output."""
     values = effective_env(env)
     cmd = [dbt_executable(values), *args, "--project-dir", str(project_dir), "--profiles-dir", str(REPO_ROOT)]
     log.info("running %s", " ".join(cmd))
     dbt_env = {**values, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False", "DBT_USE_COLORS": "False"}
     result = subprocess.run(cmd, env=dbt_env, cwd=REPO_ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         raise DbtError(f"dbt {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout[-3000:]}"
                        f"{result.stderr[-1000:]}")
     return result.stdout
@@ -56,7 +57,9 @@ def build_features_step() -> str:
 
     env = effective_env()
     build = run_dbt(["build", *FEATURE_SELECTION], env)
-    freshness = run_dbt(["source", "freshness"], env)
+    # Reported, not fatal: the bundled candles keep the ingested_at of their first load, so a demo re-run
+    # more than 6 h later finds them "stale", which is true and says nothing about the build.
+    freshness = run_dbt(["source", "freshness"], env, check=False)
     schemas = Schemas(env.get("CANDLECAST_DB_SCHEMA", "candlecast"))
     reader = engine_for("reader", env)
     try:
