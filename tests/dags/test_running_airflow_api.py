@@ -1,7 +1,7 @@
 """Against a running Airflow: ``airflow standalone`` started the way ``make airflow`` starts it, on a free port.
 
-The REST API lists the Cosmos-rendered dbt tasks, and an hourly run triggered through it (the interval after
-the one ``test_dag_runs`` ran) succeeds on the LocalExecutor and stores what a direct run of that hour does.
+The REST API lists the Cosmos-rendered dbt tasks, and an Airflow backfill created through it (the interval after
+the one ``test_dag_runs`` ran) succeeds on the LocalExecutor and stores exactly what a direct run of that hour does.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import socket
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -123,7 +122,7 @@ def _boot() -> _Boot:
     return _Boot(env)
 
 
-def test_api_lists_the_cosmos_tasks_and_a_triggered_run_succeeds(hourly_run, dagbag, admin_engine,  # type: ignore[no-untyped-def]
+def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_run(hourly_run, dagbag, admin_engine,  # type: ignore[no-untyped-def]
                                                                    direct_run, api_airflow) -> None:
     from sqlalchemy import text
 
@@ -145,12 +144,24 @@ def test_api_lists_the_cosmos_tasks_and_a_triggered_run_succeeds(hourly_run, dag
     assert task_ids == expected_dbt | {"extract", "predict"}
 
     api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
-    run_id = f"api_test_{uuid.uuid4().hex[:8]}"
-    # The interval after the one test_dag_runs ran: [13:00, 14:00).
-    logical_date = HOURLY_START + 2 * HOUR
-    run = api.post(f"/api/v2/dags/{DAG_ID}/dagRuns",
-                   {"dag_run_id": run_id, "logical_date": logical_date.isoformat()})
-    assert datetime.fromisoformat(run["data_interval_start"]) == HOURLY_START + HOUR
+    # The interval after the one test_dag_runs ran, [13:00, 14:00), created the way an operator backfills a
+    # past range: Airflow's own backfill (the engine behind `airflow backfill create`), through the REST API.
+    # Backfill bounds are logical dates, and this DAG's logical date is its interval's start.
+    interval_start = HOURLY_START + HOUR
+    backfill = api.post("/api/v2/backfills", {
+        "dag_id": DAG_ID, "from_date": interval_start.isoformat(), "to_date": interval_start.isoformat(),
+        "max_active_runs": 1,
+    })
+    deadline = time.monotonic() + 60
+    runs: list[dict[str, Any]] = []
+    while not runs and time.monotonic() < deadline:
+        runs = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns?run_type=backfill")["dag_runs"]
+        if not runs:
+            time.sleep(1)
+    assert len(runs) == 1, f"backfill {backfill['id']} created {len(runs)} runs, expected one"
+    run = runs[0]
+    run_id = run["dag_run_id"]
+    assert datetime.fromisoformat(run["data_interval_start"]) == interval_start
     assert datetime.fromisoformat(run["data_interval_end"]) == HOURLY_START + 2 * HOUR
 
     deadline = time.monotonic() + 420
@@ -161,7 +172,7 @@ def test_api_lists_the_cosmos_tasks_and_a_triggered_run_succeeds(hourly_run, dag
     if state != "success":
         tis = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
         bad = sorted(f"{t['task_id']}={t['state']}" for t in tis if t["state"] != "success")
-        pytest.fail(f"API-triggered run {run_id} ended {state}; not successful: {bad}; "
+        pytest.fail(f"backfill run {run_id} ended {state}; not successful: {bad}; "
                     f"task logs under {api_airflow.logs_dir}")
 
     direct_run.wait("next_hourly")
