@@ -53,6 +53,10 @@ class LocalServer:
         return self.root / "mariadbd.pid"
 
     @property
+    def tmpdir(self) -> Path:
+        return self.root / "tmp"
+
+    @property
     def log_file(self) -> Path:
         return self.root / "mariadbd.log"
 
@@ -126,6 +130,8 @@ def _server_args(server: LocalServer) -> list[str]:
         "--bind-address=127.0.0.1",
         f"--pid-file={server.pid_file}",
         f"--log-error={server.log_file}",
+        # Its own temp dir: on-disk temp tables in a shared /tmp were seen vanishing mid-build.
+        f"--tmpdir={server.tmpdir}",
         # --no-defaults starts in latin1; the project is utf8mb4 end to end.
         "--character-set-server=utf8mb4",
         "--collation-server=utf8mb4_unicode_ci",
@@ -235,6 +241,7 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> LocalS
     if running_pid(server) is None:
         _initialise(server)
         server.socket.unlink(missing_ok=True)
+        server.tmpdir.mkdir(parents=True, exist_ok=True)
         log_size = server.log_file.stat().st_size if server.log_file.exists() else 0
         with open(server.root / "mariadbd.stdout", "ab") as out:
             proc = subprocess.Popen(
