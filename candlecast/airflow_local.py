@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from candlecast.pidfile import live_pid
 from candlecast.settings import REPO_ROOT, effective_env, local_dir
 
 log = logging.getLogger(__name__)
@@ -130,17 +131,7 @@ def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> 
 
 
 def running_pid(airflow: LocalAirflow) -> int | None:
-    try:
-        pid = int(airflow.pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+    return live_pid(airflow.pid_file)
 
 
 def health(airflow: LocalAirflow, timeout: float = 2.0) -> dict[str, object] | None:

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from candlecast.pidfile import live_pid
 from candlecast.settings import ROLES, Schemas, credentials_file, effective_env, local_dir, read_env_file
 
 log = logging.getLogger(__name__)
@@ -91,17 +92,7 @@ def _binary(name: str) -> str:
 
 
 def running_pid(server: LocalServer) -> int | None:
-    try:
-        pid = int(server.pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+    return live_pid(server.pid_file)
 
 
 def _answers(server: LocalServer) -> bool:
