@@ -108,7 +108,7 @@ airflow-stop:  ## stop the Airflow that `make airflow` started
 REPLAY_PORT ?= 8765
 
 replay: deps  ## serve the bundled candles as the Coinbase API on 127.0.0.1:$REPLAY_PORT (8765) until Ctrl-C
-	@$(PY) -m extract.replay --port $(REPLAY_PORT)
+	@$(PY) -m tools.replay --port $(REPLAY_PORT)
 
 extract-backfill: db-start  ## fetch START..END (UTC, ISO 8601) into raw: make extract-backfill START=2021-12-14 END=2024-01-10
 	@[ -n "$(START)" ] && [ -n "$(END)" ] || { echo "usage: make extract-backfill START=2021-12-14 END=2024-01-10" >&2; exit 2; }

@@ -144,7 +144,7 @@ def main() -> int:
     from airflow.utils import db
 
     from candlecast.airflow_local import DBT_POOL, DBT_POOL_DESCRIPTION
-    from extract.replay import ReplayServer
+    from tools.replay import ReplayServer
 
     logging.getLogger().setLevel(logging.WARNING)
     db.initdb()

@@ -38,7 +38,7 @@ from candlecast.settings import Schemas, db_settings  # noqa: E402
 from extract import load  # noqa: E402
 from extract.pipeline import backfill  # noqa: E402
 from extract.records import Candle  # noqa: E402
-from extract.replay import ReplayServer, bundled_series  # noqa: E402
+from tools.replay import ReplayServer, bundled_series  # noqa: E402
 from extract.schema import ensure_raw_tables  # noqa: E402
 from extract.settings import ExtractSettings  # noqa: E402
 from extract.validate import parse_candle  # noqa: E402

@@ -14,7 +14,7 @@ def backfill_bundled_sample(env: Mapping[str, str] | None = None) -> str:
     from candlecast.db import check_connection, make_engine
     from candlecast.settings import db_settings
     from extract.pipeline import backfill, describe_hours
-    from extract.replay import ReplayServer, bundled_series
+    from tools.replay import ReplayServer, bundled_series
     from extract.settings import ExtractSettings
     from extract.windows import HOUR, from_unix
 

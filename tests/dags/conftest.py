@@ -106,7 +106,7 @@ def dagbag(dbt_manifest: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="package")
 def replay_server() -> Iterator[str]:
-    from extract.replay import ReplayServer
+    from tools.replay import ReplayServer
 
     with ReplayServer(rate=None) as server:
         yield server.url

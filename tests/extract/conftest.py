@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from candlecast.settings import Schemas
-from extract.replay import ReplayServer, bundled_series
-from extract.replay.data import CandleSeries
+from tools.replay import ReplayServer, bundled_series
+from tools.replay.data import CandleSeries
 from extract.settings import ExtractSettings
 from extract.windows import HOUR, from_unix, naive_utc
 

@@ -11,8 +11,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from candlecast.db import engine_for
 from candlecast.settings import Schemas
-from extract.replay import Fault, ReplayServer
-from extract.replay.data import CandleSeries
+from tools.replay import Fault, ReplayServer
+from tools.replay.data import CandleSeries
 from extract.windows import HOUR, from_unix
 from tests.extract.conftest import BASE, expected_rows, stored_rows
 

@@ -9,8 +9,8 @@ import time
 import pytest
 import requests
 
-from extract.replay import ReplayServer
-from extract.replay.data import CandleSeries
+from tools.replay import ReplayServer
+from tools.replay.data import CandleSeries
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def test_rate_limit_errors_have_the_apis_message(series: CandleSeries) -> None:
 
 def test_runs_as_a_command_on_a_port_of_its_choosing() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "extract.replay", "--port", "0", "--no-rate-limit"],
+        [sys.executable, "-m", "tools.replay", "--port", "0", "--no-rate-limit"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -9,7 +9,7 @@ import pytest
 
 from candlecast.settings import SettingsError
 from extract.pipeline import describe_hours
-from extract.replay.data import ReplayDataError, read_csv
+from tools.replay.data import ReplayDataError, read_csv
 from extract.settings import ExtractSettings
 
 

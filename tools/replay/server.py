@@ -23,8 +23,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from extract import jsonnum
 from extract.ratelimit import TokenBucket
-from extract.replay.data import CandleSeries, bundled_series
-from extract.replay.faults import Fault, FaultPlan
+from tools.replay.data import CandleSeries, bundled_series
+from tools.replay.faults import Fault, FaultPlan
 
 log = logging.getLogger(__name__)
 

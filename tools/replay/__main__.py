@@ -1,4 +1,4 @@
-"""``python -m extract.replay``: serve recorded candles as the Coinbase Exchange API does, until Ctrl-C."""
+"""``python -m tools.replay``: serve recorded candles as the Coinbase Exchange API does, until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
-from extract.replay.data import BUNDLED_CSV, BUNDLED_PRODUCT, ReplayDataError, read_csv
-from extract.replay.server import ReplayServer
+from tools.replay.data import BUNDLED_CSV, BUNDLED_PRODUCT, ReplayDataError, read_csv
+from tools.replay.server import ReplayServer
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m extract.replay",
+        prog="python -m tools.replay",
         description="Coinbase-compatible candles API over recorded CSVs (offline runs, demos, tests).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
