@@ -42,7 +42,7 @@ HOURLY_START = datetime(2024, 1, 8, 12, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 HOLDOUT = timedelta(hours=168)
 
-TEST_AIRFLOW = LocalAirflow(home=TEST_LOCAL_DIR / "airflow", port=18180)
+TEST_AIRFLOW = LocalAirflow(home=TEST_LOCAL_DIR / "airflow", port=int(os.environ["CANDLECAST_TEST_AIRFLOW_PORT"]))
 
 for _key in [k for k in os.environ if k.startswith("AIRFLOW")]:
     del os.environ[_key]
