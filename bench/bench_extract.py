@@ -38,11 +38,11 @@ from candlecast.settings import Schemas, db_settings  # noqa: E402
 from extract import load  # noqa: E402
 from extract.pipeline import backfill  # noqa: E402
 from extract.records import Candle  # noqa: E402
-from tools.replay import ReplayServer, bundled_series  # noqa: E402
 from extract.schema import ensure_raw_tables  # noqa: E402
 from extract.settings import ExtractSettings  # noqa: E402
 from extract.validate import parse_candle  # noqa: E402
 from extract.windows import HOUR, MAX_CANDLES_PER_REQUEST, from_unix, naive_utc  # noqa: E402
+from tools.replay import ReplayServer, bundled_series  # noqa: E402
 
 SCRATCH = Schemas("bench_extract")
 SERVER_RATE, SERVER_BURST = 10.0, 15

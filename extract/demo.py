@@ -14,9 +14,9 @@ def backfill_bundled_sample(env: Mapping[str, str] | None = None) -> str:
     from candlecast.db import check_connection, make_engine
     from candlecast.settings import db_settings
     from extract.pipeline import backfill, describe_hours
-    from tools.replay import ReplayServer, bundled_series
     from extract.settings import ExtractSettings
     from extract.windows import HOUR, from_unix
+    from tools.replay import ReplayServer, bundled_series
 
     series = bundled_series()
     db = db_settings("loader", env)

@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 
 from candlecast.settings import Schemas
-from tools.replay import ReplayServer, bundled_series
-from tools.replay.data import CandleSeries
 from extract.settings import ExtractSettings
 from extract.windows import HOUR, from_unix, naive_utc
+from tools.replay import ReplayServer, bundled_series
+from tools.replay.data import CandleSeries
 
 BASE = "ct_extract"
 PRODUCT = "BTC-USD"

@@ -11,10 +11,10 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from candlecast.db import engine_for
 from candlecast.settings import Schemas
-from tools.replay import Fault, ReplayServer
-from tools.replay.data import CandleSeries
 from extract.windows import HOUR, from_unix
 from tests.extract.conftest import BASE, expected_rows, stored_rows
+from tools.replay import Fault, ReplayServer
+from tools.replay.data import CandleSeries
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,11 @@ import pytest
 
 from extract.coinbase import CoinbaseClient, parse_retry_after
 from extract.errors import FetchError, MalformedResponse
-from tools.replay import Fault, ReplayServer
-from tools.replay.data import CandleSeries
 from extract.settings import ExtractSettings
 from extract.windows import HOUR, Window, from_unix
 from tests.extract.conftest import fast_settings
+from tools.replay import Fault, ReplayServer
+from tools.replay.data import CandleSeries
 
 pytestmark = pytest.mark.integration
 

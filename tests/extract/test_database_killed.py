@@ -19,11 +19,11 @@ from candlecast.db import make_engine
 from candlecast.settings import Schemas, db_settings
 from extract import pipeline
 from extract.pipeline import RunFailed
-from tools.replay import Fault, ReplayServer
-from tools.replay.data import CandleSeries
 from extract.schema import ensure_raw_tables
 from extract.windows import HOUR
 from tests.extract.conftest import PRODUCT, expected_rows, fast_settings, sample_bounds, stored_rows
+from tools.replay import Fault, ReplayServer
+from tools.replay.data import CandleSeries
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ from candlecast.settings import Schemas
 from extract import pipeline
 from extract.errors import ExtractError
 from extract.pipeline import RunFailed
-from tools.replay import Fault, ReplayServer
-from tools.replay.data import CandleSeries
 from extract.windows import HOUR, from_unix, naive_utc
 from tests.extract.conftest import PRODUCT, expected_rows, fast_settings, sample_bounds, stored_rows
+from tools.replay import Fault, ReplayServer
+from tools.replay.data import CandleSeries
 
 pytestmark = pytest.mark.integration
 

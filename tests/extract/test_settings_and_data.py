@@ -9,8 +9,8 @@ import pytest
 
 from candlecast.settings import SettingsError
 from extract.pipeline import describe_hours
-from tools.replay.data import ReplayDataError, read_csv
 from extract.settings import ExtractSettings
+from tools.replay.data import ReplayDataError, read_csv
 
 
 def test_defaults_are_the_real_api_btc_usd_and_ten_requests_a_second() -> None:
