@@ -7,8 +7,43 @@ import logging
 import sys
 from pathlib import Path
 
+from tools.replay.clock import to_unix
 from tools.replay.data import BUNDLED_CSV, BUNDLED_PRODUCT, ReplayDataError, read_csv
+from tools.replay.faults import Fault
 from tools.replay.server import ReplayServer
+from tools.replay.timeline import CorrectedCandle, Event, LateCandle, MissingCandle
+
+
+def _clock_range(spec: str) -> tuple[int, int]:
+    start, sep, end = spec.partition("..")
+    if not sep:
+        raise ValueError(f"expected START..END, got {spec!r}")
+    return to_unix(start), to_unix(end)
+
+
+def parse_outage(spec: str) -> Fault:
+    """``START..END`` (503s), ``START..END=STATUS`` or ``START..END=hang:SECONDS`` (no answer)."""
+    span, _, how = spec.partition("=")
+    start, end = _clock_range(span)
+    if how.startswith("hang"):
+        _, _, seconds = how.partition(":")
+        return Fault.outage(start, end, hang_s=float(seconds or 30))
+    return Fault.outage(start, end, status=int(how or 503))
+
+
+def parse_event(kind: str, spec: str) -> Event:
+    """``late HOUR=MINUTES``, ``missing HOUR``, ``correct HOUR@AT``."""
+    if kind == "late":
+        hour, sep, minutes = spec.partition("=")
+        if not sep:
+            raise ValueError(f"--late wants HOUR=MINUTES, got {spec!r}")
+        return LateCandle(hour, float(minutes))
+    if kind == "missing":
+        return MissingCandle(spec)
+    hour, sep, at = spec.partition("@")
+    if not sep:
+        raise ValueError(f"--correct wants HOUR@AT, got {spec!r}")
+    return CorrectedCandle(hour, at)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +63,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-rate-limit", action="store_true", help="never answer 429")
     parser.add_argument("--spill-before", type=int, default=0, metavar="N",
                         help="also send N candles before start, as the API documents it may (default 0)")
+    time_group = parser.add_argument_group(
+        "time (dev only)",
+        "Times are ISO 8601 UTC (2024-01-05T13:00Z) or UNIX seconds. Without --clock every recorded candle is "
+        "served and the schedule waits for a clock. The clock never moves by itself: GET/POST "
+        "/_replay/clock with {\"now\": TIME} or {\"advance_s\": N} reads and moves it.",
+    )
+    time_group.add_argument("--clock", metavar="TIME", help="start with the clock at TIME")
+    time_group.add_argument("--outage", action="append", default=[], metavar="START..END[=STATUS|=hang:S]",
+                            help="every request while the clock is in [START, END) fails (503 by default)")
+    time_group.add_argument("--late", action="append", default=[], metavar="HOUR=MINUTES",
+                            help="the candle of HOUR appears MINUTES after its hour closes")
+    time_group.add_argument("--missing", action="append", default=[], metavar="HOUR",
+                            help="the candle of HOUR is never published")
+    time_group.add_argument("--correct", action="append", default=[], metavar="HOUR@AT",
+                            help="the candle of HOUR changes (close and volume) from clock time AT on")
+    time_group.add_argument("--truncate", action="append", default=[], metavar="START..END",
+                            help="the first answer while the clock is in [START, END) is cut in half")
+    time_group.add_argument("--truncate-request", action="append", default=[], type=int, metavar="N",
+                            help="the Nth candles request (1 = the first) gets a truncated answer")
+    time_group.add_argument("--no-admin", action="store_true", help="no /_replay/clock endpoint")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -39,10 +94,25 @@ def main(argv: list[str] | None = None) -> int:
             if not sep or not product or not path:
                 parser.error(f"--csv wants PRODUCT=PATH, got {spec!r}")
             series[product] = read_csv(Path(path), product)
+        try:
+            faults = [parse_outage(spec) for spec in args.outage]
+            for spec in args.truncate:
+                start, end = _clock_range(spec)
+                faults.append(Fault.truncated(from_clock=start, until_clock=end))
+            faults += [Fault.truncated(skip=n - 1) for n in args.truncate_request if n >= 1]
+            events = [parse_event("late", spec) for spec in args.late]
+            events += [parse_event("missing", spec) for spec in args.missing]
+            events += [parse_event("correct", spec) for spec in args.correct]
+            clock = None if args.clock is None else to_unix(args.clock)
+        except ValueError as exc:
+            parser.error(str(exc))
         server = ReplayServer(
             series, host=args.host, port=args.port, rate=None if args.no_rate_limit else args.rate,
-            burst=args.burst, spill_before=args.spill_before,
+            burst=args.burst, spill_before=args.spill_before, admin=not args.no_admin,
         )
+        server.set_clock(clock)
+        server.inject(*faults)
+        server.schedule(*events)
     except (OSError, ReplayDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

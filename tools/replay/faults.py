@@ -1,7 +1,9 @@
 """Fault injection for the replay server: what a flaky API, proxy or network does to a client.
 
 A fault fires on requests matching its product (any, by default), after letting ``skip`` of them through,
-``times`` times; then it is spent. Faults fire in the order they were injected.
+``times`` times; then it is spent. When several are due, the one injected first fires. A fault with a clock range
+(``from_clock``/``until_clock``, see ``clock``) only fires, and only counts requests, while the server's clock
+is inside ``[from_clock, until_clock)``; ``times=None`` fires on every such request (an outage).
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-FaultKind = Literal["status", "slow", "garbage", "html", "truncated", "wrong_shape", "mutate", "action"]
+from tools.replay.clock import Moment, to_unix
+
+FaultKind = Literal["status", "slow", "hang", "garbage", "html", "truncated", "wrong_shape", "mutate", "action"]
 
 
 @dataclass
 class Fault:
     kind: FaultKind
-    times: int = 1
+    times: int | None = 1
     skip: int = 0
     product_id: str | None = None
     status: int = 200
@@ -25,6 +29,28 @@ class Fault:
     delay_s: float = 0.0
     mutate: Callable[[list[list[object]]], list[object]] | None = None
     action: Callable[[], None] | None = None
+    from_clock: Moment | None = None
+    until_clock: Moment | None = None
+
+    def __post_init__(self) -> None:
+        if self.from_clock is not None:
+            self.from_clock = to_unix(self.from_clock)
+        if self.until_clock is not None:
+            self.until_clock = to_unix(self.until_clock)
+
+    @property
+    def scheduled(self) -> bool:
+        return self.from_clock is not None or self.until_clock is not None
+
+    def due_at(self, now: int | None) -> bool:
+        """Inside its clock range (a fault without one is always due; one with a range never is without a clock)."""
+        if not self.scheduled:
+            return True
+        if now is None:
+            return False
+        return (self.from_clock is None or now >= self.from_clock) and (  # type: ignore[operator]
+            self.until_clock is None or now < self.until_clock  # type: ignore[operator]
+        )
 
     @classmethod
     def error(cls, status: int = 503, times: int = 1, **kw: object) -> Fault:
@@ -39,6 +65,20 @@ class Fault:
     def slow(cls, delay_s: float, times: int = 1, **kw: object) -> Fault:
         """Answer correctly, but only after ``delay_s`` seconds (longer than the client's timeout, say)."""
         return cls("slow", delay_s=delay_s, times=times, **kw)  # type: ignore[arg-type]
+
+    @classmethod
+    def hang(cls, delay_s: float, times: int | None = 1, **kw: object) -> Fault:
+        """Say nothing for ``delay_s`` seconds, then drop the connection: a timeout for any shorter client timeout."""
+        return cls("hang", delay_s=delay_s, times=times, **kw)  # type: ignore[arg-type]
+
+    @classmethod
+    def outage(cls, start: Moment, end: Moment, status: int = 503, hang_s: float | None = None,
+               **kw: object) -> Fault:
+        """Every request while the clock is in ``[start, end)`` fails: ``status`` with the API's JSON error,
+        or, with ``hang_s``, no answer at all (the client times out)."""
+        if hang_s is not None:
+            return cls("hang", delay_s=hang_s, times=None, from_clock=start, until_clock=end, **kw)  # type: ignore[arg-type]
+        return cls("status", status=status, times=None, from_clock=start, until_clock=end, **kw)  # type: ignore[arg-type]
 
     @classmethod
     def garbage(cls, times: int = 1, **kw: object) -> Fault:
@@ -92,17 +132,24 @@ class FaultPlan:
         with self._lock:
             return len(self._faults)
 
-    def take(self, product_id: str | None) -> Fault | None:
-        """The fault to apply to this request, if one is due; consumes one of its ``skip``/``times``."""
+    def take(self, product_id: str | None, now: int | None = None) -> Fault | None:
+        """The fault to apply to this request at clock ``now``, if one is due; consumes one of its
+        ``skip``/``times``."""
+        chosen: Fault | None = None
         with self._lock:
+            # Every fault counts every request it matches towards its ``skip``, whether or not another fires
+            # on it: "the 4th request" means the 4th, and one fault waiting its turn never hides another.
             for fault in self._faults:
                 if fault.product_id is not None and fault.product_id != product_id:
                     continue
+                if not fault.due_at(now):
+                    continue
                 if fault.skip > 0:
                     fault.skip -= 1
-                    return None
-                fault.times -= 1
-                if fault.times <= 0:
-                    self._faults.remove(fault)
-                return fault
-            return None
+                elif chosen is None:
+                    chosen = fault
+            if chosen is not None and chosen.times is not None:
+                chosen.times -= 1
+                if chosen.times <= 0:
+                    self._faults.remove(chosen)
+            return chosen
