@@ -1,10 +1,12 @@
 """HTTP client for Coinbase Exchange public candles (or the project's replay server, same API).
 
 ``GET {api_url}/products/{product}/candles?granularity=3600&start=..&end=..``. Each attempt spends a token
-from the rate limiter; 429, 5xx, timeouts and connection errors are retried with exponential backoff and
-jitter (or exactly the server's ``Retry-After``), up to ``max_attempts``; then ``FetchError`` names the
-product, the window and the last cause. Other 4xx and malformed answers fail at once: repeating them would
-only repeat the same answer.
+from the rate limiter; 429, 5xx, timeouts, connection errors and a 200 whose body cannot be read as JSON
+(empty, truncated, garbled, a proxy's HTML page) are retried with exponential backoff and jitter (or exactly
+the server's ``Retry-After``), up to ``max_attempts``; then ``FetchError`` names the product, the window and
+the last cause. A body that did not arrive whole is a transport failure, and the next attempt usually gets
+the whole answer. Other 4xx, and well-formed JSON that is not an array of candles, fail at once
+(``MalformedResponse``): repeating them would only repeat the same answer.
 """
 
 from __future__ import annotations
@@ -171,13 +173,16 @@ class CoinbaseClient:
         except ValueError as exc:
             content_type = response.headers.get("Content-Type", "")
             stripped = text.lstrip()
-            if "html" in content_type or stripped[:1] == "<":
+            if not stripped:
+                what = f"an empty body ({len(response.content)} bytes)"
+            elif "html" in content_type or stripped[:1] == "<":
                 what = "an HTML page instead of JSON"
-            elif stripped[:1] in "[{" and stripped:
-                what = f"a truncated or broken JSON body ({len(text)} bytes; {exc})"
+            elif stripped[:1] in "[{":
+                what = f"a truncated or broken JSON body ({len(response.content)} bytes; {exc})"
             else:
                 what = "a body that is not JSON"
-            raise MalformedResponse(f"{where}: the API answered {what}: {_snippet(text)!r}") from exc
+            # Retried like a 5xx: what did not arrive whole (or came from a proxy) may arrive whole next time.
+            raise TransientError(f"HTTP 200 but the API answered {what}: {_snippet(text)!r}") from exc
         if not isinstance(body, list):
             detail = f" (message: {body['message']})" if isinstance(body, dict) and "message" in body else ""
             raise MalformedResponse(

@@ -51,14 +51,14 @@ def test_backfill_then_incremental_from_the_command_line(
 def test_a_failure_is_one_line_on_stderr_and_a_nonzero_exit(
     replay: ReplayServer, raw: Schemas, series: CandleSeries  # type: ignore[no-untyped-def]
 ) -> None:
-    replay.inject(Fault.html())
+    replay.inject(Fault.wrong_shape())
     start = from_unix(series.times[0])
     out = run_cli("backfill", "--start", f"{start:%Y-%m-%d}", "--end", f"{start + 24 * HOUR:%Y-%m-%d}",
                   "--no-progress", COINBASE_API_URL=replay.url)
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: BTC-USD window [2021-12-14 00:00, 2021-12-15 00:00) UTC")
-    assert "HTML page" in lines[0]
+    assert "expected a JSON array of candles" in lines[0]
 
 
 def test_usage_errors_exit_2() -> None:

@@ -105,21 +105,51 @@ def test_a_4xx_is_not_retried(replay: ReplayServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fault", "expected"),
-    [
-        (Fault.garbage(), "a body that is not JSON"),
-        (Fault.html(status=200), "an HTML page instead of JSON"),
-        (Fault.truncated(), "a truncated or broken JSON body"),
-        (Fault.wrong_shape(), "expected a JSON array of candles, got a JSON dict (message: maintenance)"),
-    ],
+    "fault",
+    [Fault.truncated(), Fault.empty(), Fault.garbage(), Fault.html(status=200)],
+    ids=["truncated", "empty", "garbage", "html"],
 )
-def test_a_malformed_answer_fails_at_once_with_a_clear_error(replay: ReplayServer, fault: Fault, expected: str) -> None:
+def test_a_200_whose_body_is_not_readable_json_is_retried_after_a_backoff(replay: ReplayServer, fault: Fault) -> None:
     replay.inject(fault)
+    with CoinbaseClient(fast_settings(replay.url, backoff_initial_s=0.2)) as client:
+        assert len(client.fetch_candles("BTC-USD", WINDOW)) == 24
+        assert client.retries == 1
+    assert [(r.status, r.fault) for r in replay.requests] == [(200, fault.kind), (200, None)]
+    (waited,) = gaps(replay)
+    assert waited >= 0.2
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        (Fault.truncated(times=10), "HTTP 200 but the API answered a truncated or broken JSON body"),
+        (Fault.empty(times=10), "HTTP 200 but the API answered an empty body (0 bytes)"),
+        (Fault.garbage(times=10), "HTTP 200 but the API answered a body that is not JSON"),
+        (Fault.html(times=10), "HTTP 200 but the API answered an HTML page instead of JSON"),
+    ],
+    ids=["truncated", "empty", "garbage", "html"],
+)
+def test_an_unreadable_200_every_time_gives_up_naming_product_window_and_cause(
+    replay: ReplayServer, fault: Fault, cause: str
+) -> None:
+    replay.inject(fault)
+    with CoinbaseClient(fast_settings(replay.url, max_attempts=3)) as client, pytest.raises(FetchError) as caught:
+        client.fetch_candles("BTC-USD", WINDOW)
+    message = str(caught.value)
+    assert message.startswith("BTC-USD window [2023-01-01 00:00, 2023-01-02 00:00) UTC: gave up after 3 attempts")
+    assert f"last error: {cause}" in message
+    assert len(replay.requests) == 3
+
+
+def test_well_formed_json_that_is_not_candles_fails_at_once(replay: ReplayServer) -> None:
+    replay.inject(Fault.wrong_shape())
     with CoinbaseClient(fast_settings(replay.url)) as client, pytest.raises(MalformedResponse) as caught:
         client.fetch_candles("BTC-USD", WINDOW)
-    assert str(caught.value).startswith("BTC-USD window [2023-01-01 00:00, 2023-01-02 00:00) UTC: ")
-    assert expected in str(caught.value)
-    assert len(replay.requests) == 1  # repeating a deterministic answer would only repeat it
+    assert str(caught.value) == (
+        "BTC-USD window [2023-01-01 00:00, 2023-01-02 00:00) UTC: expected a JSON array of candles, got a JSON "
+        "dict (message: maintenance): '{\"candles\": \"unavailable\", \"message\": \"maintenance\"}'"
+    )
+    assert len(replay.requests) == 1  # repeating a well-formed answer would only repeat it
 
 
 def test_the_default_limit_stays_inside_the_servers_bucket(series: CandleSeries) -> None:

@@ -15,7 +15,9 @@ from typing import Literal
 
 from tools.replay.clock import Moment, to_unix
 
-FaultKind = Literal["status", "slow", "hang", "garbage", "html", "truncated", "wrong_shape", "mutate", "action"]
+FaultKind = Literal[
+    "status", "slow", "hang", "garbage", "html", "truncated", "empty", "wrong_shape", "mutate", "action"
+]
 
 
 @dataclass
@@ -93,6 +95,11 @@ class Fault:
     def truncated(cls, times: int = 1, **kw: object) -> Fault:
         """The right answer cut in half (with a Content-Length that matches the cut body)."""
         return cls("truncated", times=times, **kw)  # type: ignore[arg-type]
+
+    @classmethod
+    def empty(cls, times: int = 1, **kw: object) -> Fault:
+        """HTTP 200 with an empty body (Content-Length: 0), as a flaky proxy or a dropped upstream sends."""
+        return cls("empty", times=times, **kw)  # type: ignore[arg-type]
 
     @classmethod
     def wrong_shape(cls, times: int = 1, **kw: object) -> Fault:

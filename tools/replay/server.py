@@ -324,6 +324,8 @@ class ReplayServer:
             return Reply(fault.status, HTML_PAGE.encode(), "text/html; charset=utf-8")
         if kind == "garbage":
             return Reply(200, b"\x00\x9f garbage \xff not json", "application/json")
+        if kind == "empty":
+            return Reply(200, b"", "application/json; charset=utf-8")
         if kind == "wrong_shape":
             return _json_reply(200, {"candles": "unavailable", "message": "maintenance"})
         try:
