@@ -20,6 +20,8 @@ ranges are [start, end): the hour starting at --end is not fetched, nor is the h
 
 settings (env): COINBASE_API_URL (default https://api.exchange.coinbase.com), CANDLECAST_EXTRACT_PRODUCTS,
 CANDLECAST_EXTRACT_RATE, _BURST, _MAX_ATTEMPTS, _TIMEOUT, _BACKOFF_INITIAL, _BACKOFF_MAX, _BATCH_SIZE,
+_REFETCH_HOURS (incremental re-fetches this many hours before --end, default 24), _MAX_CATCHUP_HOURS
+(incremental catches up at most this many hours, default 168; beyond, it names the backfill to run),
 and the database's CANDLECAST_DB_* / CANDLECAST_LOADER_* (see the README).
 
 examples:
@@ -58,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--no-progress", action="store_true", help="no progress bar")
     common(backfill)
 
-    incremental = sub.add_parser("incremental", help="catch up from the last stored hour to --end", epilog=EPILOG,
+    incremental = sub.add_parser("incremental", help="catch up from the last stored hour to --end and re-fetch "
+                                 "the trailing day", epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     incremental.add_argument("--end", type=parse_time, help="end, exclusive (default: now's hour, still open)")
     incremental.add_argument("--initial-start", type=parse_time,

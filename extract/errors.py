@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from extract.windows import Window
+
 
 class ExtractError(RuntimeError):
     """Base of every extractor failure the CLI turns into a one-line reason."""
@@ -12,7 +17,7 @@ class FetchError(ExtractError):
 
 
 class MalformedResponse(ExtractError):
-    """The answer was not a JSON array of candles (HTML page, garbage, truncated body, wrong shape)."""
+    """A well-formed JSON answer that is not an array of candles (bodies that are not JSON are retried)."""
 
 
 class LoadError(ExtractError):
@@ -21,3 +26,14 @@ class LoadError(ExtractError):
 
 class NothingToResume(ExtractError):
     """An incremental run found no stored candle to resume from and was given no initial start."""
+
+
+class TooFarBehind(ExtractError):
+    """An incremental run found a product further behind than it catches up on its own; a backfill is needed.
+
+    ``missing`` holds the hours after the newest stored one that the run refused to fetch.
+    """
+
+    def __init__(self, message: str, missing: Window) -> None:
+        super().__init__(message)
+        self.missing = missing

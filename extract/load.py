@@ -206,7 +206,14 @@ def finish_run(
 
 
 def last_stored_hour(engine: Engine, schemas: Schemas, product_id: str) -> datetime | None:
+    return stored_range(engine, schemas, product_id)[1]
+
+
+def stored_range(engine: Engine, schemas: Schemas, product_id: str) -> tuple[datetime | None, datetime | None]:
+    """The first and newest stored hour of a product (naive UTC), or (None, None) when it has none."""
     with engine.connect() as conn:
-        return conn.exec_driver_sql(
-            f"select max(bucket_start) from {_q(schemas.raw)}.candles where product_id = %s", (product_id,)
-        ).scalar()
+        first, last = conn.exec_driver_sql(
+            f"select min(bucket_start), max(bucket_start) from {_q(schemas.raw)}.candles where product_id = %s",
+            (product_id,),
+        ).one()
+    return first, last

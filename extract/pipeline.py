@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from candlecast.settings import Schemas
 from extract import load
 from extract.coinbase import CoinbaseClient
-from extract.errors import ExtractError, LoadError, NothingToResume
+from extract.errors import ExtractError, LoadError, NothingToResume, TooFarBehind
 from extract.schema import ensure_raw_tables
 from extract.settings import ExtractSettings
 from extract.validate import validate_window
@@ -237,6 +237,63 @@ def backfill(
             client.close()
 
 
+def _iso(moment: datetime) -> str:
+    return f"{to_utc(moment):%Y-%m-%dT%H:%M}"
+
+
+def incremental_span(
+    product_id: str,
+    stored: tuple[datetime | None, datetime | None],
+    stop: datetime,
+    settings: ExtractSettings,
+    initial_start: datetime | None = None,
+) -> Window:
+    """The hours an incremental run fetches for one product: catch-up plus the trailing re-fetch window.
+
+    ``stored`` is the product's first and newest stored hour; ``stop`` the exclusive end (the open hour
+    already left out). The span runs from the earlier of "the hour after the newest stored one" and
+    "``refetch_hours`` before ``stop``" up to ``stop``, never before the first stored hour (re-fetching must
+    not quietly extend a product's history backwards). Raises ``TooFarBehind`` when more than
+    ``max_catchup_hours`` are missing after the newest stored hour, and ``NothingToResume`` for a product
+    with nothing stored and no ``initial_start``: both name the backfill to run.
+    """
+    first, last = (to_utc(h) if h is not None else None for h in stored)
+    if first is None or last is None:
+        if initial_start is not None:
+            begin = floor_hour(initial_start)
+            return Window(begin, max(begin, stop))
+        year_ago = stop - 365 * 24 * HOUR
+        raise NothingToResume(
+            f"{product_id}: no candles stored yet; run a backfill first (the features need at least 8 days), "
+            f"e.g. `python -m extract backfill --product {product_id} --start {_iso(year_ago)} --end {_iso(stop)}`, "
+            "or give an initial start (--initial-start)"
+        )
+    behind = int((stop - (last + HOUR)) / HOUR)
+    if behind > settings.max_catchup_hours:
+        raise TooFarBehind(
+            f"{product_id}: the newest stored hour is {last:%Y-%m-%d %H:%M} UTC, {behind} hours before the end "
+            f"{stop:%Y-%m-%d %H:%M} UTC; an incremental run catches up at most {settings.max_catchup_hours} "
+            f"(CANDLECAST_EXTRACT_MAX_CATCHUP_HOURS). Run a backfill: `python -m extract backfill --product "
+            f"{product_id} --start {_iso(last + HOUR)} --end {_iso(stop)}`",
+            Window(last + HOUR, stop),
+        )
+    begin = max(first, min(last + HOUR, stop - settings.refetch_hours * HOUR))
+    begin = min(begin, stop)
+    return Window(begin, stop)
+
+
+def _record_refusal(engine: Engine, schemas: Schemas, product_id: str, refusal: TooFarBehind) -> None:
+    """A failed row in the run log for a product too far behind, so the tables show it, not only the task log."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    run_id = str(uuid.uuid4())
+    try:
+        load.start_run(engine, schemas, run_id, product_id, "incremental", refusal.missing)
+        load.finish_run(engine, schemas, run_id, "failed", 0.0, str(refusal))
+    except SQLAlchemyError as exc:
+        log.warning("could not record in the run log that %s is too far behind: %s", product_id, exc)
+
+
 def incremental(
     products: Iterable[str],
     end: datetime,
@@ -249,11 +306,18 @@ def incremental(
     client: CoinbaseClient | None = None,
     progress: Callable[[WindowReport], None] | None = None,
 ) -> list[ExtractResult]:
-    """Catch every product up from its last stored hour to ``end`` (exclusive; the open hour never).
+    """Bring every product up to ``end`` (exclusive; the open hour never), healing what earlier runs missed.
 
-    A product with nothing stored starts at ``initial_start``, or fails with ``NothingToResume``. Every
-    product is attempted; if any failed, ``ExtractError`` lists them after the others have been stored.
+    Each product's span (``incremental_span``) covers every hour after its newest stored one, up to
+    ``settings.max_catchup_hours`` of them (after an outage, say), and re-fetches the trailing
+    ``settings.refetch_hours`` before ``end``: a candle the API published late, or corrected, lands on the next
+    run and is counted inserted or updated; unchanged ones are left alone. Hours the API still leaves out are
+    reported as gaps, again on each run that covers them. A product with nothing stored starts at
+    ``initial_start``, or fails with ``NothingToResume``. Every product is attempted; if any failed,
+    ``ExtractError`` lists them after the others have been stored.
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
     _prepare(engine, schemas)
     stop = clamp_end(end, now)
     own_client = client is None
@@ -262,17 +326,21 @@ def incremental(
     failures: list[str] = []
     try:
         for product_id in products:
-            last = load.last_stored_hour(engine, schemas, product_id)
-            if last is not None:
-                first = to_utc(last) + HOUR
-            elif initial_start is not None:
-                first = floor_hour(initial_start)
-            else:
-                failures.append(str(NothingToResume(
-                    f"{product_id}: no candles stored yet; run a backfill first or give an initial start"
-                )))
+            try:
+                stored = load.stored_range(engine, schemas, product_id)
+            except SQLAlchemyError as exc:
+                cause = getattr(exc, "orig", None) or exc
+                failures.append(f"{product_id}: cannot read its newest stored hour from {schemas.raw}: {cause}")
                 continue
-            span = Window(first, max(first, stop))
+            try:
+                span = incremental_span(product_id, stored, stop, settings, initial_start)
+            except TooFarBehind as exc:
+                _record_refusal(engine, schemas, product_id, exc)
+                failures.append(str(exc))
+                continue
+            except ExtractError as exc:
+                failures.append(str(exc))
+                continue
             try:
                 results.append(_extract_span(
                     product_id, span, "incremental", engine=engine, schemas=schemas, settings=settings,

@@ -32,6 +32,12 @@ class ExtractSettings:
     retry_after_max_s: float = 120.0
     batch_size: int = 1000
     user_agent: str = DEFAULT_USER_AGENT
+    # An incremental run re-fetches this many closed hours before its end, so candles published late or
+    # corrected after a first fetch land on a later run (0: fetch only the hours after the newest stored one).
+    refetch_hours: int = 24
+    # How far behind (hours after the newest stored one) an incremental run catches up on its own; beyond
+    # that it refuses and names the backfill to run, so a long outage is never papered over silently.
+    max_catchup_hours: int = 168
 
     def __post_init__(self) -> None:
         problems = []
@@ -49,6 +55,10 @@ class ExtractSettings:
             problems.append(f"timeout must be > 0 s, got {self.timeout_s}")
         if self.batch_size < 1:
             problems.append(f"batch size must be >= 1, got {self.batch_size}")
+        if self.refetch_hours < 0:
+            problems.append(f"CANDLECAST_EXTRACT_REFETCH_HOURS must be >= 0, got {self.refetch_hours}")
+        if self.max_catchup_hours < 1:
+            problems.append(f"CANDLECAST_EXTRACT_MAX_CATCHUP_HOURS must be >= 1, got {self.max_catchup_hours}")
         if problems:
             raise SettingsError("; ".join(problems))
 
@@ -81,4 +91,6 @@ class ExtractSettings:
             backoff_max_s=number("CANDLECAST_EXTRACT_BACKOFF_MAX", defaults.backoff_max_s, float),
             batch_size=int(number("CANDLECAST_EXTRACT_BATCH_SIZE", defaults.batch_size, int)),
             user_agent=env.get("CANDLECAST_EXTRACT_USER_AGENT", defaults.user_agent),
+            refetch_hours=int(number("CANDLECAST_EXTRACT_REFETCH_HOURS", defaults.refetch_hours, int)),
+            max_catchup_hours=int(number("CANDLECAST_EXTRACT_MAX_CATCHUP_HOURS", defaults.max_catchup_hours, int)),
         )

@@ -124,24 +124,30 @@ def test_the_open_hour_is_never_stored(
     # the same for an incremental run told "end = now" by its caller
     [inc] = pipeline.incremental([PRODUCT], now + 5 * HOUR, engine=loader_engine, schemas=raw,
                                  settings=fast_settings(replay.url), now=now + HOUR)
-    assert inc.span == type(inc.span)(start + 10 * HOUR, start + 11 * HOUR)
+    # the trailing day is re-fetched, but never before the product's first stored hour
+    assert inc.span == type(inc.span)(start, start + 11 * HOUR)
+    assert (inc.inserted, inc.unchanged) == (1, 10)
     assert max(stored_rows(loader_engine, raw)) == naive_utc(start + 10 * HOUR)
 
 
-def test_incremental_resumes_after_the_last_stored_hour_for_each_product(
+def test_incremental_resumes_after_the_last_stored_hour_and_rechecks_the_trailing_day(
     replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
 ) -> None:
     start = from_unix(series.times[0])
     backfill(replay, raw, loader_engine, start, start + 100 * HOUR)
-    results = pipeline.incremental([PRODUCT], start + 450 * HOUR, engine=loader_engine, schemas=raw,
+    results = pipeline.incremental([PRODUCT], start + 250 * HOUR, engine=loader_engine, schemas=raw,
                                    settings=fast_settings(replay.url))
     assert [(r.span.start, r.span.end, r.inserted, r.unchanged) for r in results] == [
-        (start + 100 * HOUR, start + 450 * HOUR, 350, 0)]
-    assert stored_rows(loader_engine, raw) == expected_rows(series, start, start + 450 * HOUR)
-    # caught up: nothing to do, and that is a success
-    [idle] = pipeline.incremental([PRODUCT], start + 450 * HOUR, engine=loader_engine, schemas=raw,
+        (start + 100 * HOUR, start + 250 * HOUR, 150, 0)]
+    assert stored_rows(loader_engine, raw) == expected_rows(series, start, start + 250 * HOUR)
+    # caught up: the trailing day is fetched again, finds nothing new, and that is a success
+    [idle] = pipeline.incremental([PRODUCT], start + 250 * HOUR, engine=loader_engine, schemas=raw,
                                   settings=fast_settings(replay.url))
-    assert (idle.requested, idle.windows, idle.status) == (0, 0, "success")
+    assert (idle.requested, idle.windows, idle.unchanged, idle.status) == (24, 1, 24, "success")
+    # with no re-fetch window, a caught-up run has nothing to do
+    [none] = pipeline.incremental([PRODUCT], start + 250 * HOUR, engine=loader_engine, schemas=raw,
+                                  settings=fast_settings(replay.url, refetch_hours=0))
+    assert (none.requested, none.windows, none.status) == (0, 0, "success")
 
 
 def test_incremental_with_nothing_stored_needs_an_initial_start(
@@ -203,13 +209,12 @@ def test_bad_candles_go_to_rejects_with_their_reason_and_the_rest_is_loaded(
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
-        (Fault.garbage(skip=2), "a body that is not JSON"),
-        (Fault.html(skip=2), "an HTML page instead of JSON"),
-        (Fault.truncated(skip=2), "a truncated or broken JSON body"),
+        (Fault.garbage(times=5, skip=2), "gave up after 3 attempts"),
+        (Fault.truncated(times=5, skip=2), "a truncated or broken JSON body"),
         (Fault.wrong_shape(skip=2), "expected a JSON array of candles"),
         (Fault.error(503, times=5, skip=2), "gave up after 3 attempts"),
     ],
-    ids=["garbage", "html", "truncated", "wrong-shape", "5xx-exhausted"],
+    ids=["garbage-exhausted", "truncated-exhausted", "wrong-shape", "5xx-exhausted"],
 )
 def test_a_bad_answer_fails_its_window_clearly_with_nothing_half_written(
     replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries, fault: Fault, expected: str  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ def test_defaults_are_the_real_api_btc_usd_and_ten_requests_a_second() -> None:
     assert settings.api_url == "https://api.exchange.coinbase.com"
     assert settings.products == ("BTC-USD",)
     assert (settings.rate_per_second, settings.burst, settings.max_attempts) == (10.0, 10, 5)
+    assert (settings.refetch_hours, settings.max_catchup_hours) == (24, 168)  # a day re-fetched, a week caught up
 
 
 def test_every_setting_comes_from_its_env_var() -> None:
@@ -32,10 +33,13 @@ def test_every_setting_comes_from_its_env_var() -> None:
         "CANDLECAST_EXTRACT_BACKOFF_MAX": "9",
         "CANDLECAST_EXTRACT_BATCH_SIZE": "500",
         "CANDLECAST_EXTRACT_USER_AGENT": "me/1.0",
+        "CANDLECAST_EXTRACT_REFETCH_HOURS": "6",
+        "CANDLECAST_EXTRACT_MAX_CATCHUP_HOURS": "48",
     })
     assert settings == ExtractSettings(
         api_url="http://127.0.0.1:8765", products=("BTC-USD", "ETH-USD"), rate_per_second=2.5, burst=3,
         max_attempts=7, timeout_s=4.0, backoff_initial_s=0.1, backoff_max_s=9.0, batch_size=500, user_agent="me/1.0",
+        refetch_hours=6, max_catchup_hours=48,
     )
 
 
@@ -46,6 +50,8 @@ def test_every_setting_comes_from_its_env_var() -> None:
         ({"CANDLECAST_EXTRACT_BURST": "1.5"}, "CANDLECAST_EXTRACT_BURST must be a int"),
         ({"CANDLECAST_EXTRACT_RATE": "0"}, "rate must be > 0"),
         ({"COINBASE_API_URL": "api.exchange.coinbase.com"}, "COINBASE_API_URL must be an http(s) URL"),
+        ({"CANDLECAST_EXTRACT_REFETCH_HOURS": "-1"}, "CANDLECAST_EXTRACT_REFETCH_HOURS must be >= 0, got -1"),
+        ({"CANDLECAST_EXTRACT_MAX_CATCHUP_HOURS": "0"}, "CANDLECAST_EXTRACT_MAX_CATCHUP_HOURS must be >= 1"),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(env: dict[str, str], message: str) -> None:
