@@ -50,3 +50,9 @@
 {% macro with_history(hours, expr) -%}
     case when hours_since_first_candle >= {{ hours }} then {{ expr }} end
 {%- endmacro %}
+
+{#- `expr` where `missing_count` (missing hours among what `expr` reads) is 0, else NULL: a filled-in hour is
+    never read as an observation. -#}
+{% macro gap_free(missing_count, expr) -%}
+    case when {{ missing_count }} = 0 then {{ expr }} end
+{%- endmacro %}

@@ -1,19 +1,23 @@
 -- No lookahead: features recomputed by joining each row only to itself and the hours *before* it equal
 -- the mart's values. A window frame that leaked a later hour (or was shifted by one) fails here.
 -- Checks the 1 h, 24 h and 168 h returns, every return lag, and the 24 h rolling mean, std and realized
--- volatility. (The pytest suite also recomputes rows with the future deleted.)
+-- volatility; a return or window that reads a missing hour must be NULL. (The pytest suite also recomputes
+-- rows with the future deleted.)
 -- Checked on each product's first 200 and newest 720 hours (the partial-window edge, and the hours each
 -- incremental run rewrites), which keeps the test cheap at any history length.
 -- Returns one row per row with a mismatching feature, naming the features.
 
 {%- set tolerance = 1e-12 %}
 {%- set checks = [
-    ('log_return_1h', 'ln(close_0 / close_1)'),
-    ('log_return_24h', 'ln(close_0 / close_24)'),
+    ('log_return_1h', 'case when missing_0 = 0 and missing_1 = 0 then ln(close_0 / close_1) end'),
+    ('log_return_24h', 'case when missing_0 = 0 and missing_24 = 0 then ln(close_0 / close_24) end'),
     ('return_mean_24h', 'mean_24h'),
     ('return_std_24h', 'std_24h'),
     ('realized_vol_24h', 'vol_24h'),
 ] %}
+{#- a return between two real candles only: a missing hour's close is filled in, not observed #}
+{%- set weekly_return = 'case when features.is_missing_hour = 0 and week_ago.is_missing_hour = 0 '
+    ~ 'then ln(features.close / week_ago.close) end' %}
 {%- for k in range(1, 25) %}
     {%- do checks.append(('log_return_1h_lag_' ~ k, 'return_' ~ k)) %}
 {%- endfor %}
@@ -55,6 +59,9 @@ recomputed_from_past as (
         max(case when past.hour = features.hour then past.close end) as close_0,
         max(case when past.hour = features.hour - interval 1 hour then past.close end) as close_1,
         max(case when past.hour = features.hour - interval 24 hour then past.close end) as close_24,
+        max(case when past.hour = features.hour then past.is_missing_hour end) as missing_0,
+        max(case when past.hour = features.hour - interval 1 hour then past.is_missing_hour end) as missing_1,
+        max(case when past.hour = features.hour - interval 24 hour then past.is_missing_hour end) as missing_24,
         {%- for k in range(1, 25) %}
         max(case when past.hour = features.hour - interval {{ k }} hour then past.log_return_1h end) as return_{{ k }},
         {%- endfor %}
@@ -99,8 +106,8 @@ weekly_return_mismatches as (
     left join features as week_ago
         on week_ago.product_id = features.product_id
         and week_ago.hour = features.hour - interval 168 hour
-    where not (features.log_return_168h <=> ln(features.close / week_ago.close))
-        and not coalesce(abs(features.log_return_168h - ln(features.close / week_ago.close)) <= {{ tolerance }}, false)
+    where not (features.log_return_168h <=> {{ weekly_return }})
+        and not coalesce(abs(features.log_return_168h - {{ weekly_return }}) <= {{ tolerance }}, false)
 ),
 
 final as (

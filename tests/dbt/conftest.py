@@ -33,7 +33,7 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     *(f"return_std_{n}h" for n in (6, 24, 72, 168)),
     "realized_vol_24h", "realized_vol_168h", "hl_range", "close_position_in_range",
     "volume_zscore_24h", "volume_zscore_168h", "hour_of_day", "day_of_week", "is_complete",
-    "target_close_1h", "target_log_return_1h",
+    "is_forecastable", "target_close_1h", "target_log_return_1h",
 )
 
 

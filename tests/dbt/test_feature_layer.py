@@ -100,32 +100,38 @@ def _reference_features(candles: pd.DataFrame) -> pd.DataFrame:
         f[column] = f[column].fillna(f["close"])
     f["volume"] = f["volume"].fillna(0.0)
     c, v = f["close"], f["volume"]
-    r = np.log(c / c.shift(1))
+    missing = f["is_missing_hour"]
+    # a feature that would read a missing hour's filled-in close or volume is NULL
+    real = missing == 0
+    r = np.log(c / c.shift(1)).where(real & (missing.shift(1) == 0))
     out = pd.DataFrame(index=hours)
     for k in (1, 2, 3, 6, 12, 24, 168):
-        out[f"log_return_{k}h"] = np.log(c / c.shift(k))
+        out[f"log_return_{k}h"] = np.log(c / c.shift(k)).where(real & (missing.shift(k) == 0))
     for k in range(1, 25):
         out[f"log_return_1h_lag_{k}"] = r.shift(k)
+    # pandas' rolling windows are NaN as soon as one value is: a missing hour blanks them
     for n in (6, 24, 72, 168):
         out[f"return_mean_{n}h"] = r.rolling(n).mean()
     for n in (6, 24, 72, 168):
         out[f"return_std_{n}h"] = r.rolling(n).std(ddof=1)
     for n in (24, 168):
         out[f"realized_vol_{n}h"] = np.sqrt((r * r).rolling(n).sum())
-    out["hl_range"] = (f["high"] - f["low"]) / c
+    out["hl_range"] = ((f["high"] - f["low"]) / c).where(real)
     out["close_position_in_range"] = ((c - f["low"]) / (f["high"] - f["low"])).where(f["high"] > f["low"])
+    observed_volume = v.where(real)
     for n in (24, 168):
-        std = v.rolling(n).std(ddof=1)
-        out[f"volume_zscore_{n}h"] = ((v - v.rolling(n).mean()) / std).where(std > 0)
+        std = observed_volume.rolling(n).std(ddof=1)
+        out[f"volume_zscore_{n}h"] = ((v - observed_volume.rolling(n).mean()) / std).where(std > 0)
     out["hour_of_day"] = hours.hour
     out["day_of_week"] = hours.dayofweek + 1
     index = np.arange(len(hours))
-    no_missing_in_window = f["is_missing_hour"].rolling(169, min_periods=1).sum() == 0
+    no_missing_in_window = missing.rolling(169, min_periods=1).sum() == 0
     out["is_complete"] = ((index >= 168) & no_missing_in_window).astype(int)
-    next_real = f["is_missing_hour"].shift(-1) == 0
+    out["is_forecastable"] = ((index >= 168) & real).astype(int)
+    next_real = missing.shift(-1) == 0
     out["target_close_1h"] = c.shift(-1).where(next_real)
     out["target_log_return_1h"] = np.log(c.shift(-1) / c).where(next_real)
-    out["is_missing_hour"] = f["is_missing_hour"]
+    out["is_missing_hour"] = missing
     return out
 
 
@@ -148,6 +154,28 @@ def test_every_feature_equals_an_independent_pandas_computation(built_layer: Bui
         compared += int(both.sum())
     assert compared > 18_000 * 50  # most cells are real numbers, so the comparison means something
     assert mart["is_complete"].sum() > 17_000
+
+
+def test_a_gap_blanks_only_the_features_whose_windows_hold_it(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]
+    s = built_layer.schemas
+    mart = _frame(admin_engine, f"select * from {s.marts}.fct_candle_features where hour between "
+                                f"'2023-03-04 12:00' and '2023-03-12 12:00' order by hour").set_index("hour")
+    after_gap = mart.loc[datetime(2023, 3, 5, 3)]  # 7 h after the last missing hour (2023-03-04 20:00)
+    # every real candle after the warm-up is forecastable; analysts' is_complete still says "a window has a gap"
+    real = mart[mart["is_missing_hour"] == 0]
+    assert (real["is_forecastable"] == 1).all() and (mart.loc[GAP, "is_forecastable"] == 0).all()
+    assert after_gap["is_complete"] == 0
+    # short windows past the gap are whole again; the long ones that hold it are NULL
+    # (a 12 h return reads two real closes, 03-04 15:00 and now: the gap between them does not matter)
+    for column in ("log_return_1h", "log_return_3h", "log_return_12h", "return_mean_6h", "log_return_1h_lag_5",
+                   "hl_range"):
+        assert after_gap[column] is not None and not pd.isna(after_gap[column]), column
+    for column in ("log_return_1h_lag_8", "return_mean_24h", "return_std_24h", "realized_vol_168h",
+                   "volume_zscore_168h"):
+        assert pd.isna(after_gap[column]), column
+    # 169 hours after the first missing hour every window is whole again
+    assert mart.loc[datetime(2023, 3, 11, 21), "is_complete"] == 1
+    assert mart.loc[datetime(2023, 3, 11, 20), "is_complete"] == 0
 
 
 def test_features_latest_is_the_newest_complete_row_per_product(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]

@@ -4,7 +4,9 @@ loudly until a full refresh.
 
 Base ``ct_dbt_incr`` (its own, so the scenario never disturbs ``ct_dbt``): real BTC-USD candles from
 2023-01-01 up to T0 = 2023-03-04 14:00, built in full; then one new hour; then a week more that contains the
-4 hours Coinbase left out, a late correction of the previous newest hour, and a new product.
+4 hours Coinbase left out, a late correction of the previous newest hour, a new product, and one hour the API
+did not serve yet; then, with no new hour, what the extractor's trailing re-fetch brings: that hour arriving
+late and a correction 13 h behind the newest hour.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ BASE = "ct_dbt_incr"
 START = datetime(2023, 1, 1)
 T0 = datetime(2023, 3, 4, 14)  # the newest hour of the first build
 END = datetime(2023, 3, 12, 23)
+LATE = datetime(2023, 3, 12, 3)  # absent at the third run, inserted before the fourth (20 h behind END)
+CORRECTED_LATE = datetime(2023, 3, 12, 10)  # corrected before the fourth run
 RECOMPUTE_HOURS = 216  # dbt_project.yml vars.recompute_hours
 SELECT = ("--select", "+features_latest")
 
@@ -35,6 +39,7 @@ Rows = list[tuple[Any, ...]]
 class Scenario:
     first_build: Rows  # fct rows computed from candles up to T0 only
     after_one_hour: DbtRun
+    before_late_fct: Rows  # after the third run, LATE still absent
     incremental_fct: Rows
     incremental_spine: Rows
     guard: DbtRun
@@ -81,7 +86,7 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterat
 
         # A week more (with the 4-hour gap of 2023-03-04 17:00-20:00), the extractor re-fetching the previous
         # newest hour with a corrected close, and a second product that appears mid-way.
-        later = [c for c in btc if c.bucket_start > T0 + timedelta(hours=1)]
+        later = [c for c in btc if c.bucket_start > T0 + timedelta(hours=1) and c.bucket_start != LATE]
         corrected = next(c for c in btc if c.bucket_start == T0 + timedelta(hours=1))
         corrected = Candle(corrected.time, corrected.low, corrected.high, corrected.open,
                            (corrected.low + corrected.high) / 2, corrected.volume)
@@ -90,6 +95,13 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterat
                for c in btc if c.bucket_start >= datetime(2023, 2, 20)]
         load_raw_candles(loader, schemas, eth, product_id="ETH-USD")
         run_dbt("run", *SELECT, base=BASE, name="incr-c")
+        before_late_fct = _rows(admin_engine, fct)
+
+        # No new hour: the trailing re-fetch brings the late candle and a corrected one.
+        late = next(c for c in btc if c.bucket_start == LATE)
+        fix = next(c for c in btc if c.bucket_start == CORRECTED_LATE)
+        load_raw_candles(loader, schemas, [late, Candle(fix.time, fix.low, fix.high, fix.open, fix.low, fix.volume)])
+        run_dbt("run", *SELECT, base=BASE, name="incr-d")
         incremental_fct, incremental_spine = _rows(admin_engine, fct), _rows(admin_engine, spine)
 
         # The table gains a column the model does not have (as after removing one from the model).
@@ -98,7 +110,7 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterat
         guard = run_dbt("run", *SELECT, base=BASE, name="incr-guard", check=False)
 
         run_dbt("run", *SELECT, "--full-refresh", base=BASE, name="incr-full")
-        yield Scenario(first_build, after_one_hour, incremental_fct, incremental_spine, guard,
+        yield Scenario(first_build, after_one_hour, before_late_fct, incremental_fct, incremental_spine, guard,
                        _rows(admin_engine, fct), _rows(admin_engine, spine))
     finally:
         loader.dispose()
@@ -165,3 +177,19 @@ def test_corrected_candle_and_its_target_are_picked_up_incrementally(scenario: S
     high, low, close = fixed[3], fixed[4], fixed[5]
     assert close == (low + high) / 2 and isinstance(close, Decimal)
     assert by_key[("BTC-USD", T0)][-2] == close  # the previous hour's target follows the correction
+
+
+def test_late_and_corrected_candles_inside_the_trailing_window_heal_incrementally(scenario: Scenario) -> None:
+    # before they arrived, the late hour was a missing hour and the run equalled a full refresh of that raw state
+    # everywhere the late data does not reach (from the hour before it on, targets and windows change)
+    before = {(r[0], r[1]): r for r in scenario.before_late_fct}
+    assert before[("BTC-USD", LATE)][7] == 1
+    assert before[("BTC-USD", LATE + timedelta(hours=2))][-4] == 0  # is_complete: a window holds LATE
+    untouched = [r for r in scenario.full_refresh_fct if r[0] == "ETH-USD" or r[1] < LATE - timedelta(hours=1)]
+    assert [before[(r[0], r[1])] for r in untouched] == untouched
+    # after the re-fetch brought them (no new hour), the incremental run equals a full refresh (asserted for
+    # every row above) and the late hour is a real, forecastable candle whose neighbours' windows healed
+    after = {(r[0], r[1]): r for r in scenario.incremental_fct}
+    assert after[("BTC-USD", LATE)][7] == 0 and after[("BTC-USD", LATE)][-3] == 1  # is_forecastable
+    assert after[("BTC-USD", LATE + timedelta(hours=2))][-4] == 1  # is_complete again
+    assert after[("BTC-USD", CORRECTED_LATE)][5] == after[("BTC-USD", CORRECTED_LATE)][4]  # close = low now
