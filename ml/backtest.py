@@ -1,8 +1,10 @@
 """Walk-forward backtest: retrain every week, forecast every hour of the following week, score it all.
 
 Each week's model sees only rows whose target is realized before that week starts (the same
-``time_split`` as production training, purge included), then forecasts each complete hour of the week.
-Results are reported per week and overall, next to persistence and drift, and drawn as a PNG.
+``time_split`` as production training, purge included), then forecasts each forecastable hour of the week
+(the rule hourly inference uses: the hour's candle exists and the warm-up is reached). Results are reported
+per week and overall, next to persistence and drift, and drawn as a PNG; hours with a missing hour inside
+some feature window (gap-affected: those features NULL) are also scored apart from the clean ones.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml.features import TARGET_CLOSE_COLUMN, usable_rows
+from ml.features import TARGET_CLOSE_COLUMN, gap_affected, usable_rows
 from ml.metrics import Scores, score, to_prices
 from ml.model import DRIFT, LIGHTGBM, PERSISTENCE
 from ml.train import TrainConfig, naive_utc, train_candidates
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KINDS = (LIGHTGBM, PERSISTENCE, DRIFT)
+GAP_AFFECTED, CLEAN = "gap_affected", "clean"
 
 
 class BacktestError(RuntimeError):
@@ -37,9 +40,11 @@ class BacktestResult:
     product: str
     start: datetime
     end: datetime
-    hourly: pd.DataFrame  # hour, week_start, close, actual, then predicted/lower/upper per kind
+    hourly: pd.DataFrame  # hour, week_start, close, actual, is_gap_affected, then predicted/lower/upper per kind
     weekly: pd.DataFrame  # week_start, kind, metrics...
     overall: dict[str, Scores]
+    # the same scores on gap-affected hours and on clean ones (a kind maps to NaN scores when there are none)
+    by_gap: dict[str, dict[str, Scores]]
     chart: Path | None = None
 
     def summary(self) -> str:
@@ -54,6 +59,15 @@ class BacktestResult:
                          f"{s.coverage_80:>6.3f} {s.pinball_mean:>8.2f}")
         wins = int((self.weekly.query("kind == @LIGHTGBM")["skill"] > 0).sum())
         lines.append(f"  LightGBM beat persistence in {wins} of {self.weekly['week_start'].nunique()} weeks")
+        for part, label in ((GAP_AFFECTED, "gap-affected hours (a missing hour in some window)"),
+                            (CLEAN, "clean hours (every window whole)")):
+            scores = self.by_gap[part]
+            lgbm, persistence = scores[LIGHTGBM], scores[PERSISTENCE]
+            if lgbm.n:
+                lines.append(f"  {label}: {lgbm.n} hours, LightGBM MAE {lgbm.mae:.2f} vs persistence "
+                             f"{persistence.mae:.2f}, skill {lgbm.skill:+.4f}")
+            else:
+                lines.append(f"  {label}: none")
         if self.chart:
             lines.append(f"  chart: {self.chart}")
         return "\n".join(lines)
@@ -86,7 +100,8 @@ def walk_forward(features: pd.DataFrame, product: str, start: datetime, end: dat
         history = features.loc[features["hour"] < pd.Timestamp(week_start)]
         candidates = train_candidates(history, product, week_start, config, trained_at=week_start)
         out = pd.DataFrame({"hour": rows["hour"].to_numpy(), "week_start": pd.Timestamp(week_start),
-                            "close": rows["close"].to_numpy(), "actual": rows[TARGET_CLOSE_COLUMN].to_numpy()})
+                            "close": rows["close"].to_numpy(), "actual": rows[TARGET_CLOSE_COLUMN].to_numpy(),
+                            "is_gap_affected": gap_affected(rows).to_numpy()})
         for cand in candidates:
             fc = cand.forecaster.predict(rows)
             pred, lo, hi = to_prices(rows["close"], fc.point, fc.lower, fc.upper)
@@ -97,7 +112,7 @@ def walk_forward(features: pd.DataFrame, product: str, start: datetime, end: dat
         if progress:
             progress(i + 1, len(weeks))
     if not frames:
-        raise BacktestError(f"{product}: no complete hours with a realized target in {start}..{end}")
+        raise BacktestError(f"{product}: no forecastable hours with a realized target in {start}..{end}")
     hourly = pd.concat(frames, ignore_index=True)
     weekly_rows = []
     for week_start, grp in hourly.groupby("week_start", sort=True):
@@ -106,7 +121,18 @@ def walk_forward(features: pd.DataFrame, product: str, start: datetime, end: dat
             weekly_rows.append({"week_start": week_start, "kind": kind, **s.as_dict()})
     weekly = pd.DataFrame(weekly_rows)
     overall = {kind: _score(hourly, kind) for kind in KINDS}
-    return BacktestResult(product, start, end, hourly, weekly, overall)
+    affected = hourly["is_gap_affected"].astype(bool)
+    by_gap = {part: {kind: _score_part(hourly.loc[mask], kind) for kind in KINDS}
+              for part, mask in ((GAP_AFFECTED, affected), (CLEAN, ~affected))}
+    return BacktestResult(product, start, end, hourly, weekly, overall, by_gap)
+
+
+def _score_part(frame: pd.DataFrame, kind: str) -> Scores:
+    """Scores of a subset of the hours, which may be empty (a range without gaps): then n = 0 and NaN."""
+    if frame.empty:
+        nan = float("nan")
+        return Scores(0, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+    return _score(frame, kind)
 
 
 def _score(frame: pd.DataFrame, kind: str) -> Scores:
@@ -181,7 +207,9 @@ def write_outputs(result: BacktestResult, out_dir: Path) -> BacktestResult:
     result.weekly.to_csv(out_dir / f"{stem}-weekly.csv", index=False)
     summary: dict[str, Any] = {"product": result.product, "start": result.start.isoformat(),
                                "end": result.end.isoformat(), "hours": len(result.hourly),
-                               "overall": {k: v.as_dict() for k, v in result.overall.items()}}
+                               "overall": {k: v.as_dict() for k, v in result.overall.items()},
+                               "by_gap": {part: {k: v.as_dict() for k, v in scores.items()}
+                                          for part, scores in result.by_gap.items()}}
     (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return BacktestResult(result.product, result.start, result.end, result.hourly, result.weekly, result.overall,
-                          chart)
+                          result.by_gap, chart)

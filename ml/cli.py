@@ -1,4 +1,4 @@
-"""``python -m ml train|evaluate|promote|predict|backtest``: thin wrappers over the library functions.
+"""``python -m ml train|evaluate|promote|predict|forecast|backtest``: thin wrappers over the library functions.
 
 Times are CLI arguments (UTC, ``YYYY-MM-DDTHH:MM`` or ``YYYY-MM-DD HH``); where one is left out it is
 taken from the data (the newest hour of the feature table), never from the wall clock.
@@ -40,14 +40,13 @@ def parse_hour(value: str) -> datetime:
     raise argparse.ArgumentTypeError(f"{value!r} is not a UTC hour like 2024-01-09T23:00")
 
 
-def newest_hour(engine: Engine, schemas: Schemas, product: str, complete_only: bool = False) -> datetime:
+def newest_hour(engine: Engine, schemas: Schemas, product: str) -> datetime:
     from sqlalchemy import text
 
-    where = " and is_complete" if complete_only else ""
     try:
         with engine.connect() as conn:
             value = conn.execute(text(f"select max(hour) from `{schemas.marts}`.fct_candle_features "
-                                      f"where product_id = :p{where}"), {"p": product}).scalar()
+                                      "where product_id = :p"), {"p": product}).scalar()
     except Exception as exc:
         raise CliError(f"cannot read {schemas.marts}.fct_candle_features: {exc}") from exc
     if value is None:
@@ -140,6 +139,22 @@ def cmd_predict(args: argparse.Namespace) -> str:
             f"[80%: ${last.lower_80:,.2f} .. ${last.upper_80:,.2f}]")
 
 
+def cmd_forecast(args: argparse.Namespace) -> str:
+    from ml.predict import forecast_hour
+
+    engine, schemas, settings, store = _context()
+    product = args.product or settings.product
+    end = args.end or args.hour + HOUR
+    if end <= args.hour:
+        raise CliError(f"--end {end:%Y-%m-%d %H:%M} is not after --hour {args.hour:%Y-%m-%d %H:%M}")
+    lines = []
+    hour = args.hour
+    while hour < end:
+        lines.append(forecast_hour(engine, schemas, store, product, hour).summary())
+        hour += HOUR
+    return "\n".join(lines)
+
+
 def cmd_backtest(args: argparse.Namespace) -> str:
     from tqdm import tqdm
 
@@ -169,7 +184,7 @@ def cmd_backtest(args: argparse.Namespace) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ml", description="candlecast ML: train, evaluate, promote, predict, backtest. "
+        prog="python -m ml", description="candlecast ML: train, evaluate, promote, predict, forecast, backtest. "
         "Connection settings come from CANDLECAST_* env vars (see README); the model store from "
         "CANDLECAST_MODEL_STORE (default .local/models).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -203,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--start", type=parse_hour, help="first feature hour of a backfill (with --end)")
     group.add_argument("--last", type=int, default=1, help="the newest N feature hours (default 1)")
     p.add_argument("--end", type=parse_hour, help="with --start: end of the backfill, exclusive")
+
+    p = add("forecast", "the hourly step: forecast hour+1 with the production model, or record a labelled "
+            "fallback (persistence from the last known close) when the hour's candle is missing; re-run an hour "
+            "once its candle arrived to replace its fallback", cmd_forecast)
+    p.add_argument("--hour", type=parse_hour, required=True, help="UTC feature hour (the just-closed hour)")
+    p.add_argument("--end", type=parse_hour, help="re-run every feature hour from --hour to END, exclusive")
 
     p = add("backtest", "walk-forward backtest: retrain weekly, forecast every hour, chart vs persistence",
             cmd_backtest)

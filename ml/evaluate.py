@@ -158,7 +158,7 @@ def evaluate(engine: Engine, schemas: Schemas, store: ModelStore, product: str, 
     if len(rows) < min_hours:
         raise EvaluationError(
             f"{product}: holdout window {start:%Y-%m-%d %H:%M} to {window_end:%Y-%m-%d %H:%M} UTC has {len(rows)} "
-            f"complete hours with a realized target, need {min_hours}: train with an earlier cutoff "
+            f"forecastable hours with a realized target, need {min_hours}: train with an earlier cutoff "
             f"(the newest model's cutoff must leave a holdout before the window end)"
         )
     results = score_models(store, versions, rows, available, progress)

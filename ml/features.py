@@ -4,6 +4,11 @@ The feature list is explicit: models record it with a hash of the definitions be
 whose list or hash no longer matches is refused at promotion instead of silently fed other numbers.
 Price *levels* (open/high/low/close/volume) are deliberately not features: they are not stationary,
 and a model on levels looks good on shuffled splits and is badly wrong on time-ordered ones.
+
+Which rows a model learns from, is scored on and forecasts from is one rule, ``is_forecastable`` from the
+mart: the row's own candle exists and the product has its 168 h warm-up. A missing hour inside a window
+makes only the features that read it NULL, and LightGBM treats those as missing values, so a gap no longer
+stops the forecasts for the week its windows hold it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ def _definitions() -> dict[str, str]:
     defs["volume_zscore_168h"] = "(volume - mean) / std of volume over 168 hours ending at t"
     defs["hour_of_day"] = "hour of the UTC bucket start, 0-23"
     defs["day_of_week"] = "day of week of the UTC bucket start"
+    # Since the gap rule: a window that would read a missing hour's filled-in close or volume is NULL (the
+    # values on gap-free rows are unchanged, but models trained before it never saw those NULLs).
+    for name in defs:
+        if name not in ("hour_of_day", "day_of_week"):
+            defs[name] += "; NULL when it would read a missing hour"
     return defs
 
 
@@ -47,8 +57,11 @@ FEATURE_DEFINITIONS: dict[str, str] = _definitions()
 FEATURE_COLUMNS: tuple[str, ...] = tuple(FEATURE_DEFINITIONS)
 TARGET_COLUMN = "target_log_return_1h"
 TARGET_CLOSE_COLUMN = "target_close_1h"
+FORECASTABLE_COLUMN = "is_forecastable"
 # Columns read besides the features: keys, the price the forecast is applied to, targets and flags.
-CONTEXT_COLUMNS: tuple[str, ...] = ("product_id", "hour", "close", TARGET_CLOSE_COLUMN, TARGET_COLUMN, "is_complete")
+CONTEXT_COLUMNS: tuple[str, ...] = ("product_id", "hour", "close", TARGET_CLOSE_COLUMN, TARGET_COLUMN, "is_complete",
+                                    FORECASTABLE_COLUMN)
+FLAG_COLUMNS: tuple[str, ...] = ("is_complete", FORECASTABLE_COLUMN)
 
 
 class FeatureError(RuntimeError):
@@ -92,7 +105,8 @@ def validate_table(conn: Connection | Engine, schemas: Schemas,
         )
     missing = missing_columns(available, [*CONTEXT_COLUMNS, *wanted])
     if missing:
-        raise FeatureError(f"{schemas.marts}.{FEATURE_TABLE} lacks columns the models need: {', '.join(missing)}")
+        raise FeatureError(f"{schemas.marts}.{FEATURE_TABLE} lacks columns the models need: {', '.join(missing)} "
+                           "(built by an older dbt project? rebuild it: `make dbt-build DBT_FLAGS=--full-refresh`)")
 
 
 def _select_packed(cols: list[str]) -> str:
@@ -120,7 +134,9 @@ def _frame(lines: list[str], cols: list[str]) -> pd.DataFrame:
     df = pd.read_csv(io.StringIO("\n".join(lines)), header=None, names=cols, dtype={**dtypes, "product_id": "str"},
                      keep_default_na=False, na_values={c: [""] for c in dtypes}, engine="c")
     df["hour"] = pd.to_datetime(df["hour"], format="%Y-%m-%d %H:%M:%S")
-    df["is_complete"] = df["is_complete"].fillna(0).astype(bool)
+    for flag in FLAG_COLUMNS:
+        if flag in df:
+            df[flag] = df[flag].fillna(0).astype(bool)
     return df
 
 
@@ -151,11 +167,20 @@ def read_features(engine: Engine, schemas: Schemas, product: str, start: datetim
         import pandas as pd
 
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols}).astype(
-            {"product_id": "str", "hour": "datetime64[us]", "is_complete": "bool"})
+            {"product_id": "str", "hour": "datetime64[us]", **{flag: "bool" for flag in FLAG_COLUMNS}})
     return _frame(lines, cols)
 
 
 def usable_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows a model may learn from or be scored on: every window complete and the target realized."""
-    mask = df["is_complete"].astype(bool) & df[TARGET_COLUMN].notna() & df[TARGET_CLOSE_COLUMN].notna()
+    """Rows a model may learn from or be scored on: forecastable (own candle, warm-up reached), target realized.
+
+    The same rule as hourly inference, so training, evaluation and the backtest see the rows production
+    forecasts from, gap-affected ones (some features NULL) included.
+    """
+    mask = df[FORECASTABLE_COLUMN].astype(bool) & df[TARGET_COLUMN].notna() & df[TARGET_CLOSE_COLUMN].notna()
     return df.loc[mask].reset_index(drop=True)
+
+
+def gap_affected(df: pd.DataFrame) -> pd.Series:
+    """Forecastable rows with a missing hour inside some window (some features NULL): reported apart."""
+    return df[FORECASTABLE_COLUMN].astype(bool) & ~df["is_complete"].astype(bool)

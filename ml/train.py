@@ -1,7 +1,9 @@
 """Training: time-ordered splits with a purge, LightGBM on next-hour log returns, baselines beside it.
 
 The caller gives the training cutoff ``C``: a row is usable only when its target hour starts before
-``C`` (``hour + 1h < C``), so nothing at or after the cutoff can reach the model. Of those rows the
+``C`` (``hour + 1h < C``), so nothing at or after the cutoff can reach the model. Usable rows are the
+forecastable ones (``ml.features.usable_rows``): features blanked by a missing hour stay NaN, and LightGBM
+learns which way such rows go at each split (its native missing-value handling). Of those rows the
 most recent ``validation_hours`` are the validation split (early stopping and validation metrics); the
 training split ends ``purge_hours`` before it, so no training target lies within the purge of a
 validation row. Nothing is shuffled anywhere, seeds are fixed, LightGBM runs with ``deterministic`` and
@@ -138,9 +140,9 @@ def time_split(features: pd.DataFrame, cutoff: datetime, config: TrainConfig) ->
 def _check_split(split: Split, config: TrainConfig, product: str) -> None:
     if len(split.train) < config.min_train_rows or len(split.valid) < config.min_validation_rows:
         raise TrainingError(
-            f"{product}: not enough complete rows with a realized target before cutoff {split.cutoff:%Y-%m-%d %H:%M} "
-            f"UTC: {len(split.train)} training (need {config.min_train_rows}), {len(split.valid)} validation "
-            f"(need {config.min_validation_rows})"
+            f"{product}: not enough forecastable rows with a realized target before cutoff "
+            f"{split.cutoff:%Y-%m-%d %H:%M} UTC: {len(split.train)} training (need {config.min_train_rows}), "
+            f"{len(split.valid)} validation (need {config.min_validation_rows})"
         )
 
 

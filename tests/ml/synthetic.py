@@ -1,7 +1,8 @@
 """Feature frames built in pandas, shaped like ``fct_candle_features``, for unit tests without dbt.
 
 The definitions follow the dbt mart's contract closely enough for the ML code (column names, NULL
-target on the newest hour, ``is_complete`` after 168 h of history); the dbt layer has its own tests.
+target on the newest hour, ``is_complete`` and ``is_forecastable`` after 168 h of history); the dbt layer
+has its own tests.
 """
 
 from __future__ import annotations
@@ -52,29 +53,6 @@ def features_from_candles(candles: pd.DataFrame, product: str = "BTC-USD") -> pd
     out["target_log_return_1h"] = logc.shift(-1) - logc
     out["is_missing_hour"] = False
     out["is_complete"] = out[list(FEATURE_COLUMNS)].notna().all(axis=1) & (out.index >= 192)
+    out["is_forecastable"] = out["is_complete"]  # no missing hours here: the two rules agree
     return out
 
-
-def bundled_features() -> pd.DataFrame:
-    from tests.support import bundled_candles
-
-    rows = bundled_candles()
-    df = pd.DataFrame({
-        "hour": pd.to_datetime([c.bucket_start for c in rows]),
-        "open": [float(c.open) for c in rows], "high": [float(c.high) for c in rows],
-        "low": [float(c.low) for c in rows], "close": [float(c.close) for c in rows],
-        "volume": [float(c.volume) for c in rows],
-    })
-    # Rebuild the hourly spine like the dbt layer: missing hours carried forward, flagged incomplete nearby.
-    full = pd.DataFrame({"hour": pd.date_range(df["hour"].min(), df["hour"].max(), freq="h")})
-    df = full.merge(df, on="hour", how="left")
-    missing = df["close"].isna()
-    df["close"] = df["close"].ffill()
-    for col in ("open", "high", "low"):
-        df[col] = df[col].fillna(df["close"])
-    df["volume"] = df["volume"].fillna(0.0)
-    out = features_from_candles(df)
-    near_gap = missing.astype(int).rolling(170, min_periods=1).max().astype(bool)
-    out["is_missing_hour"] = missing
-    out["is_complete"] = out["is_complete"] & ~near_gap
-    return out

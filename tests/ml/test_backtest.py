@@ -27,3 +27,21 @@ def test_walk_forward_forecasts_every_usable_hour_once_and_draws_the_chart(tmp_p
     assert out.chart is not None and out.chart.stat().st_size > 10_000
     assert out.chart.with_suffix(".json").exists()
     assert str(out.chart) in out.summary()
+
+
+def test_gap_affected_hours_are_forecast_and_scored_apart() -> None:
+    import numpy as np
+
+    from ml.backtest import CLEAN, GAP_AFFECTED
+
+    frame = features_from_candles(random_walk_candles(24 * 60))
+    # as after a missing hour: the windows holding it NULL, is_complete 0, the hour still forecastable
+    affected = (frame["hour"] >= pd.Timestamp(2022, 2, 18)) & (frame["hour"] < pd.Timestamp(2022, 2, 19, 6))
+    frame.loc[affected, ["return_std_24h", "realized_vol_168h", "log_return_1h_lag_3"]] = np.nan
+    frame.loc[affected, "is_complete"] = False
+    result = walk_forward(frame, "BTC-USD", datetime(2022, 2, 10), datetime(2022, 2, 24), small_config())
+    assert int(result.hourly["is_gap_affected"].sum()) == int(affected.sum()) == 30
+    assert np.isfinite(result.hourly["lightgbm_predicted"]).all()
+    gap, clean = result.by_gap[GAP_AFFECTED]["lightgbm"], result.by_gap[CLEAN]["lightgbm"]
+    assert (gap.n, clean.n) == (30, len(result.hourly) - 30)
+    assert "gap-affected hours (a missing hour in some window): 30 hours" in result.summary()

@@ -32,19 +32,19 @@ def test_split_boundaries_and_purge(frame: pd.DataFrame) -> None:
     last_train_target = split.train["hour"].max() + one_h
     assert split.valid["hour"].min() - last_train_target == pd.Timedelta(hours=24)
     # nothing shuffled or dropped inside the training range beyond the incomplete warm-up rows
-    expected = frame.loc[frame["is_complete"] & (frame["hour"] <= split.train["hour"].max()), "hour"]
+    expected = frame.loc[frame["is_forecastable"] & (frame["hour"] <= split.train["hour"].max()), "hour"]
     assert list(split.train["hour"]) == list(expected)
 
 
-def test_only_complete_rows_with_a_target_are_used(frame: pd.DataFrame) -> None:
+def test_only_forecastable_rows_with_a_target_are_used(frame: pd.DataFrame) -> None:
     broken = frame.copy()
     hole = broken["hour"] == pd.Timestamp("2022-02-01 05:00")
-    broken.loc[hole, "is_complete"] = False
+    broken.loc[hole, "is_forecastable"] = False
     broken.loc[broken["hour"] == pd.Timestamp("2022-02-01 06:00"), TARGET_COLUMN] = np.nan
     split = time_split(broken, CUTOFF, small_config())
     used = set(split.train["hour"]) | set(split.valid["hour"])
     assert pd.Timestamp("2022-02-01 05:00") not in used and pd.Timestamp("2022-02-01 06:00") not in used
-    assert split.train["is_complete"].all() and split.train[TARGET_COLUMN].notna().all()
+    assert split.train["is_forecastable"].all() and split.train[TARGET_COLUMN].notna().all()
 
 
 def test_purge_below_24_hours_is_refused() -> None:
@@ -66,7 +66,8 @@ def test_rows_after_the_cutoff_cannot_change_the_model(frame: pd.DataFrame) -> N
     # target is the cutoff hour's close) and every later row, features and targets alike.
     tampered = frame.copy()
     after = tampered["hour"] >= pd.Timestamp(CUTOFF - timedelta(hours=1))
-    numeric = [c for c in tampered.columns if c not in ("product_id", "hour", "is_complete", "is_missing_hour")]
+    flags = ("product_id", "hour", "is_complete", "is_forecastable", "is_missing_hour")
+    numeric = [c for c in tampered.columns if c not in flags]
     rng = np.random.default_rng(1)
     tampered.loc[after, numeric] = rng.normal(size=(int(after.sum()), len(numeric)))
     later = train_candidates(tampered, "BTC-USD", CUTOFF, config, trained_at=CUTOFF)
