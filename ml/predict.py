@@ -1,9 +1,22 @@
 """Hourly batch inference with the production model.
 
 The caller names the *feature hour*: the newest closed candle's bucket start (in Airflow, the data
-interval's start). The forecast is for the next hour, ``target_hour = feature_hour + 1h``. A missing
-row, a row flagged incomplete, or any row other than the requested hour is refused with an error that
-names product and hour, and nothing is written: never a silent forecast from an older row.
+interval's start). The forecast is for the next hour, ``target_hour = feature_hour + 1h``.
+
+Two entry points:
+
+- ``forecast_hour``: what the hourly cycle calls. It always records an outcome for the target hour in
+  ``{base}_ml.forecast_outcomes``: the production model's forecast when the feature hour's candle exists
+  and the product has its warm-up (``is_forecastable``); otherwise a *fallback* (persistence from the last
+  known close, labelled with its reason), or *none* when no close of the product is known at all. A re-run
+  once the candle has arrived supersedes the fallback with the model's forecast; a further re-run changes
+  nothing.
+- ``predict_hour`` / ``predict_range``: strict backfills with the model. A missing row, a row that is not
+  forecastable, or any row other than the requested hours is refused with an error that names product and
+  hour, and nothing is written: never a silent forecast from an older row.
+
+Model forecasts go to ``predictions`` (what the accuracy marts score) *and* to ``forecast_outcomes``;
+fallbacks only to ``forecast_outcomes`` with ``outcome = 'fallback'``, so no model metric mixes them in.
 """
 
 from __future__ import annotations
@@ -33,7 +46,7 @@ class PredictionError(RuntimeError):
 
 
 class StaleFeatures(PredictionError):
-    """The feature row for the requested hour is missing or incomplete."""
+    """The feature row for the requested hour is missing or not forecastable."""
 
 
 class ModelCache:
@@ -103,20 +116,22 @@ def production_model(engine: Engine, schemas: Schemas, store: ModelStore, produc
 
 
 def check_rows(frame: pd.DataFrame, product: str, hours: list[datetime]) -> None:
-    """Every requested hour present exactly once and complete, else StaleFeatures naming them."""
+    """Every requested hour present exactly once and forecastable, else StaleFeatures naming them."""
     import pandas as pd
 
-    present = {pd.Timestamp(h).to_pydatetime(): bool(c) for h, c in zip(frame["hour"], frame["is_complete"],
-                                                                           strict=True)}
+    from ml.features import FORECASTABLE_COLUMN
+
+    present = {pd.Timestamp(h).to_pydatetime(): bool(c)
+               for h, c in zip(frame["hour"], frame[FORECASTABLE_COLUMN], strict=True)}
     missing = [h for h in hours if h not in present]
-    incomplete = [h for h in hours if present.get(h) is False]
+    unusable = [h for h in hours if present.get(h) is False]
     extra = sorted(set(present) - set(hours))
     problems = []
     if missing:
         problems.append(f"no feature row for {_hours_text(missing)}")
-    if incomplete:
-        problems.append(f"feature row not complete (a window lacks history or holds a missing hour) for "
-                        f"{_hours_text(incomplete)}")
+    if unusable:
+        problems.append(f"feature row not forecastable (the hour's candle is missing, or fewer than 168 h of "
+                        f"history) for {_hours_text(unusable)}")
     if extra:
         problems.append(f"unexpected rows for {_hours_text(extra)}")
     if problems:
@@ -141,28 +156,41 @@ def forecast_rows(model: LoadedModel, frame: pd.DataFrame, product: str) -> list
     return out
 
 
+def _model_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, product: str, start: datetime,
+                     end: datetime, cache: ModelCache | None) -> list[Prediction]:
+    """The production model's forecasts from every feature hour in [start, end), all checked; nothing written."""
+    from ml.features import read_features
+
+    model = production_model(engine, schemas, store, product, cache)
+    frame = read_features(engine, schemas, product, start=start, end=end, columns=list(model.forecaster.features))
+    hours = [start + i * HOUR for i in range(int((end - start) / HOUR))]
+    check_rows(frame, product, hours)
+    return forecast_rows(model, frame, product)
+
+
+def _write(engine: Engine, schemas: Schemas, predictions: list[Prediction],
+           outcomes: list[ForecastOutcome]) -> None:
+    from ml.registry import ensure_ml_tables, upsert_outcomes, upsert_predictions
+
+    ensure_ml_tables(engine, schemas)
+    with engine.begin() as conn:
+        upsert_predictions(conn, schemas, [p.as_row() for p in predictions])
+        upsert_outcomes(conn, schemas, [o.as_row() for o in outcomes])
+
+
 def predict_range(engine: Engine, schemas: Schemas, store: ModelStore, product: str, start: datetime,
                   end: datetime, cache: ModelCache | None = None) -> list[Prediction]:
     """Forecast from every feature hour in [start, end) with the production model and upsert them all.
 
-    Every hour is checked before anything is written; the writes are one transaction.
+    Every hour is checked before anything is written; the writes (predictions and their ``model``
+    outcomes, superseding any fallback recorded for those hours) are one transaction.
     """
-    from ml.features import read_features
-    from ml.registry import ensure_ml_tables, upsert_predictions
-
     start, end = _hour(start, "start hour"), _hour(end, "end hour")
     if end <= start:
         raise PredictionError(f"{product}: empty range {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} UTC")
-    model = production_model(engine, schemas, store, product, cache)
-    columns = list(model.forecaster.features)
-    frame = read_features(engine, schemas, product, start=start, end=end, columns=columns)
-    hours = [start + i * HOUR for i in range(int((end - start) / HOUR))]
-    check_rows(frame, product, hours)
-    predictions = forecast_rows(model, frame, product)
-    ensure_ml_tables(engine, schemas)
-    with engine.begin() as conn:
-        upsert_predictions(conn, schemas, [p.as_row() for p in predictions])
-    log.info("%s: wrote %d predictions with %s", product, len(predictions), model.version)
+    predictions = _model_forecasts(engine, schemas, store, product, start, end, cache)
+    _write(engine, schemas, predictions, [ForecastOutcome.from_prediction(p) for p in predictions])
+    log.info("%s: wrote %d predictions with %s", product, len(predictions), predictions[0].model_version)
     return predictions
 
 
@@ -171,3 +199,153 @@ def predict_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: s
     """Forecast ``feature_hour + 1h`` from the feature row of ``feature_hour`` and upsert it."""
     feature_hour = _hour(feature_hour, "feature hour")
     return predict_range(engine, schemas, store, product, feature_hour, feature_hour + HOUR, cache)[0]
+
+
+# --- the hourly step: always an outcome -------------------------------------------------------------------
+
+MODEL, FALLBACK, NO_FORECAST = "model", "fallback", "none"
+CANDLE_MISSING, WARM_UP, NO_HISTORY = "candle_missing", "warm_up", "no_history"
+
+
+@dataclass(frozen=True)
+class ForecastOutcome:
+    """What the hourly step served for ``target_hour``: the model's forecast, a labelled fallback, or none.
+
+    A consumer tells them apart by ``outcome`` (``model`` / ``fallback`` / ``none``); only ``model`` rows
+    carry a ``model_version`` and an 80% interval. ``reason_code`` and ``reason`` say why it is not the model.
+    """
+
+    product_id: str
+    feature_hour: datetime
+    target_hour: datetime
+    outcome: str
+    model_version: str | None = None
+    predicted_close: float | None = None
+    lower_80: float | None = None
+    upper_80: float | None = None
+    base_hour: datetime | None = None  # the hour whose close the forecast starts from
+    reason_code: str | None = None
+    reason: str | None = None
+
+    @property
+    def is_model(self) -> bool:
+        return self.outcome == MODEL
+
+    @classmethod
+    def from_prediction(cls, p: Prediction) -> ForecastOutcome:
+        return cls(p.product_id, p.feature_hour, p.target_hour, MODEL, p.model_version, p.predicted_close,
+                   p.lower_80, p.upper_80, p.feature_hour)
+
+    def as_row(self) -> dict[str, Any]:
+        def price(v: float | None) -> float | None:
+            return None if v is None else round(v, 12)
+
+        return {"product_id": self.product_id, "target_hour": self.target_hour, "feature_hour": self.feature_hour,
+                "outcome": self.outcome, "model_version": self.model_version,
+                "predicted_close": price(self.predicted_close), "lower_80": price(self.lower_80),
+                "upper_80": price(self.upper_80), "base_hour": self.base_hour, "reason_code": self.reason_code,
+                "reason": self.reason and self.reason[:1024]}
+
+    def as_json(self) -> dict[str, Any]:
+        """For XCom and logs: times as ISO strings."""
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in self.as_row().items()}
+
+    def summary(self) -> str:
+        head = f"{self.product_id} {self.target_hour:%Y-%m-%d %H:%M} UTC"
+        if self.outcome == MODEL:
+            return (f"{head}: model {self.model_version} ${self.predicted_close:,.2f} "
+                    f"[80%: ${self.lower_80:,.2f} .. ${self.upper_80:,.2f}]")
+        if self.outcome == FALLBACK:
+            return f"{head}: FALLBACK persistence ${self.predicted_close:,.2f} ({self.reason_code}: {self.reason})"
+        return f"{head}: NO FORECAST ({self.reason_code}: {self.reason})"
+
+
+@dataclass(frozen=True)
+class _LastCandle:
+    hour: datetime
+    close: float
+    is_forecastable: bool
+
+
+def _last_real_candle(engine: Engine, schemas: Schemas, product: str, at_or_before: datetime) -> _LastCandle | None:
+    """The product's newest real candle (not a filled-in missing hour) at or before the hour, from the mart."""
+    from sqlalchemy import text
+
+    from ml.features import FEATURE_TABLE
+
+    # The primary key (product_id, hour) walked backwards from the hour: a gap of a few hours costs a few rows.
+    sql = text(f"select hour, close, is_forecastable from `{schemas.marts}`.`{FEATURE_TABLE}` "
+               "where product_id = :p and hour <= :h and is_missing_hour = 0 order by hour desc limit 1")
+    with engine.connect() as conn:
+        row = conn.execute(sql, {"p": product, "h": at_or_before}).first()
+    if row is None:
+        return None
+    return _LastCandle(row[0], float(row[1]), bool(row[2]))
+
+
+def _fallback(product: str, feature_hour: datetime, last: _LastCandle | None, newest: datetime | None,
+              table: str) -> ForecastOutcome:
+    target = feature_hour + HOUR
+    if last is None:
+        return ForecastOutcome(product, feature_hour, target, NO_FORECAST, reason_code=NO_HISTORY,
+                               reason=f"no candle of {product} at or before {feature_hour:%Y-%m-%d %H:%M} UTC in "
+                                      f"{table}: nothing to forecast from")
+    if last.hour == feature_hour:
+        code = WARM_UP
+        why = (f"the model needs 168 h of history before the hour and {product} does not have them yet; "
+               f"persistence from this hour's close")
+    else:
+        code = CANDLE_MISSING
+        gap = int((feature_hour - last.hour) / HOUR)
+        if newest is not None and newest >= feature_hour:
+            where = "the API left it out (a missing hour)"
+        else:
+            stored = f"newest stored hour {newest:%Y-%m-%d %H:%M} UTC" if newest else "nothing stored"
+            where = f"not in {table} yet ({stored}: API outage, late candle, or features not rebuilt)"
+        why = (f"no candle for {feature_hour:%Y-%m-%d %H:%M} UTC: {where}; persistence from the last known close, "
+               f"{last.hour:%Y-%m-%d %H:%M} UTC ({gap} h earlier)")
+    return ForecastOutcome(product, feature_hour, target, FALLBACK, predicted_close=last.close,
+                           base_hour=last.hour, reason_code=code, reason=why)
+
+
+def _newest_hour(engine: Engine, schemas: Schemas, product: str) -> datetime | None:
+    from sqlalchemy import text
+
+    from ml.features import FEATURE_TABLE
+
+    with engine.connect() as conn:
+        return conn.execute(text(f"select max(hour) from `{schemas.marts}`.`{FEATURE_TABLE}` where product_id = :p"),
+                            {"p": product}).scalar()
+
+
+def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: str, feature_hour: datetime,
+                  cache: ModelCache | None = None) -> ForecastOutcome:
+    """The hourly step for one interval: forecast ``feature_hour + 1h`` and record the outcome, always.
+
+    ``feature_hour`` is the just-closed hour (the interval's start; the caller's time, never the clock).
+    With that hour's candle in the feature mart and the warm-up reached, the production model forecasts it
+    (written to ``predictions`` and ``forecast_outcomes``); without it, a persistence fallback from the last
+    known close is recorded with its reason (``forecast_outcomes`` only), or ``none`` when the product has no
+    close at all. Idempotent: a re-run gives the same rows; a re-run after the candle arrived replaces the
+    fallback with the model's forecast. Raises ``PredictionError`` when the model path itself fails (no
+    production model, a model that will not load): that is a fault to fix, not a data gap to label.
+    """
+    from ml.features import FEATURE_TABLE
+
+    feature_hour = _hour(feature_hour, "feature hour")
+    table = f"{schemas.marts}.{FEATURE_TABLE}"
+    try:
+        last = _last_real_candle(engine, schemas, product, feature_hour)
+    except Exception as exc:
+        raise PredictionError(f"{product}: cannot read {table} for {feature_hour:%Y-%m-%d %H:%M} UTC: {exc}") from exc
+    if last is not None and last.hour == feature_hour and last.is_forecastable:
+        prediction = _model_forecasts(engine, schemas, store, product, feature_hour, feature_hour + HOUR, cache)[0]
+        outcome = ForecastOutcome.from_prediction(prediction)
+        _write(engine, schemas, [prediction], [outcome])
+        log.info("%s", outcome.summary())
+        return outcome
+    newest = None if last is None or last.hour == feature_hour else _newest_hour(engine, schemas, product)
+    outcome = _fallback(product, feature_hour, last, newest, table)
+    _write(engine, schemas, [], [outcome])
+    log.warning("%s", outcome.summary())
+    return outcome

@@ -4,7 +4,10 @@
 archived. A persistent generated column with a unique key makes "at most one production model per
 product" a database rule, not a convention. ``model_promotions`` records every switch with the
 metrics it was made on; ``model_evaluations`` every score and every skip with its reason;
-``predictions`` the hourly forecasts (key product_id + target_hour + model_version).
+``predictions`` the hourly forecasts of the models (key product_id + target_hour + model_version), and
+``forecast_outcomes`` what the hourly step served for each target hour: the production model's forecast, a
+labelled persistence fallback (with its reason) when the just-closed candle is missing, or "no forecast".
+Fallbacks live only in ``forecast_outcomes``, never in ``predictions``, so model accuracy never mixes them in.
 """
 
 from __future__ import annotations
@@ -97,7 +100,31 @@ DDL = (
         key ix_predictions_created (created_at)
     ) engine=InnoDB default charset=utf8mb4 collate=utf8mb4_unicode_ci
     """,
+    """
+    create table if not exists {ml}.forecast_outcomes (
+        product_id       varchar(32)    not null,
+        target_hour      datetime       not null comment 'UTC hour whose close is forecast',
+        feature_hour     datetime       not null comment 'the just-closed hour the step ran for (target_hour - 1h)',
+        outcome          varchar(16)    not null comment 'model, fallback or none',
+        model_version    varchar(128)   null comment 'the production model when outcome = model, else NULL',
+        predicted_close  decimal(30,12) null comment 'NULL when outcome = none',
+        lower_80         decimal(30,12) null comment 'model only: a fallback has no interval',
+        upper_80         decimal(30,12) null,
+        base_hour        datetime       null comment 'UTC hour of the close the forecast starts from',
+        reason_code      varchar(32)    null comment 'why not the model: candle_missing, warm_up, no_history',
+        reason           varchar(1024)  null,
+        replaced_outcome varchar(16)    null comment 'the outcome a re-run superseded (e.g. fallback)',
+        created_at       datetime(6)    not null comment 'UTC time the hour was first recorded',
+        updated_at       datetime(6)    not null comment 'UTC time the outcome last changed',
+        primary key (product_id, target_hour),
+        key ix_forecast_outcomes_outcome (outcome, target_hour),
+        constraint ck_forecast_outcomes_outcome check (outcome in ('model', 'fallback', 'none'))
+    ) engine=InnoDB default charset=utf8mb4 collate=utf8mb4_unicode_ci
+    """,
 )
+
+OUTCOME_COLUMNS = ("feature_hour", "outcome", "model_version", "predicted_close", "lower_80", "upper_80", "base_hour",
+                   "reason_code", "reason")
 
 
 class RegistryError(RuntimeError):
@@ -232,6 +259,33 @@ def upsert_predictions(conn: Connection, schemas: Schemas, rows: list[dict[str, 
             ":predicted_close, :lower_80, :upper_80, :feature_hour, utc_timestamp(6)) on duplicate key update "
             "predicted_close = values(predicted_close), lower_80 = values(lower_80), "
             "upper_80 = values(upper_80), feature_hour = values(feature_hour)"
+        ),
+        rows,
+    )
+    return len(rows)
+
+
+def upsert_outcomes(conn: Connection, schemas: Schemas, rows: list[dict[str, Any]]) -> int:
+    """Record what the hourly step served per (product, target hour); a re-run with the same answer changes nothing.
+
+    A changed answer (a fallback superseded by the model once the candle arrived) keeps ``created_at``, notes
+    the outcome it replaced in ``replaced_outcome`` and moves ``updated_at``. MariaDB applies the assignments
+    left to right, each seeing the ones before, so the two bookkeeping columns come first.
+    """
+    from sqlalchemy import text
+
+    if not rows:
+        return 0
+    changed = " or ".join(f"not ({c} <=> values({c}))" for c in OUTCOME_COLUMNS)
+    conn.execute(
+        text(
+            f"insert into {_q(schemas.ml)}.forecast_outcomes (product_id, target_hour, {', '.join(OUTCOME_COLUMNS)}, "
+            f"replaced_outcome, created_at, updated_at) values (:product_id, :target_hour, "
+            f"{', '.join(':' + c for c in OUTCOME_COLUMNS)}, null, utc_timestamp(6), utc_timestamp(6)) "
+            "on duplicate key update "
+            "replaced_outcome = if(outcome <> values(outcome), outcome, replaced_outcome), "
+            f"updated_at = if({changed}, utc_timestamp(6), updated_at), "
+            + ", ".join(f"{c} = values({c})" for c in OUTCOME_COLUMNS)
         ),
         rows,
     )

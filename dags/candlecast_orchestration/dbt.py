@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # What each group renders (dbt selection syntax). The feature chain ends at the view the ML layer reads.
 FEATURE_SELECT = ["+fct_candle_features", "+features_latest"]
-ACCURACY_SELECT = ["fct_prediction_accuracy", "model_leaderboard"]
+ACCURACY_SELECT = ["fct_prediction_accuracy", "model_leaderboard", "fct_forecast_outcomes"]
 
 
 def _test_behavior(name: str) -> Any:

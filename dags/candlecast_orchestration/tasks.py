@@ -154,8 +154,13 @@ def extract_interval(products: Sequence[str], start: datetime, end: datetime,
 
 def predict_interval_end(products: Sequence[str], store_dir: Path, end: datetime,
                          env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """Forecast the hour starting at the interval's end from the newest closed hour's features, per product."""
-    from ml.predict import predict_hour
+    """Forecast the hour starting at the interval's end from the newest closed hour, per product.
+
+    Each product gets an outcome (``ml.predict.forecast_hour``): the production model's forecast, or, when the
+    just-closed candle is missing, a labelled persistence fallback; the task succeeds either way and logs a
+    warning for a fallback. Clearing the run once the candle has arrived replaces the fallback with the model.
+    """
+    from ml.predict import forecast_hour
     from ml.store import ModelStore
 
     feature_hour = utc_hour(end) - HOUR
@@ -163,9 +168,8 @@ def predict_interval_end(products: Sequence[str], store_dir: Path, end: datetime
     out = []
     with _engine("ml", env) as (engine, schemas):
         for product in products:
-            p = predict_hour(engine, schemas, store, product, feature_hour)
-            out.append({"product": product, "target_hour": p.target_hour.isoformat(), "model_version": p.model_version,
-                        "predicted_close": p.predicted_close, "lower_80": p.lower_80, "upper_80": p.upper_80})
+            outcome = forecast_hour(engine, schemas, store, product, feature_hour)
+            out.append(outcome.as_json())
     return out
 
 

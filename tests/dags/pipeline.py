@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 HOUR = timedelta(hours=1)
 FEATURES = ["+fct_candle_features", "+features_latest"]
-ACCURACY = ["fct_prediction_accuracy", "model_leaderboard"]
+ACCURACY = ["fct_prediction_accuracy", "model_leaderboard", "fct_forecast_outcomes"]
 # Columns that record *when* something was written (or a run's id), not *what*: they differ between
 # any two runs by design and are left out of comparisons.
 VOLATILE_COLUMNS = {"metadata", "run_id"}
@@ -70,11 +70,11 @@ def retrain(env: Mapping[str, str], cutoff: datetime, window_end: datetime, prod
 
 
 def predict(env: Mapping[str, str], feature_hour: datetime, product: str = "BTC-USD") -> None:
-    from ml.predict import predict_hour
+    from ml.predict import forecast_hour
     from ml.store import ModelStore
 
     with engine("ml", env) as (eng, schemas):
-        predict_hour(eng, schemas, ModelStore(env["CANDLECAST_MODEL_STORE"]), product, feature_hour)
+        forecast_hour(eng, schemas, ModelStore(env["CANDLECAST_MODEL_STORE"]), product, feature_hour)
 
 
 def hourly(env: Mapping[str, str], hour: datetime) -> None:

@@ -55,8 +55,8 @@ def fast_load_raw(engine, schemas: Schemas) -> int:  # type: ignore[no-untyped-d
     return len(candles)
 
 
-def run_dbt(command: str, select: str, base: str = BASE) -> subprocess.CompletedProcess[str]:
-    args = [str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt"), command, "--select", select,
+def run_dbt(command: str, select: str, base: str = BASE, *flags: str) -> subprocess.CompletedProcess[str]:
+    args = [str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt"), command, "--select", select, *flags,
             "--project-dir", str(REPO_ROOT / "dbt_project"), "--profiles-dir", str(REPO_ROOT),
             "--target-path", str(DBT_DIR / "target"), "--log-path", str(DBT_DIR / "logs")]
     result = subprocess.run(args, env={**os.environ, "CANDLECAST_DB_SCHEMA": base}, capture_output=True,
@@ -85,7 +85,7 @@ def ml_db(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterator[
     fast_load_raw(engine_for("loader"), schemas)
     run_dbt("run", "+fct_candle_features")
     with admin_engine.begin() as conn:
-        for table in ("predictions", "model_promotions", "model_evaluations", "model_registry"):
+        for table in ("forecast_outcomes", "predictions", "model_promotions", "model_evaluations", "model_registry"):
             conn.execute(text(f"drop table if exists `{schemas.ml}`.{table}"))
     engine = engine_for("ml")  # the role ML runs as in production; schemas are passed explicitly
     yield MlDb(schemas, engine, admin_engine)
@@ -108,6 +108,6 @@ def clean_ml_tables(ml_db: MlDb) -> Iterator[None]:
 
     ensure_ml_tables(ml_db.engine, ml_db.schemas)  # type: ignore[arg-type]
     with ml_db.admin.begin() as conn:  # type: ignore[attr-defined]
-        for table in ("predictions", "model_promotions", "model_evaluations", "model_registry"):
+        for table in ("forecast_outcomes", "predictions", "model_promotions", "model_evaluations", "model_registry"):
             conn.execute(text(f"delete from `{ml_db.schemas.ml}`.{table}"))
     yield

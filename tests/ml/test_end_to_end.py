@@ -33,11 +33,12 @@ def _query(db: MlDb, sql: str) -> list[tuple]:
 
 def test_accuracy_marts_build_before_the_ml_tables_exist(ml_db: MlDb) -> None:
     with ml_db.admin.begin() as conn:  # type: ignore[attr-defined]
-        for table in ("predictions", "model_promotions", "model_evaluations", "model_registry"):
+        for table in ("forecast_outcomes", "predictions", "model_promotions", "model_evaluations", "model_registry"):
             conn.execute(text(f"drop table if exists `{ml_db.schemas.ml}`.{table}"))
     run_dbt("build", "tag:accuracy")
     assert _query(ml_db, f"select count(*) from {ml_db.schemas.marts}.fct_prediction_accuracy") == [(0,)]
     assert _query(ml_db, f"select count(*) from {ml_db.schemas.marts}.model_leaderboard") == [(0,)]
+    assert _query(ml_db, f"select count(*) from {ml_db.schemas.marts}.fct_forecast_outcomes") == [(0,)]
     # keyed like the feature layer: primary keys (and the fact table's indexes) added by the post_hooks
     def index(table: str) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -92,7 +93,7 @@ def _cli(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_help_and_one_line_errors(ml_db: MlDb, tmp_path: Path) -> None:
-    for command in ("train", "evaluate", "promote", "predict", "backtest"):
+    for command in ("train", "evaluate", "promote", "predict", "forecast", "backtest"):
         result = _cli(command, "--help", store=tmp_path)
         assert result.returncode == 0 and "usage: python -m ml " + command in result.stdout
     result = _cli("evaluate", "--end", "2024-01-09T23:00", store=tmp_path / "empty")

@@ -41,7 +41,7 @@ def _meta(kind: str, cutoff: datetime = CUTOFF) -> dict[str, object]:
 
 def _holdout(frame: pd.DataFrame) -> pd.DataFrame:
     rows = frame.loc[(frame["hour"] >= CUTOFF) & (frame["hour"] < WINDOW_END - timedelta(hours=1))]
-    return rows.loc[rows["is_complete"] & rows[TARGET_CLOSE_COLUMN].notna()]
+    return rows.loc[rows["is_forecastable"] & rows[TARGET_CLOSE_COLUMN].notna()]
 
 
 def test_training_stores_and_registers_lightgbm_and_both_baselines(ml_db: MlDb, clean_ml_tables: None,
@@ -135,7 +135,7 @@ def test_evaluation_needs_a_holdout_after_the_newest_cutoff(ml_db: MlDb, clean_m
                                                            tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     store.save(ConstantForecaster(PERSISTENCE, 0.0, -0.005, 0.005), _meta(PERSISTENCE, WINDOW_END))
-    with pytest.raises(EvaluationError, match=r"BTC-USD: holdout window 2024-01-09 23:00 .* has 0 complete hours"):
+    with pytest.raises(EvaluationError, match=r"BTC-USD: holdout window 2024-01-09 23:00 .* has 0 forecastable hours"):
         evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)  # type: ignore[arg-type]
 
 
@@ -178,10 +178,10 @@ def test_backfill_over_a_range_writes_every_hour_once(ml_db: MlDb, production_st
 
 @pytest.mark.parametrize(("hour", "message"), [
     (datetime(2024, 1, 10, 5), "no feature row for 2024-01-10 05:00 UTC"),
-    (datetime(2023, 3, 5, 2), "feature row not complete .* for 2023-03-05 02:00 UTC"),  # 6 h after the missing hours
-    (datetime(2021, 12, 15, 0), "feature row not complete .* for 2021-12-15 00:00 UTC"),  # not 168 h of history yet
+    (datetime(2023, 3, 4, 18), "feature row not forecastable .* for 2023-03-04 18:00 UTC"),  # a missing hour
+    (datetime(2021, 12, 15, 0), "feature row not forecastable .* for 2021-12-15 00:00 UTC"),  # not 168 h of history yet
 ])
-def test_inference_refuses_missing_or_incomplete_features_and_writes_nothing(
+def test_strict_inference_refuses_missing_or_unforecastable_rows_and_writes_nothing(
         ml_db: MlDb, production_store: ModelStore, hour: datetime, message: str) -> None:
     with pytest.raises(StaleFeatures, match=f"BTC-USD: {message}"):
         predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour)  # type: ignore[arg-type]
