@@ -9,7 +9,6 @@ PYTHON ?= python3
 VENV := .venv
 VENV_DBT := .venv-dbt
 PY := $(VENV)/bin/python
-DBT := $(CURDIR)/$(VENV_DBT)/bin/dbt
 LOCAL := $(CURDIR)/.local
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_FLAGS := --disable-pip-version-check --quiet
@@ -118,27 +117,27 @@ extract-incremental: db-start  ## catch every product up to the last closed hour
 	@$(RUN) $(PY) -m extract incremental $(if $(END),--end "$(END)")
 
 # --- dbt: the feature layer (dbt_project/) -------------------------------------------------------
-# dbt runs through candlecast.withenv, so profiles.yml's env_var() calls get the connection settings
-# (env vars win over the local credentials file). Pass extra dbt flags with DBT_FLAGS, e.g.
-# `make dbt-build DBT_FLAGS=--full-refresh` after a change to a model's columns.
+# dbt runs through candlecast.dbt_runner (the one way the project starts dbt): the dbt of
+# CANDLECAST_DBT_EXECUTABLE (default .venv-dbt/bin/dbt) on dbt_project/ with profiles.yml, whose env_var()
+# calls get the connection settings (env vars win over the local credentials file). Pass extra dbt flags
+# with DBT_FLAGS, e.g. `make dbt-build DBT_FLAGS=--full-refresh` after a change to a model's columns.
 
-DBT_ARGS := --project-dir $(CURDIR)/dbt_project --profiles-dir $(CURDIR)
+DBT := $(PY) -m candlecast.dbt_runner
 DBT_FLAGS ?=
 DOCS_PORT ?= 8580
 
 dbt-parse: venvs  ## parse the dbt project into dbt_project/target/manifest.json (Cosmos reads it; no database)
-	@CANDLECAST_TRANSFORMER_PASSWORD="$${CANDLECAST_TRANSFORMER_PASSWORD:-parsing-needs-no-password}" \
-	  $(RUN) $(DBT) --quiet parse $(DBT_ARGS) && echo "dbt manifest: dbt_project/target/manifest.json"
+	@$(DBT) --quiet parse && echo "dbt manifest: dbt_project/target/manifest.json"
 
 dbt-build: db-start  ## dbt build (models + tests) and source freshness on the project's MariaDB
-	@$(RUN) $(DBT) build $(DBT_ARGS) $(DBT_FLAGS)
-	@$(RUN) $(DBT) source freshness $(DBT_ARGS)
+	@$(DBT) build $(DBT_FLAGS)
+	@$(DBT) source freshness
 
 docs: db-start  ## dbt docs generate: dbt_project/target/{index.html,manifest.json,catalog.json}
-	@$(RUN) $(DBT) docs generate $(DBT_ARGS)
+	@$(DBT) docs generate
 
 docs-serve: docs  ## serve the dbt docs on http://127.0.0.1:$DOCS_PORT (8580) until Ctrl-C
-	@$(RUN) $(DBT) docs serve $(DBT_ARGS) --host 127.0.0.1 --port $(DOCS_PORT) --no-browser
+	@$(DBT) docs serve --host 127.0.0.1 --port $(DOCS_PORT) --no-browser
 
 # --- ml: training, promotion, inference, backtest (ml/) ------------------------------------------
 # Times come from the data (the newest hour of the feature mart) unless given: `python -m ml <cmd> --help`.

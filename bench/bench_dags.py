@@ -54,11 +54,9 @@ def configure() -> None:
 
 
 def dbt_parse() -> None:
-    subprocess.run(
-        [str(REPO / ".venv-dbt" / "bin" / "dbt"), "parse", "--quiet", "--project-dir", str(REPO / "dbt_project"),
-         "--profiles-dir", str(REPO), "--target-path", str(MANIFEST_DIR)],
-        check=True, cwd=REPO, env=os.environ,
-    )
+    from candlecast.dbt_runner import run_dbt
+
+    run_dbt(["parse"], env=os.environ, args=["--quiet"], target_path=MANIFEST_DIR)
 
 
 def fresh_base() -> None:

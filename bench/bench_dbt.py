@@ -21,11 +21,9 @@ its target/ and logs under .local/bench/dbt/. Prints figures and targets; never 
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -35,15 +33,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from candlecast import mariadb  # noqa: E402
+from candlecast import dbt_runner, mariadb  # noqa: E402
 from candlecast.db import engine_for  # noqa: E402
 from candlecast.settings import Schemas  # noqa: E402
 from extract.schema import ensure_raw_tables  # noqa: E402
 
-DBT = REPO / ".venv-dbt" / "bin" / "dbt"
 RUNS = REPO / ".local" / "bench" / "dbt"
-SELECT = ["--select", "+features_latest"]
-BUILD_SELECT = [*SELECT, "--indirect-selection", "cautious"]  # the layer's own tests only
+SELECT = ["+features_latest"]
+BUILD_ARGS = ("--indirect-selection", "cautious")  # a build runs the layer's own tests only
 MODELS = ("stg_coinbase__candles", "int_candles__hourly_spine", "fct_candle_features", "features_latest")
 PRODUCTS = {"BTC-USD": 30_000.0, "ETH-USD": 2_000.0, "SOL-USD": 50.0}  # starting prices of the walks
 END = datetime(2025, 1, 1)  # first hour after the generated history
@@ -61,21 +58,15 @@ class DbtTiming:
     tests: int
 
 
-def run_dbt(args: list[str], base: str, name: str) -> DbtTiming:
-    target = RUNS / name / "target"
-    cmd = [str(DBT), *args, "--project-dir", str(REPO / "dbt_project"), "--profiles-dir", str(REPO),
-           "--target-path", str(target), "--log-path", str(RUNS / name / "logs")]
-    started = time.perf_counter()
-    result = subprocess.run(cmd, env={**os.environ, "CANDLECAST_DB_SCHEMA": base}, cwd=REPO,
-                            capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"dbt {' '.join(args)} on {base} failed:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
-    results = json.loads((target / "run_results.json").read_text())["results"]
+def run_dbt(command: str, select: list[str], base: str, name: str, args: tuple[str, ...] = ()) -> DbtTiming:
+    result = dbt_runner.run_dbt([command], env={**os.environ, "CANDLECAST_DB_SCHEMA": base}, select=select,
+                                args=(*args, *BUILD_ARGS) if command == "build" else args,
+                                target_path=RUNS / name / "target", log_path=RUNS / name / "logs")
+    results = result.artifact("run_results.json")["results"]
     per_model = {r["unique_id"].split(".")[-1]: r["execution_time"] for r in results
                  if r["unique_id"].startswith("model.")}
     tests = [r["execution_time"] for r in results if r["unique_id"].startswith("test.")]
-    return DbtTiming(wall, sum(per_model.values()), sum(tests), per_model, len(tests))
+    return DbtTiming(result.elapsed_s, sum(per_model.values()), sum(tests), per_model, len(tests))
 
 
 def random_walk_rows(product: str, start_price: float, first: datetime, hours: int, seed: int) -> list[str]:
@@ -138,11 +129,11 @@ def hourly_runs(  # type: ignore[no-untyped-def]
     for i in range(HOURLY_REPEATS):
         for label, schemas in histories.items():
             append_hour(loader, schemas, END + timedelta(hours=i))
-            runs[label].append(run_dbt(["run", *SELECT], schemas.base, f"{label.replace(' ', '')}-hourly-{i}"))
+            runs[label].append(run_dbt("run", SELECT, schemas.base, f"{label.replace(' ', '')}-hourly-{i}"))
     builds = {}
     for label, schemas in histories.items():
         append_hour(loader, schemas, END + timedelta(hours=HOURLY_REPEATS))
-        builds[label] = run_dbt(["build", *BUILD_SELECT], schemas.base, f"{label.replace(' ', '')}-hourly-build")
+        builds[label] = run_dbt("build", SELECT, schemas.base, f"{label.replace(' ', '')}-hourly-build")
     return runs, builds
 
 
@@ -158,7 +149,7 @@ def main() -> int:
     from tests.support import bundled_candles
 
     print(f"machine: {platform.system()} {platform.release()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; dbt {DBT}")
+          f"{platform.python_version()}; dbt {dbt_runner.dbt_settings().executable}")
     loader = engine_for("loader")
 
     print("\n1. full build (dbt build --full-refresh: models + tests)")
@@ -167,7 +158,7 @@ def main() -> int:
     rows = [f"('BTC-USD', '{c.bucket_start:%Y-%m-%d %H:%M:%S}', {c.open}, {c.high}, {c.low}, {c.close}, "
             f"{c.volume}, utc_timestamp(6))" for c in bundled_candles()]
     load_rows(loader, bundled, rows, replace=True)
-    full_bundled = run_dbt(["build", "--full-refresh", *BUILD_SELECT], bundled.base, "bundled-full")
+    full_bundled = run_dbt("build", SELECT, bundled.base, "bundled-full", args=("--full-refresh",))
     print(f"  bundled, 18,168 product-hours:   {describe(full_bundled)}")
 
     started = time.perf_counter()
@@ -177,9 +168,9 @@ def main() -> int:
         raw_rows = conn.execute(text(f"select count(*) from `{ten_years.raw}`.candles")).scalar()
     print(f"  (generated and loaded 10 years and 3 months of 3 products in {time.perf_counter() - started:.0f} s; "
           f"10 years = {raw_rows:,} raw candles)")
-    full_10y = run_dbt(["build", "--full-refresh", *BUILD_SELECT], ten_years.base, "10y-full")
+    full_10y = run_dbt("build", SELECT, ten_years.base, "10y-full", args=("--full-refresh",))
     print(f"  10 years x 3 products, {TEN_YEARS * 3:,} product-hours: {describe(full_10y)}")
-    full_3m = run_dbt(["build", "--full-refresh", *BUILD_SELECT], three_months.base, "3m-full")
+    full_3m = run_dbt("build", SELECT, three_months.base, "3m-full", args=("--full-refresh",))
     print(f"  3 months x 3 products, {THREE_MONTHS * 3:,} product-hours: {describe(full_3m)}")
 
     print(f"\n2. hourly incremental run (one new hour per product, dbt run), median of {HOURLY_REPEATS}")

@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from candlecast.dbt_runner import run_dbt  # noqa: E402
 from candlecast.settings import Schemas, effective_env  # noqa: E402
 
 BASE = "bench_ml"
@@ -61,12 +61,8 @@ def setup(schemas: Schemas) -> None:
                               f"close, volume, ingested_at) values {values}"))
     engine.dispose()
     work = REPO / ".local" / "bench" / "ml-dbt"
-    subprocess.run(
-        [str(REPO / ".venv-dbt" / "bin" / "dbt"), "run", "--quiet", "--select", "+fct_candle_features",
-         "--project-dir", str(REPO / "dbt_project"), "--profiles-dir", str(REPO),
-         "--target-path", str(work / "target"), "--log-path", str(work / "logs")],
-        check=True, cwd=REPO, env={**os.environ, "CANDLECAST_DB_SCHEMA": BASE},
-    )
+    run_dbt(["run"], env={**os.environ, "CANDLECAST_DB_SCHEMA": BASE}, select=["+fct_candle_features"],
+            args=["--quiet"], target_path=work / "target", log_path=work / "logs")
 
 
 def line(what: str, times: list[float], target: float) -> str:

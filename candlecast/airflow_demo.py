@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 from candlecast.airflow_local import airflow_env, local_airflow
+from candlecast.dbt_runner import run_dbt
 from candlecast.settings import REPO_ROOT
 
 _PARSE = """
@@ -34,14 +35,8 @@ print(json.dumps(out))
 
 def describe_dags_step() -> str:
     airflow = local_airflow()
-    dbt_parse = subprocess.run(
-        [str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt"), "--quiet", "parse", "--project-dir",
-         str(REPO_ROOT / "dbt_project"), "--profiles-dir", str(REPO_ROOT)],
-        cwd=REPO_ROOT, capture_output=True, text=True,
-        env={"CANDLECAST_TRANSFORMER_PASSWORD": "parsing-needs-no-password", **os.environ},
-    )
-    if dbt_parse.returncode != 0:
-        raise RuntimeError(f"dbt parse failed: {(dbt_parse.stdout + dbt_parse.stderr).strip()[-500:]}")
+    # Cosmos renders the DAGs from the manifest, so it must describe the current project.
+    run_dbt(["parse"], env=os.environ, args=["--quiet"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(airflow_env(airflow, env))
     proc = subprocess.run([sys.executable, "-c", _PARSE, str(REPO_ROOT / "dags")], cwd=REPO_ROOT, env=env,

@@ -1,51 +1,17 @@
 """The `make demo` step of the feature layer: `dbt build` of the features, source freshness, newest rows.
 
-dbt runs as a subprocess from ``.venv-dbt`` (it cannot share a virtualenv with Airflow 3) with the
-connection settings in its environment; ``profiles.yml`` reads them through ``env_var()``.
+dbt runs through ``candlecast.dbt_runner`` with the connection settings in its environment; ``profiles.yml``
+reads them through ``env_var()``.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-import subprocess
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from candlecast.dbt_runner import run_dbt
+from candlecast.settings import effective_env
 
-from candlecast.settings import REPO_ROOT, effective_env
-
-log = logging.getLogger(__name__)
-
-DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 # The feature layer: staging -> hourly spine -> fct_candle_features -> features_latest, with their tests.
-FEATURE_SELECTION = ("--select", "+features_latest", "--indirect-selection", "cautious")
-
-
-class DbtError(RuntimeError):
-    """A dbt command failed; the message carries the end of its output."""
-
-
-def dbt_executable(env: Mapping[str, str]) -> str:
-    return env.get("CANDLECAST_DBT", str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt"))
-
-
-def run_dbt(args: Sequence[str], env: Mapping[str, str] | None = None, project_dir: Path = DBT_PROJECT_DIR,
-            check: bool = True) -> str:
-    """``dbt <args>`` on the project with the connection settings in its env; returns its output."""
-    values = effective_env(env)
-    cmd = [dbt_executable(values), *args, "--project-dir", str(project_dir), "--profiles-dir", str(REPO_ROOT)]
-    log.info("running %s", " ".join(cmd))
-    dbt_env = {**values, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False", "DBT_USE_COLORS": "False"}
-    result = subprocess.run(cmd, env=dbt_env, cwd=REPO_ROOT, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise DbtError(f"dbt {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout[-3000:]}"
-                       f"{result.stderr[-1000:]}")
-    return result.stdout
-
-
-def _last_line_with(output: str, marker: str) -> str:
-    lines = [line for line in output.splitlines() if marker in line]
-    return re.sub(r"\s*\.{3,}\s*", " ", lines[-1].split("  ", 1)[-1]).strip() if lines else "ok"
+FEATURE_SELECTION = ("+features_latest",)
+FEATURE_BUILD_ARGS = ("--indirect-selection", "cautious")
 
 
 def build_features_step() -> str:
@@ -56,10 +22,10 @@ def build_features_step() -> str:
     from candlecast.settings import Schemas
 
     env = effective_env()
-    build = run_dbt(["build", *FEATURE_SELECTION], env)
+    build = run_dbt(["build"], env=env, select=FEATURE_SELECTION, args=FEATURE_BUILD_ARGS)
     # Reported, not fatal: the bundled candles keep the ingested_at of their first load, so a demo re-run
     # more than 6 h later finds them "stale", which is true and says nothing about the build.
-    freshness = run_dbt(["source", "freshness"], env, check=False)
+    freshness = run_dbt(["source", "freshness"], env=env, check=False)
     schemas = Schemas(env.get("CANDLECAST_DB_SCHEMA", "candlecast"))
     reader = engine_for("reader", env)
     try:
@@ -82,8 +48,8 @@ def build_features_step() -> str:
         for r in newest
     ]
     return "\n".join([
-        f"dbt build: {_last_line_with(build, 'Done.')}",
-        f"source freshness: {_last_line_with(freshness, ' freshness of ')}",
+        f"dbt build: {build.last_line_with('Done.') or 'ok'}",
+        f"source freshness: {freshness.last_line_with(' freshness of ') or 'ok'}",
         f"{schemas.marts}.fct_candle_features: {total:,} product-hours, {int(complete or 0):,} complete, "
         f"{int(missing or 0)} missing hours filled; the newest rows (target NULL: the next hour is not closed yet):",
         header,

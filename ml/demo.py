@@ -6,13 +6,11 @@ from the wall clock, so the demo gives the same result on every run and every ma
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from candlecast.settings import REPO_ROOT, effective_env
+from candlecast.settings import effective_env
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -89,18 +87,10 @@ def accuracy_step(env: Mapping[str, str] | None = None) -> str:
     from sqlalchemy import text
 
     from candlecast.db import engine_for
+    from candlecast.dbt_runner import run_dbt
     from candlecast.settings import db_settings
 
-    values = effective_env(env)
-    dbt = os.environ.get("CANDLECAST_DBT", str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt"))
-    result = subprocess.run(
-        [dbt, "build", "--select", "tag:accuracy", "--project-dir", str(REPO_ROOT / "dbt_project"),
-         "--profiles-dir", str(REPO_ROOT)],
-        env={**values, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}, capture_output=True, text=True, cwd=REPO_ROOT,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"dbt build --select tag:accuracy failed:\n{result.stdout[-3000:]}")
-    done = [line for line in result.stdout.splitlines() if "Done. PASS=" in line]
+    build = run_dbt(["build"], env=effective_env(env), select=["tag:accuracy"])
     schemas = db_settings("reader", env).schemas
     engine = engine_for("reader", env)
     try:
@@ -114,7 +104,7 @@ def accuracy_step(env: Mapping[str, str] | None = None) -> str:
     def num(v: object, fmt: str) -> str:
         return "-" if v is None else format(float(v), fmt)  # type: ignore[arg-type]
 
-    lines = [f"dbt: {done[-1].split('Done. ')[-1] if done else 'ok'}",
+    lines = [f"dbt: {build.summary()}",
              f"{schemas.marts}.model_leaderboard:",
              f"  {'model':<58} {'status':<10} {'n':>4} {'MAE 24h':>9} {'skill':>8} {'MAE 168h':>9} {'skill':>8} "
              f"{'cov80':>6}"]

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from candlecast import dbt_runner
 from candlecast.airflow_local import LocalAirflow, airflow_env
+from candlecast.dbt_runner import DbtResult
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_LOCAL_DIR = REPO_ROOT / ".local" / "test"
@@ -26,8 +27,6 @@ TEST_LOCAL_DIR = REPO_ROOT / ".local" / "test"
 BASE = "ct_dags"
 DIRECT_BASE = "ct_dags_direct"  # the same hours run directly (no Airflow), to compare tables with
 DAGS_DIR = REPO_ROOT / "dags"
-DBT = REPO_ROOT / ".venv-dbt" / "bin" / "dbt"
-DBT_PROJECT = Path(os.environ.get("CANDLECAST_DBT_PROJECT_DIR", REPO_ROOT / "dbt_project"))
 WORK_DIR = TEST_LOCAL_DIR / "dags"
 MANIFEST_DIR = WORK_DIR / "dbt-target"
 
@@ -52,33 +51,18 @@ os.environ["CANDLECAST_DAG_RETRIES"] = "0"
 os.environ["CANDLECAST_DBT_MANIFEST"] = str(MANIFEST_DIR / "manifest.json")
 
 
-def run_dbt(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    """The dbt CLI on the project, with a target and log dir of the tests' own (dbt_project/target is the
+def run_dbt(command: str, select: list[str], env: Mapping[str, str]) -> DbtResult:
+    """dbt on the project, with a target and log dir of the tests' own (dbt_project/target is the
     developer's, and Cosmos works on copies)."""
     base = env["CANDLECAST_DB_SCHEMA"]
-    proc = subprocess.run(
-        [str(DBT), *args, "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(REPO_ROOT),
-         "--target-path", str(WORK_DIR / f"dbt-target-{base}"), "--log-path", str(WORK_DIR / f"dbt-logs-{base}")],
-        env={**env, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}, capture_output=True, text=True, cwd=REPO_ROOT,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"dbt {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
-    return proc
+    return dbt_runner.run_dbt([command], env=env, select=select, target_path=WORK_DIR / f"dbt-target-{base}",
+                              log_path=WORK_DIR / f"dbt-logs-{base}")
 
 
 @pytest.fixture(scope="package")
 def dbt_manifest() -> Path:
-    """A manifest of the current dbt project (``dbt parse``), in a target dir of the tests' own.
-
-    Parsing needs no database, but profiles.yml reads the password with ``env_var()``, so give it one.
-    """
-    env = {"CANDLECAST_TRANSFORMER_PASSWORD": "unused-by-dbt-parse", **os.environ}
-    proc = subprocess.run(
-        [str(DBT), "parse", "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(REPO_ROOT),
-         "--target-path", str(MANIFEST_DIR)],
-        env=env, capture_output=True, text=True, cwd=REPO_ROOT,
-    )
-    assert proc.returncode == 0, f"dbt parse failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+    """A manifest of the current dbt project (``dbt parse``: no database), in a target dir of the tests' own."""
+    dbt_runner.run_dbt(["parse"], env=os.environ, target_path=MANIFEST_DIR)
     return MANIFEST_DIR / "manifest.json"
 
 

@@ -54,7 +54,7 @@ def backfill(env: Mapping[str, str], start: datetime, end: datetime, product: st
 
 
 def dbt_build(env: Mapping[str, str], select: list[str]) -> None:
-    run_dbt(["build", "--select", *select], env)
+    run_dbt("build", select, env)
 
 
 def retrain(env: Mapping[str, str], cutoff: datetime, window_end: datetime, product: str = "BTC-USD") -> None:

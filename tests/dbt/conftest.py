@@ -9,9 +9,7 @@ manifest there). Each dbt invocation costs a few seconds of start-up, so the sui
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from candlecast.dbt_runner import DbtProcess, DbtResult, start_dbt
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DBT = REPO_ROOT / ".venv-dbt" / "bin" / "dbt"
 RUNS_DIR = REPO_ROOT / ".local" / "test" / "dbt"
 BASE = "ct_dbt"
 
@@ -37,57 +36,33 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class DbtRun:
-    """One finished dbt invocation: its exit code, output and target directory."""
-
-    args: tuple[str, ...]
-    returncode: int
-    output: str
-    target: Path
-
-    def json(self, name: str) -> dict[str, Any]:
-        return json.loads((self.target / name).read_text())
+def start(command: str, *, select: tuple[str, ...] = (), args: tuple[str, ...] = (), base: str,
+          name: str) -> DbtProcess:
+    """Start ``dbt <command>`` ("build", "source freshness") on ``base``, target/ and logs/ under
+    .local/test/dbt/<name>."""
+    return start_dbt(command.split(), env={**os.environ, "CANDLECAST_DB_SCHEMA": base}, select=select, args=args,
+                     target_path=RUNS_DIR / name / "target", log_path=RUNS_DIR / name / "logs")
 
 
-def start_dbt(*args: str, base: str, name: str) -> tuple[subprocess.Popen[str], Path]:
-    """Start ``dbt <args>`` on ``base`` with target/ and logs/ under .local/test/dbt/<name>."""
-    target = RUNS_DIR / name / "target"
-    cmd = [str(DBT), *args, "--project-dir", str(REPO_ROOT / "dbt_project"), "--profiles-dir", str(REPO_ROOT),
-           "--target-path", str(target), "--log-path", str(RUNS_DIR / name / "logs")]
-    process = subprocess.Popen(cmd, env={**os.environ, "CANDLECAST_DB_SCHEMA": base}, cwd=REPO_ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return process, target
+def run_dbt(command: str, *, select: tuple[str, ...] = (), args: tuple[str, ...] = (), base: str, name: str,
+            check: bool = True) -> DbtResult:
+    """``dbt <command>`` on ``base`` with target/ and logs/ under .local/test/dbt/<name>."""
+    return start(command, select=select, args=args, base=base, name=name).wait(timeout=900, check=check)
 
 
-def finish_dbt(started: tuple[subprocess.Popen[str], Path], args: tuple[str, ...], base: str,
-               check: bool = True) -> DbtRun:
-    process, target = started
-    output, _ = process.communicate(timeout=900)
-    run = DbtRun(args, process.returncode, output, target)
-    if check and process.returncode != 0:
-        raise AssertionError(f"dbt {' '.join(args)} on {base} failed:\n{run.output[-6000:]}")
-    return run
-
-
-def run_dbt(*args: str, base: str, name: str, check: bool = True) -> DbtRun:
-    """``dbt <args>`` on ``base`` with target/ and logs/ under .local/test/dbt/<name>."""
-    return finish_dbt(start_dbt(*args, base=base, name=name), args, base, check)
-
-
-def rows_written(run: DbtRun, model: str) -> int:
-    for result in run.json("run_results.json")["results"]:
+def rows_written(run: DbtResult, model: str) -> int:
+    for result in run.artifact("run_results.json")["results"]:
         if result["unique_id"] == f"model.candlecast.{model}":
             return int(result["adapter_response"].get("rows_affected", -1))
-    raise AssertionError(f"{model} not in run_results of dbt {' '.join(run.args)}")
+    raise AssertionError(f"{model} not in run_results of {run.describe()}")
 
 
 @dataclass(frozen=True)
 class BuiltLayer:
     schemas: Any  # candlecast.settings.Schemas
-    build: DbtRun
-    freshness: DbtRun
-    docs: DbtRun
+    build: DbtResult
+    freshness: DbtResult
+    docs: DbtResult
 
 
 @pytest.fixture(scope="session")
@@ -108,12 +83,11 @@ def built_layer(mariadb: dict[str, str], provision_schemas, admin_engine) -> Ite
     load_raw_candles(loader, schemas, bundled_candles())
     loader.dispose()
     # this layer's four models and their tests (the accuracy marts have their own area and base)
-    build = run_dbt("build", "--full-refresh", "--select", "+features_latest", "--indirect-selection", "cautious",
+    build = run_dbt("build", select=("+features_latest",), args=("--indirect-selection", "cautious", "--full-refresh"),
                     base=BASE, name="build")
     # both only read: run them side by side (each dbt start-up costs seconds)
-    freshness_args, docs_args = ("source", "freshness"), ("docs", "generate")
-    freshness_started = start_dbt(*freshness_args, base=BASE, name="freshness")
-    docs_started = start_dbt(*docs_args, base=BASE, name="docs")
-    freshness = finish_dbt(freshness_started, freshness_args, BASE)
-    docs = finish_dbt(docs_started, docs_args, BASE)
+    freshness_started = start("source freshness", base=BASE, name="freshness")
+    docs_started = start("docs generate", base=BASE, name="docs")
+    freshness = freshness_started.wait(timeout=900)
+    docs = docs_started.wait(timeout=900)
     yield BuiltLayer(schemas, build, freshness, docs)

@@ -26,7 +26,7 @@ def _frame(engine, sql: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
 
 
 def test_dbt_build_runs_every_model_and_test_successfully(built_layer: BuiltLayer) -> None:
-    results = built_layer.build.json("run_results.json")["results"]
+    results = built_layer.build.artifact("run_results.json")["results"]
     by_kind: dict[str, list[str]] = {}
     for r in results:
         by_kind.setdefault(r["unique_id"].split(".")[0], []).append(r["status"])
@@ -41,7 +41,7 @@ def test_dbt_build_runs_every_model_and_test_successfully(built_layer: BuiltLaye
 
 
 def test_source_freshness_passes_on_freshly_loaded_candles(built_layer: BuiltLayer) -> None:
-    sources = built_layer.freshness.json("sources.json")["results"]
+    sources = built_layer.freshness.artifact("sources.json")["results"]
     assert [(s["unique_id"], s["status"]) for s in sources] == [("source.candlecast.coinbase.candles", "pass")]
     assert sources[0]["criteria"]["warn_after"] == {"count": 2, "period": "hour"}
     assert sources[0]["criteria"]["error_after"] == {"count": 6, "period": "hour"}
@@ -218,8 +218,8 @@ def test_reader_can_select_the_marts_and_nothing_else(built_layer: BuiltLayer) -
 
 
 def test_every_model_and_mart_column_is_documented(built_layer: BuiltLayer) -> None:
-    manifest = built_layer.docs.json("manifest.json")
-    catalog = built_layer.docs.json("catalog.json")
+    manifest = built_layer.docs.artifact("manifest.json")
+    catalog = built_layer.docs.artifact("catalog.json")
     models = {k: v for k, v in manifest["nodes"].items() if k.startswith("model.candlecast.")}
     feature_layer = {f"model.candlecast.{m}" for m in
                      ("stg_coinbase__candles", "int_candles__hourly_spine", "fct_candle_features", "features_latest")}

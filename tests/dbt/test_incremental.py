@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.dbt.conftest import DbtRun, rows_written, run_dbt
+from candlecast.dbt_runner import DbtResult
+from tests.dbt.conftest import rows_written, run_dbt
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ END = datetime(2023, 3, 12, 23)
 LATE = datetime(2023, 3, 12, 3)  # absent at the third run, inserted before the fourth (20 h behind END)
 CORRECTED_LATE = datetime(2023, 3, 12, 10)  # corrected before the fourth run
 RECOMPUTE_HOURS = 216  # dbt_project.yml vars.recompute_hours
-SELECT = ("--select", "+features_latest")
+SELECT = ("+features_latest",)
 
 Rows = list[tuple[Any, ...]]
 
@@ -38,11 +39,11 @@ Rows = list[tuple[Any, ...]]
 @dataclass(frozen=True)
 class Scenario:
     first_build: Rows  # fct rows computed from candles up to T0 only
-    after_one_hour: DbtRun
+    after_one_hour: DbtResult
     before_late_fct: Rows  # after the third run, LATE still absent
     incremental_fct: Rows
     incremental_spine: Rows
-    guard: DbtRun
+    guard: DbtResult
     full_refresh_fct: Rows
     full_refresh_spine: Rows
 
@@ -78,11 +79,11 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterat
         conn.execute(text(f"delete from `{schemas.raw}`.candles"))
     try:
         load_raw_candles(loader, schemas, [c for c in btc if c.bucket_start <= T0])
-        run_dbt("run", *SELECT, "--full-refresh", base=BASE, name="incr-a")
+        run_dbt("run", select=SELECT, args=("--full-refresh",), base=BASE, name="incr-a")
         first_build = _rows(admin_engine, fct)
 
         load_raw_candles(loader, schemas, [c for c in btc if c.bucket_start == T0 + timedelta(hours=1)])
-        after_one_hour = run_dbt("run", *SELECT, base=BASE, name="incr-b")
+        after_one_hour = run_dbt("run", select=SELECT, base=BASE, name="incr-b")
 
         # A week more (with the 4-hour gap of 2023-03-04 17:00-20:00), the extractor re-fetching the previous
         # newest hour with a corrected close, and a second product that appears mid-way.
@@ -94,22 +95,22 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterat
         eth = [Candle(c.time, c.low / 16, c.high / 16, c.open / 16, c.close / 16, c.volume * 10)
                for c in btc if c.bucket_start >= datetime(2023, 2, 20)]
         load_raw_candles(loader, schemas, eth, product_id="ETH-USD")
-        run_dbt("run", *SELECT, base=BASE, name="incr-c")
+        run_dbt("run", select=SELECT, base=BASE, name="incr-c")
         before_late_fct = _rows(admin_engine, fct)
 
         # No new hour: the trailing re-fetch brings the late candle and a corrected one.
         late = next(c for c in btc if c.bucket_start == LATE)
         fix = next(c for c in btc if c.bucket_start == CORRECTED_LATE)
         load_raw_candles(loader, schemas, [late, Candle(fix.time, fix.low, fix.high, fix.open, fix.low, fix.volume)])
-        run_dbt("run", *SELECT, base=BASE, name="incr-d")
+        run_dbt("run", select=SELECT, base=BASE, name="incr-d")
         incremental_fct, incremental_spine = _rows(admin_engine, fct), _rows(admin_engine, spine)
 
         # The table gains a column the model does not have (as after removing one from the model).
         with admin_engine.begin() as conn:
             conn.execute(text(f"alter table {fct} add column retired_feature double"))
-        guard = run_dbt("run", *SELECT, base=BASE, name="incr-guard", check=False)
+        guard = run_dbt("run", select=SELECT, base=BASE, name="incr-guard", check=False)
 
-        run_dbt("run", *SELECT, "--full-refresh", base=BASE, name="incr-full")
+        run_dbt("run", select=SELECT, args=("--full-refresh",), base=BASE, name="incr-full")
         yield Scenario(first_build, after_one_hour, before_late_fct, incremental_fct, incremental_spine, guard,
                        _rows(admin_engine, fct), _rows(admin_engine, spine))
     finally:

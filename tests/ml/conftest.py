@@ -7,7 +7,6 @@ the ML code is tested against the table it reads in production, not a look-alike
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from candlecast import dbt_runner
+from candlecast.dbt_runner import DbtResult
 from candlecast.settings import Schemas
 from ml.train import TrainConfig
 
@@ -55,16 +56,9 @@ def fast_load_raw(engine, schemas: Schemas) -> int:  # type: ignore[no-untyped-d
     return len(candles)
 
 
-def run_dbt(command: str, select: str, base: str = BASE, *flags: str) -> subprocess.CompletedProcess[str]:
-    args = [str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt"), command, "--select", select, *flags,
-            "--project-dir", str(REPO_ROOT / "dbt_project"), "--profiles-dir", str(REPO_ROOT),
-            "--target-path", str(DBT_DIR / "target"), "--log-path", str(DBT_DIR / "logs")]
-    result = subprocess.run(args, env={**os.environ, "CANDLECAST_DB_SCHEMA": base}, capture_output=True,
-                            text=True, cwd=REPO_ROOT, timeout=600)
-    if result.returncode != 0:
-        raise AssertionError(f"dbt {command} --select {select} failed:\n"
-                             f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
-    return result
+def run_dbt(command: str, select: str, base: str = BASE, *flags: str) -> DbtResult:
+    return dbt_runner.run_dbt([command], env={**os.environ, "CANDLECAST_DB_SCHEMA": base}, select=[select],
+                              args=flags, target_path=DBT_DIR / "target", log_path=DBT_DIR / "logs", timeout=600)
 
 
 @dataclass(frozen=True)
