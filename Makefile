@@ -67,7 +67,7 @@ db-status:  ## is the project's MariaDB running?
 # --- the two commands ---------------------------------------------------------------------------
 
 demo: db-start  ## run the whole offline pipeline on the bundled real data and say where the results are
-	@$(RUN) $(PY) -m candlecast.demo
+	@$(RUN) $(PY) -m demo
 
 test: deps  ## the whole test suite (starts its own MariaDB on port 3408 under .local/test)
 	@$(PY) -m pytest

@@ -82,8 +82,8 @@ def main() -> int:
     print(f"set-up (not timed): bundled candles + dbt feature mart in {BASE}_* in {time.perf_counter() - t0:.1f} s")
 
     from candlecast.db import engine_for
-    from ml.cli import newest_hour
     from ml.evaluate import evaluate
+    from ml.features import newest_hour
     from ml.model import DRIFT, PERSISTENCE
     from ml.predict import ModelCache, predict_hour
     from ml.promote import promote

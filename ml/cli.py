@@ -40,21 +40,9 @@ def parse_hour(value: str) -> datetime:
     raise argparse.ArgumentTypeError(f"{value!r} is not a UTC hour like 2024-01-09T23:00")
 
 
-def newest_hour(engine: Engine, schemas: Schemas, product: str) -> datetime:
-    from sqlalchemy import text
-
-    try:
-        with engine.connect() as conn:
-            value = conn.execute(text(f"select max(hour) from `{schemas.marts}`.fct_candle_features "
-                                      "where product_id = :p"), {"p": product}).scalar()
-    except Exception as exc:
-        raise CliError(f"cannot read {schemas.marts}.fct_candle_features: {exc}") from exc
-    if value is None:
-        raise CliError(f"{schemas.marts}.fct_candle_features has no rows for {product}")
-    return value
-
-
 def _data_end(engine: Engine, schemas: Schemas, product: str) -> datetime:
+    from ml.features import newest_hour
+
     # Windows end (exclusive) on target hours: the newest row's hour is the last one whose close is known.
     return newest_hour(engine, schemas, product) + HOUR
 
@@ -129,7 +117,7 @@ def cmd_predict(args: argparse.Namespace) -> str:
     elif args.start:
         start, end = args.start, args.end or args.start + HOUR
     else:
-        end = newest_hour(engine, schemas, product) + HOUR
+        end = _data_end(engine, schemas, product)
         start = end - args.last * HOUR
     predictions = predict_range(engine, schemas, store, product, start, end)
     last = predictions[-1]

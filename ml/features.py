@@ -140,6 +140,22 @@ def _frame(lines: list[str], cols: list[str]) -> pd.DataFrame:
     return df
 
 
+def newest_hour(engine: Engine, schemas: Schemas, product: str) -> datetime:
+    """The newest hour of ``product`` in the feature table: where windows taken "from the data" end."""
+    from sqlalchemy import text
+
+    table = f"{schemas.marts}.{FEATURE_TABLE}"
+    try:
+        with engine.connect() as conn:
+            value = conn.execute(text(f"select max(hour) from `{schemas.marts}`.`{FEATURE_TABLE}` "
+                                      "where product_id = :p"), {"p": product}).scalar()
+    except Exception as exc:
+        raise FeatureError(f"cannot read {table}: {exc}") from exc
+    if value is None:
+        raise FeatureError(f"{table} has no rows for {product}")
+    return value  # type: ignore[no-any-return]
+
+
 def read_features(engine: Engine, schemas: Schemas, product: str, start: datetime | None = None,
                   end: datetime | None = None, columns: tuple[str, ...] | list[str] = FEATURE_COLUMNS,
                   validate: bool = True) -> pd.DataFrame:

@@ -67,7 +67,7 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_the_demo_step_backfills_the_bundled_sample_over_http(raw: Schemas, loader_engine, series) -> None:  # type: ignore[no-untyped-def]
-    from extract.demo import backfill_bundled_sample
+    from demo.extract_step import backfill_bundled_sample
 
     env = {**os.environ, "CANDLECAST_DB_SCHEMA": BASE}
     summary = backfill_bundled_sample(env)

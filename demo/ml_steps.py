@@ -37,8 +37,9 @@ def _context(env: Mapping[str, str] | None = None) -> tuple[Engine, Schemas, MlS
 
 
 def _data_end(engine: Engine, schemas: Schemas, product: str) -> datetime:
-    from ml.cli import newest_hour
+    from ml.features import newest_hour
 
+    # Windows end (exclusive) on target hours: the newest row's hour is the last one whose close is known.
     return newest_hour(engine, schemas, product) + HOUR
 
 

@@ -63,5 +63,5 @@ def _num(value: object, digits: int) -> str:
     return "NULL" if value is None else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
 
 
-if __name__ == "__main__":  # the step on its own: python -m candlecast.withenv .venv/bin/python -m candlecast.dbt_demo
+if __name__ == "__main__":  # the step on its own: python -m candlecast.withenv .venv/bin/python -m demo.features_step
     print(build_features_step())
