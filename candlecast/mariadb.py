@@ -91,15 +91,40 @@ def _binary(name: str) -> str:
     raise MariaDBError(f"{name} not found: install Debian's mariadb-server (`make deps` does)")
 
 
+def _is_this_server(server: LocalServer, pid: int) -> bool:
+    """False only when ``pid`` is clearly another program (a recycled pid): its command line lacks our datadir.
+
+    An exiting process has an empty command line while it still holds its files, so "unknown" counts as ours.
+    """
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return not cmdline or f"--datadir={server.datadir}".encode() in cmdline
+
+
 def running_pid(server: LocalServer) -> int | None:
-    return live_pid(server.pid_file)
+    """The pid of this datadir's mariadbd while that process exists (answering or not); None once it is gone.
+
+    A zombie (killed, not yet reaped) or a recycled pid is gone. A live pid may still be starting, or still
+    dying: only ``_answers`` says it serves.
+    """
+    pid = live_pid(server.pid_file)
+    if pid is None or not _is_this_server(server, pid):
+        return None
+    return pid
 
 
 def _answers(server: LocalServer) -> bool:
+    """The server on our own unix socket speaks (a port could be answered by some other server)."""
+    if not server.socket.exists():
+        return False
     try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=1) as conn:
-            # A MariaDB server speaks first: a handshake (0x0a) or, before our users exist, an error packet
-            # (0xff, "host not allowed"); either way it is up and answering.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(1)
+            conn.connect(str(server.socket))
+            # A MariaDB server speaks first: a handshake (0x0a), or an error packet (0xff, e.g. too many
+            # connections); either way it is up and answering.
             greeting = b""
             while len(greeting) < 5:
                 chunk = conn.recv(5 - len(greeting))
@@ -109,6 +134,27 @@ def _answers(server: LocalServer) -> bool:
             return greeting[4] in (0x0A, 0xFF)
     except OSError:
         return False
+
+
+def _await_predecessor(server: LocalServer, deadline: float, timeout: float) -> tuple[bool, bool]:
+    """Wait until the pid-file's server answers or is gone; returns (answering, a predecessor was waited for).
+
+    A pid that does not answer is never taken for a running server: right after a SIGKILL, mariadbd takes a
+    second or more to disappear (io_uring teardown) while still answering signal 0; during crash recovery a
+    live one takes a while to answer. Either settles within the timeout, or this says which pid is stuck.
+    """
+    waited = False
+    while (pid := running_pid(server)) is not None:
+        if _answers(server):
+            return True, waited
+        if time.monotonic() > deadline:
+            raise MariaDBError(
+                f"mariadbd pid {pid} (pid file {server.pid_file}) neither answers on {server.socket} nor exits "
+                f"within {timeout:.0f}s; if it is hung, kill it (kill -9 {pid}) and start again"
+            )
+        waited = True
+        time.sleep(0.1)
+    return False, waited
 
 
 def _server_args(server: LocalServer) -> list[str]:
@@ -227,21 +273,26 @@ def _run_sql_as_superuser(server: LocalServer, sql: str) -> None:
 
 
 def start(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> LocalServer:
+    """Start the server unless it already answers; ``timeout`` covers waiting for a dying one and the start."""
     server = local_server(env)
     creds = _ensure_credentials(server)
-    if running_pid(server) is None:
+    deadline = time.monotonic() + timeout
+    answering, waited = _await_predecessor(server, deadline, timeout)
+    if not answering:
         _initialise(server)
         server.socket.unlink(missing_ok=True)
         server.tmpdir.mkdir(parents=True, exist_ok=True)
         log_size = server.log_file.stat().st_size if server.log_file.exists() else 0
+        args = _server_args(server)
+        if waited:  # the killed predecessor's port may be released a moment after the process is gone
+            args.append(f"--port-open-timeout={max(1, min(10, int(deadline - time.monotonic())))}")
         with open(server.root / "mariadbd.stdout", "ab") as out:
             proc = subprocess.Popen(
-                _server_args(server), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # outlives the make/pytest process that started it
             )
-        deadline = time.monotonic() + timeout
         # The socket is ours alone; the TCP port could be answered by some other server.
-        while not (server.socket.exists() and _answers(server)):
+        while not _answers(server):
             problem = None
             if proc.poll() is not None:
                 problem = f"mariadbd exited with code {proc.returncode}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -62,3 +63,10 @@ def load_raw_candles(engine, schemas: Schemas, candles: list[Candle], product_id
             ),
             rows,
         )
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now, for a private server (fixed ports collide between checkouts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

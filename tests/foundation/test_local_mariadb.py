@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -10,7 +16,9 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from candlecast import mariadb as local
 from candlecast.db import DatabaseUnavailable, check_connection, engine_for, make_engine
+from candlecast.pidfile import live_pid, process_state
 from candlecast.settings import DbSettings, Schemas
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +62,7 @@ def test_unreachable_database_names_the_server() -> None:
 def test_private_server_starts_stops_cleanly_and_refuses_a_taken_port(
     tmp_path, mariadb: dict[str, str]  # type: ignore[no-untyped-def]
 ) -> None:
-    env = {"CANDLECAST_LOCAL_DIR": str(tmp_path / "own"), "CANDLECAST_DB_PORT": "3419"}
+    env = {"CANDLECAST_LOCAL_DIR": str(tmp_path / "own"), "CANDLECAST_DB_PORT": str(free_port())}
     server = local.start(env=env)
     try:
         assert "running" in local.status(env=env)
@@ -70,3 +78,47 @@ def test_private_server_starts_stops_cleanly_and_refuses_a_taken_port(
     clash = {"CANDLECAST_LOCAL_DIR": str(tmp_path / "clash"), "CANDLECAST_DB_PORT": mariadb["CANDLECAST_DB_PORT"]}
     with pytest.raises(local.MariaDBError, match="Address already in use"):
         local.start(env=clash, timeout=30)
+
+
+def test_start_right_after_a_sigkill_waits_for_the_dying_server_and_starts_a_fresh_one(
+    tmp_path, mariadb: dict[str, str]  # type: ignore[no-untyped-def]
+) -> None:
+    env = {"CANDLECAST_LOCAL_DIR": str(tmp_path / "killed"), "CANDLECAST_DB_PORT": str(free_port())}
+    # Started by another process, as `make db-start` does, so the killed server is not this process's child.
+    subprocess.run([sys.executable, "-m", "candlecast.mariadb", "start"], env={**os.environ, **env}, check=True,
+                   capture_output=True, timeout=120)
+    server = local.local_server(env)
+    killed = local.running_pid(server)
+    assert killed is not None
+    try:
+        os.kill(killed, signal.SIGKILL)
+        local.start(env=env)  # at once: the killed mariadbd is still there, dying, for a second or so
+        fresh = local.running_pid(server)
+        assert fresh is not None and fresh != killed
+        assert process_state(killed) in (None, "Z")
+        engine = engine_for("loader", env=env)
+        check_connection(engine, "restarted server")
+        engine.dispose()
+    finally:
+        local.stop(env=env)
+
+
+def test_a_pid_file_naming_a_zombie_or_another_program_is_not_a_running_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = local.local_server({"CANDLECAST_LOCAL_DIR": str(tmp_path), "CANDLECAST_DB_PORT": "1"})
+    server.root.mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "30"])  # a recycled pid: alive, but not this datadir's mariadbd
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(f"/proc/{other.pid}/cmdline").read_bytes():  # until its exec is complete
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        server.pid_file.write_text(f"{other.pid}\n")
+        assert local.running_pid(server) is None
+        os.kill(other.pid, signal.SIGKILL)
+        while process_state(other.pid) != "Z":  # killed, not reaped: a zombie answers signal 0
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert live_pid(server.pid_file) is None
+    finally:
+        other.kill()
+        other.wait()
