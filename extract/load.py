@@ -9,13 +9,15 @@ not, once the driver sets CLIENT_FOUND_ROWS as SQLAlchemy does).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from candlecast.settings import Schemas
+from extract.errors import LoadError
 from extract.records import Candle, Reject
 from extract.windows import Window, naive_utc
 
@@ -171,6 +173,60 @@ def insert_rejects(conn: Connection, schemas: Schemas, run_id: str, rejects: Seq
             for r in rejects
         ],
     )
+
+
+# A run holds a MariaDB named lock for its whole life, on a connection of its own: the lock goes when that
+# connection goes, whether the process was killed or the server died. So a ``running`` row whose lock is free
+# has no owner left, and the next run marks it abandoned. Run ids are UUIDs, unique across every schema on the
+# server, so the name needs no schema; it stays within MariaDB's 64-character limit on lock names.
+RUN_LOCK_PREFIX = "candlecast.extract_run."
+ABANDONED_REASON = "owner gone: lock released (process or server died) before the run recorded its outcome"
+
+
+def run_lock_name(run_id: str) -> str:
+    return RUN_LOCK_PREFIX + run_id
+
+
+@contextmanager
+def run_lock(engine: Engine, run_id: str) -> Iterator[None]:
+    """Hold the run's named lock on a dedicated connection until the block ends."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    conn = engine.connect()
+    try:
+        got = conn.exec_driver_sql("select get_lock(%s, 0)", (run_lock_name(run_id),)).scalar()
+        conn.commit()  # named locks are not transactional: no transaction stays open beside the lock
+        if got != 1:
+            raise LoadError(f"run lock {run_lock_name(run_id)} is already held (get_lock returned {got})")
+    except BaseException:
+        conn.close()
+        raise
+    try:
+        yield
+    finally:
+        try:
+            conn.exec_driver_sql("select release_lock(%s)", (run_lock_name(run_id),))
+            conn.close()
+        except SQLAlchemyError:  # the server died mid-run: the lock died with it
+            conn.invalidate()
+
+
+def abandon_orphaned_runs(engine: Engine, schemas: Schemas, found_by: str) -> list[str]:
+    """Mark ``running`` rows whose run lock is free ``abandoned``, with the reason; returns their run ids."""
+    table = f"{_q(schemas.raw)}.extract_runs"
+    with engine.begin() as conn:
+        orphans = list(conn.exec_driver_sql(
+            f"select run_id from {table} where status = 'running' and is_used_lock(concat(%s, run_id)) is null",
+            (RUN_LOCK_PREFIX,),
+        ).scalars())
+        if orphans:
+            # ``status = 'running'`` again: a run that finished meanwhile keeps its own outcome.
+            conn.exec_driver_sql(
+                f"update {table} set status = 'abandoned', error = %s, finished_at = utc_timestamp(6) "
+                f"where status = 'running' and run_id in ({', '.join(['%s'] * len(orphans))})",
+                (f"{ABANDONED_REASON}; found by run {found_by}", *orphans),
+            )
+    return orphans
 
 
 def start_run(engine: Engine, schemas: Schemas, run_id: str, product_id: str, mode: str, span: Window) -> None:

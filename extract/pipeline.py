@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -134,13 +135,37 @@ def _extract_span(
     from sqlalchemy.exc import SQLAlchemyError
 
     result = ExtractResult(run_id=str(uuid.uuid4()), product_id=product_id, mode=mode, span=span)
-    began = time.monotonic()
-    try:
-        load.start_run(engine, schemas, result.run_id, product_id, mode, span)
-    except SQLAlchemyError as exc:
-        cause = getattr(exc, "orig", None) or exc
-        raise LoadError(f"{product_id} {mode} {span}: cannot write the run log in {schemas.raw}: {cause}") from exc
+    with ExitStack() as lifetime:
+        began = time.monotonic()
+        try:
+            # The lock first, then the row: a `running` row without a held lock always means its owner is gone.
+            lifetime.enter_context(load.run_lock(engine, result.run_id))
+            abandoned = load.abandon_orphaned_runs(engine, schemas, found_by=result.run_id)
+            load.start_run(engine, schemas, result.run_id, product_id, mode, span)
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            raise LoadError(f"{product_id} {mode} {span}: cannot write the run log in {schemas.raw}: {cause}") from exc
+        for run_id in abandoned:
+            log.warning("run %s was still `running` with its owner gone: marked abandoned", run_id)
+        _run_windows(result, began, engine=engine, schemas=schemas, settings=settings, client=client,
+                     progress=progress)
+    return result
 
+
+def _run_windows(
+    result: ExtractResult,
+    began: float,
+    *,
+    engine: Engine,
+    schemas: Schemas,
+    settings: ExtractSettings,
+    client: CoinbaseClient,
+    progress: Callable[[WindowReport], None] | None,
+) -> None:
+    """Fetch, validate and commit each window of a started run into ``result``; record its outcome."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    product_id, mode, span = result.product_id, result.mode, result.span
     try:
         for window in split_windows(span):
             elements = client.fetch_candles(product_id, window)
@@ -190,7 +215,6 @@ def _extract_span(
         ) from exc
     if result.gaps:
         log.info("%s: the API has no candle for %s (left out, not invented)", product_id, describe_hours(result.gaps))
-    return result
 
 
 def _prepare(engine: Engine, schemas: Schemas) -> None:

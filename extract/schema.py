@@ -52,7 +52,7 @@ DDL = (
         updated      int          not null default 0,
         rejected     int          not null default 0,
         gaps         int          not null default 0 comment 'requested hours the API left out',
-        status       varchar(16)  not null comment 'running, success or failed',
+        status       varchar(16)  not null comment 'running, success, failed or abandoned (owner died)',
         error        text         null,
         started_at   datetime(6)  not null,
         finished_at  datetime(6)  null,

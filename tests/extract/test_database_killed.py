@@ -1,6 +1,7 @@
-"""The database is SIGKILLed in the middle of a backfill; a re-run then completes with exact data.
+"""The database is SIGKILLed in the middle of a backfill; it starts again at once, and a re-run completes
+with exact data and marks the killed run abandoned.
 
-This uses a PRIVATE MariaDB (``.local/test-kill``, port 3409), never the shared test server on 3408.
+This uses a PRIVATE MariaDB (``.local/test-kill``, on a free port), never the shared test server.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from extract.pipeline import RunFailed
 from extract.schema import ensure_raw_tables
 from extract.windows import HOUR
 from tests.extract.conftest import PRODUCT, expected_rows, fast_settings, sample_bounds, stored_rows
+from tests.support import free_port
 from tools.replay import Fault, ReplayServer
 from tools.replay.data import CandleSeries
 
@@ -30,22 +32,17 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KILL_ENV = {
     "CANDLECAST_LOCAL_DIR": str(REPO_ROOT / ".local" / "test-kill"),
-    "CANDLECAST_DB_PORT": os.environ.get("CANDLECAST_TEST_KILL_DB_PORT", "3409"),
+    "CANDLECAST_DB_PORT": str(free_port()),  # other checkouts run this test side by side
 }
 SCHEMAS = Schemas("ct_kill")
 
 
 def kill_database() -> None:
-    server = local.local_server(KILL_ENV)
-    pid = local.running_pid(server)
+    """SIGKILL, and nothing else: the test starts the server again at once, with the killed one still dying
+    (or a zombie: this session started it and does not reap it)."""
+    pid = local.running_pid(local.local_server(KILL_ENV))
     assert pid is not None, "the private database should be running"
     os.kill(pid, signal.SIGKILL)
-    try:
-        os.waitpid(pid, 0)  # our child when this session started it: reap it, or it lingers as a zombie
-    except ChildProcessError:
-        deadline = time.monotonic() + 30
-        while local.running_pid(server) is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
 
 
 def clear_tables(env: dict[str, str]) -> None:
@@ -137,7 +134,7 @@ def test_a_backfill_survives_the_database_being_killed_mid_run(
         window = f"[{first:%Y-%m-%d %H:%M}, {stop:%Y-%m-%d %H:%M})"
         assert str(caught.value).startswith(f"BTC-USD window {window} UTC: database write failed, window rolled back")
 
-        local.start(env=private_db)  # InnoDB crash recovery
+        local.start(env=private_db)  # at once after the kill: waits for the dying server, then crash recovery
         engine = make_engine(db_settings("loader", private_db))
         # exactly the committed windows survived, each complete; nothing of the one being written
         stored = stored_rows(engine, SCHEMAS)
@@ -149,7 +146,11 @@ def test_a_backfill_survives_the_database_being_killed_mid_run(
     assert stored_rows(engine, SCHEMAS) == expected_rows(series)
     with engine.connect() as conn:
         statuses = conn.exec_driver_sql(
-            f"select status, inserted from `{SCHEMAS.raw}`.extract_runs order by started_at").all()
+            f"select status, inserted, error from `{SCHEMAS.raw}`.extract_runs order by started_at").all()
     engine.dispose()
-    # the killed run could not record its own failure; its counters match what it had committed
-    assert [tuple(s) for s in statuses] == [("running", len(stored)), ("success", 18_164 - len(stored))]
+    # the killed run could not record its own failure; its counters match what it had committed, and the
+    # re-run, finding its lock gone with the server, marked it abandoned
+    killed, rerun = (tuple(row) for row in statuses)
+    assert killed == ("abandoned", len(stored), "owner gone: lock released (process or server died) before the "
+                      f"run recorded its outcome; found by run {result.run_id}")
+    assert rerun == ("success", 18_164 - len(stored), None)
