@@ -12,13 +12,18 @@ An Airflow DAG driven by its data interval ``[start, end)`` (UTC):
 
 Every step is idempotent, so a re-run, a catch-up or ``airflow backfill create`` gives the same rows as a
 direct run of the same hours. One run at a time: two runs writing the same dbt tables collide.
+
+The steps are those of ``cycle/steps.py``, which ``python -m cycle`` runs without Airflow: each Python task
+runs its step's function, each Cosmos group renders its step's dbt selection.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 from candlecast_orchestration.config import HOURLY_DAG_ID, dag_settings
-from candlecast_orchestration.dbt import ACCURACY_SELECT, FEATURE_SELECT, dbt_task_group
+from candlecast_orchestration.dbt import dbt_task_group
+
+from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT
 
 SETTINGS = dag_settings()
 
@@ -38,19 +43,15 @@ SETTINGS = dag_settings()
 def candlecast_hourly() -> None:
     @task
     def extract(data_interval_start=None, data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from candlecast_orchestration.tasks import RunConfig, airflow_variables, extract_interval, task_env
+        from candlecast_orchestration.tasks import run_step
 
-        env = task_env("loader", SETTINGS.conn_prefix)
-        config = RunConfig.resolve(airflow_variables(), env)
-        return extract_interval(config.products, data_interval_start, data_interval_end, env=env)
+        return run_step("extract", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
     @task
-    def predict(data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from candlecast_orchestration.tasks import RunConfig, airflow_variables, predict_interval_end, task_env
+    def predict(data_interval_start=None, data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
+        from candlecast_orchestration.tasks import run_step
 
-        env = task_env("ml", SETTINGS.conn_prefix)
-        config = RunConfig.resolve(airflow_variables(), env)
-        return predict_interval_end(config.products, config.model_store, data_interval_end, env=env)
+        return run_step("predict", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
     features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
     accuracy = dbt_task_group("accuracy", ACCURACY_SELECT, SETTINGS)

@@ -11,13 +11,18 @@ An Airflow DAG; the run's data interval end ``E`` (floored to the hour) drives i
    switched in one transaction and recorded in ``model_promotions``.
 
 Re-running any step changes nothing: the same data gives the same model versions and the same decision.
+
+The steps are those of ``cycle/steps.py``, which ``python -m cycle --weekly`` runs without Airflow: each Python task
+runs its step's function, each Cosmos group renders its step's dbt selection.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 from candlecast_orchestration.config import RETRAIN_DAG_ID, dag_settings
-from candlecast_orchestration.dbt import FEATURE_SELECT, dbt_task_group
+from candlecast_orchestration.dbt import dbt_task_group
+
+from cycle.steps import FEATURE_SELECT
 
 SETTINGS = dag_settings()
 
@@ -35,28 +40,22 @@ SETTINGS = dag_settings()
 )
 def candlecast_weekly_retrain() -> None:
     @task
-    def train(data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from candlecast_orchestration.tasks import RunConfig, airflow_variables, task_env, train_products
+    def train(data_interval_start=None, data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
+        from candlecast_orchestration.tasks import run_step
 
-        env = task_env("ml", SETTINGS.conn_prefix)
-        config = RunConfig.resolve(airflow_variables(), env)
-        return train_products(config.products, config.model_store, data_interval_end, env=env)
+        return run_step("train", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
     @task
-    def evaluate(data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from candlecast_orchestration.tasks import RunConfig, airflow_variables, evaluate_store, task_env
+    def evaluate(data_interval_start=None, data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
+        from candlecast_orchestration.tasks import run_step
 
-        env = task_env("ml", SETTINGS.conn_prefix)
-        config = RunConfig.resolve(airflow_variables(), env)
-        return evaluate_store(config.products, config.model_store, data_interval_end, env=env)
+        return run_step("evaluate", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
     @task
-    def promote(data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
-        from candlecast_orchestration.tasks import RunConfig, airflow_variables, promote_best, task_env
+    def promote(data_interval_start=None, data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
+        from candlecast_orchestration.tasks import run_step
 
-        env = task_env("ml", SETTINGS.conn_prefix)
-        config = RunConfig.resolve(airflow_variables(), env)
-        return promote_best(config.products, config.model_store, data_interval_end, env=env)
+        return run_step("promote", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
     features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
     features >> train() >> evaluate() >> promote()

@@ -1,4 +1,4 @@
-"""Test helpers shared by areas: the bundled sample and a direct raw-table load.
+"""Test helpers shared by areas: the bundled sample, a direct raw-table load, and table snapshots to compare.
 
 `load_raw_candles` writes rows straight into the raw table, for the dbt and ML tests that need raw data
 but are not testing the extractor (the extractor's own tests go through HTTP).
@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import gzip
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from candlecast.settings import Schemas
 
@@ -70,3 +72,68 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def backfill_history(env: Mapping[str, str], start: datetime, end: datetime, product: str = "BTC-USD") -> None:
+    """Fetch ``[start, end)`` from the API ``env`` names into ``env``'s base through the extractor (the history
+    a test's runs start from: set-up, not under test)."""
+    from candlecast.db import make_engine
+    from candlecast.settings import db_settings
+    from extract.pipeline import backfill
+    from extract.settings import ExtractSettings
+
+    settings = db_settings("loader", env)
+    engine = make_engine(settings)
+    try:
+        result = backfill(product, start, end, engine=engine, schemas=settings.schemas,
+                          settings=ExtractSettings.from_env(env), now=end)
+    finally:
+        engine.dispose()
+    assert result.status == "success", result.summary()
+
+
+# Columns that record *when* something was written (or a run's id), not *what*: they differ between
+# any two runs by design and are left out of comparisons.
+VOLATILE_COLUMNS = {"metadata", "run_id"}
+
+
+def snapshot(admin, base: str) -> dict[str, list[tuple[Any, ...]]]:  # type: ignore[no-untyped-def]
+    """Every table and view of a base (all its databases), rows sorted, volatile columns left out."""
+    from sqlalchemy import text
+
+    schemas = Schemas(base)
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with admin.connect() as conn:
+        for database in schemas.all():
+            tables = conn.execute(
+                text("select table_name from information_schema.tables where table_schema = :s "
+                     "and table_name not like '%%__dbt_tmp%%' order by table_name"), {"s": database},
+            ).scalars().all()
+            for table in tables:
+                columns = conn.execute(
+                    text("select column_name from information_schema.columns where table_schema = :s "
+                         "and table_name = :t order by ordinal_position"), {"s": database, "t": table},
+                ).scalars().all()
+                keep = [c for c in columns if not c.lower().endswith("_at") and c.lower() not in VOLATILE_COLUMNS]
+                if database == schemas.raw and table == "extract_runs":
+                    continue  # one row per run: two runs of the same hours are different runs
+                cols = ", ".join(f"`{c}`" for c in keep)
+                rows = conn.execute(text(f"select {cols} from `{database}`.`{table}`")).all()
+                key = f"{database.removeprefix(base)}.{table}"
+                out[key] = sorted((tuple(r) for r in rows), key=repr)
+    return out
+
+
+def differences(a: dict[str, list[tuple[Any, ...]]], b: dict[str, list[tuple[Any, ...]]],
+                names: tuple[str, str] = ("DAG run", "direct run")) -> list[str]:
+    """What differs between two snapshots, table by table (a few rows of each side); [] when equal."""
+    problems = []
+    for table in sorted(set(a) | set(b)):
+        if table not in a or table not in b:
+            problems.append(f"{table}: only in {names[0] if table in a else names[1]}")
+        elif a[table] != b[table]:
+            only_a = [r for r in a[table] if r not in b[table]][:3]
+            only_b = [r for r in b[table] if r not in a[table]][:3]
+            problems.append(f"{table}: {len(a[table])} vs {len(b[table])} rows; "
+                            f"{names[0]} only {only_a}; {names[1]} only {only_b}")
+    return problems

@@ -13,6 +13,7 @@ Cosmos task inherits the worker's environment (``append_env``), where ``candleca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from candlecast_orchestration.config import (
@@ -25,18 +26,13 @@ from candlecast_orchestration.config import (
 if TYPE_CHECKING:
     from cosmos import DbtTaskGroup
 
-# What each group renders (dbt selection syntax). The feature chain ends at the view the ML layer reads.
-FEATURE_SELECT = ["+fct_candle_features", "+features_latest"]
-ACCURACY_SELECT = ["fct_prediction_accuracy", "model_leaderboard", "fct_forecast_outcomes"]
-
-
 def _test_behavior(name: str) -> Any:
     from cosmos.constants import TestBehavior
 
     return TestBehavior(name)
 
 
-def dbt_task_group(group_id: str, select: list[str], settings: DagSettings, **kwargs: Any) -> DbtTaskGroup:
+def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, **kwargs: Any) -> DbtTaskGroup:
     """A Cosmos ``DbtTaskGroup`` of ``select`` from the project's dbt project, configured as the module says."""
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import InvocationMode, LoadMode, TestIndirectSelection

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +19,6 @@ import pytest
 
 from candlecast import dbt_runner
 from candlecast.airflow_local import LocalAirflow, airflow_env
-from candlecast.dbt_runner import DbtResult
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_LOCAL_DIR = REPO_ROOT / ".local" / "test"
@@ -39,7 +38,6 @@ WEEKLY_RUN_AFTER = datetime(2024, 1, 7, 23, 30, tzinfo=UTC)
 HOURLY_START = datetime(2024, 1, 8, 12, tzinfo=UTC)
 
 HOUR = timedelta(hours=1)
-HOLDOUT = timedelta(hours=168)
 
 TEST_AIRFLOW = LocalAirflow(home=TEST_LOCAL_DIR / "airflow", port=int(os.environ["CANDLECAST_TEST_AIRFLOW_PORT"]))
 
@@ -49,14 +47,6 @@ os.environ.update(airflow_env(TEST_AIRFLOW))
 # Task failures in a test must fail the run now, not after minutes of exponential backoff.
 os.environ["CANDLECAST_DAG_RETRIES"] = "0"
 os.environ["CANDLECAST_DBT_MANIFEST"] = str(MANIFEST_DIR / "manifest.json")
-
-
-def run_dbt(command: str, select: list[str], env: Mapping[str, str]) -> DbtResult:
-    """dbt on the project, with a target and log dir of the tests' own (dbt_project/target is the
-    developer's, and Cosmos works on copies)."""
-    base = env["CANDLECAST_DB_SCHEMA"]
-    return dbt_runner.run_dbt([command], env=env, select=select, target_path=WORK_DIR / f"dbt-target-{base}",
-                              log_path=WORK_DIR / f"dbt-logs-{base}")
 
 
 @pytest.fixture(scope="package")
@@ -163,11 +153,12 @@ def airflow_booting(dag_env, dbt_manifest, request):  # type: ignore[no-untyped-
 
 @pytest.fixture(scope="package")
 def direct_run(dag_env):  # type: ignore[no-untyped-def]
-    """The same hours run directly into DIRECT_BASE, in the background (see ``pipeline.DirectRun``)."""
+    """The same hours run by the cycle command's functions into DIRECT_BASE, in the background
+    (see ``pipeline.DirectRun``)."""
     from tests.dags import pipeline
 
     return pipeline.DirectRun(pipeline.base_env(DIRECT_BASE, os.environ), HISTORY_START, HOURLY_START,
-                              WEEKLY_RUN_AFTER.replace(minute=0), HOLDOUT)
+                              WEEKLY_RUN_AFTER.replace(minute=0))
 
 
 @pytest.fixture(scope="package")
@@ -175,8 +166,9 @@ def history(dag_env, direct_run, airflow_booting) -> None:  # type: ignore[no-un
     """The DAG base holds the history before the first DAG run (fetched over HTTP from the replay server);
     the direct run fetches the same into its own base."""
     from tests.dags import pipeline
+    from tests.support import backfill_history
 
-    pipeline.backfill(pipeline.base_env(BASE, os.environ), HISTORY_START, HOURLY_START)
+    backfill_history(pipeline.base_env(BASE, os.environ), HISTORY_START, HOURLY_START)
 
 
 @pytest.fixture(scope="package")

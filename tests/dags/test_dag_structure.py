@@ -102,12 +102,37 @@ def test_weekly_runs_features_then_train_evaluate_promote(dagbag) -> None:  # ty
     assert dag.get_task("promote").downstream_task_ids == set()
 
 
+@pytest.mark.parametrize("dag_id,steps", [(HOURLY, "HOURLY_STEPS"), (WEEKLY, "WEEKLY_STEPS")])
+def test_each_dag_runs_the_steps_of_the_cycle_command_in_its_order(dagbag, dag_id: str, steps: str) -> None:  # type: ignore[no-untyped-def]
+    """``python -m cycle`` runs the same steps in the same order: a Python task per step, a Cosmos group per dbt
+    step rendering the same selection."""
+    import cycle.steps
+
+    dag = dagbag.dags[dag_id]
+    expected = getattr(cycle.steps, steps)
+    previous: set[str] = set()
+    for step in expected:
+        if step.is_dbt:
+            group = dbt_tasks(dag, step.name)
+            assert group, f"{dag_id} has no task group {step.name}"
+            ids = set(group)
+            roots = {tid for tid, t in group.items() if not (t.upstream_task_ids & ids)}
+            assert all(dag.get_task(tid).upstream_task_ids - ids == previous for tid in roots)
+            previous = {tid for tid, t in group.items() if not (t.downstream_task_ids & ids)}
+        else:
+            assert dag.get_task(step.name).upstream_task_ids == previous
+            previous = {step.name}
+    assert all(not dag.get_task(tid).downstream_task_ids for tid in previous)
+    named = {t.task_id.split(".")[0] for t in dag.tasks}
+    assert named == {step.name for step in expected}
+
+
 @pytest.mark.parametrize("dag_id,group", [(HOURLY, "features"), (HOURLY, "accuracy"), (WEEKLY, "features")])
 def test_cosmos_renders_one_dbt_build_per_model_which_runs_its_tests(dagbag, dbt_manifest: Path,  # type: ignore[no-untyped-def]
                                                                     dag_id: str, group: str) -> None:
-    from candlecast_orchestration.dbt import ACCURACY_SELECT, FEATURE_SELECT
+    from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT
 
-    select = FEATURE_SELECT if group == "features" else ACCURACY_SELECT
+    select = list(FEATURE_SELECT if group == "features" else ACCURACY_SELECT)
     expected = manifest_models(dbt_manifest, select)
     assert any(expected.values()), "the selected models carry dbt tests"
     tasks = dbt_tasks(dagbag.dags[dag_id], group)

@@ -1,0 +1,5 @@
+import sys
+
+from cycle.cli import main
+
+sys.exit(main())

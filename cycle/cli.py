@@ -1,0 +1,109 @@
+"""``python -m cycle``: one hourly cycle (or ``--weekly``: the retrain), each step on one line as it finishes.
+
+The only place the cycle reads the clock: without ``--end``, the end is the current hour, so the interval is
+the hour that closed last. Exit 0 when every step succeeded; 1 with ``error: ... failed at step NAME: ...``
+on stderr when one failed (the steps after it are not run); 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from cycle.context import CycleConfigError, Interval, RunContext, utc_hour
+from cycle.run import WEEK, CycleError, StepFailed, StepOutcome, run_hourly, run_weekly
+from cycle.steps import HOURLY_STEPS, WEEKLY_STEPS
+
+EPILOG = """\
+times are ISO 8601 (2024-01-08T13:00, 2024-01-08T14:00+01:00); without an offset they are UTC. --end is the
+end of the interval, exclusive, floored to the hour: --end 2024-01-08T13:00 fetches the hour 12:00-13:00 and
+forecasts 13:00-14:00, as the hourly DAG's run with that data interval end does. Re-running an --end changes
+nothing; a later run catches up what an earlier one could not do.
+
+settings (env vars, over the local credentials file): the database's CANDLECAST_DB_* and per-role
+CANDLECAST_{LOADER,TRANSFORMER,ML}_*, COINBASE_API_URL, CANDLECAST_EXTRACT_PRODUCTS, CANDLECAST_MODEL_STORE,
+CANDLECAST_DBT_EXECUTABLE, CANDLECAST_HOLDOUT_HOURS (see the README).
+
+crontab (UTC):
+  5 * * * *   cd /srv/candlecast && .venv/bin/python -m cycle >>.local/cycle.log 2>&1
+  35 23 * * 0 cd /srv/candlecast && .venv/bin/python -m cycle --weekly >>.local/cycle.log 2>&1
+"""
+
+
+def parse_time(raw: str) -> datetime:
+    # One rule for CLI times across the project's commands (the extractor's).
+    from extract.cli import parse_time as extract_parse_time
+
+    return extract_parse_time(raw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cycle",
+        description="Run the hourly cycle (extract → dbt features → predict → dbt accuracy) or, with --weekly, "
+                    "the retrain (dbt features → train → evaluate → promote), without Airflow.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--end", type=parse_time,
+                        help="end of the interval, exclusive (default: the current hour, i.e. the last closed hour)")
+    parser.add_argument("--weekly", action="store_true", help="run the weekly retrain instead of the hourly cycle")
+    parser.add_argument("--product", action="append", dest="products", metavar="ID",
+                        help="product id, repeatable (default: CANDLECAST_EXTRACT_PRODUCTS or BTC-USD)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
+    return parser
+
+
+def cycle_end(requested: datetime | None, now: datetime) -> datetime:
+    """The interval's end: ``requested`` floored to the hour, or the current hour (the last closed hour ends
+    there). An end after the current hour would take the still-open hour for closed and store its partial
+    candle, so it is refused."""
+    current = utc_hour(now)
+    if requested is None:
+        return current
+    end = utc_hour(requested)
+    if end > current:
+        raise CycleConfigError(f"--end {end:%Y-%m-%d %H:%M} UTC is after the current hour {current:%Y-%m-%d %H:%M} "
+                               "UTC: the hours before it have not all closed yet")
+    return end
+
+
+def _print_line(outcome: StepOutcome) -> None:
+    print(outcome.line(), flush=True)
+
+
+def main(argv: list[str] | None = None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        end = cycle_end(args.end, now())
+    except CycleConfigError as exc:
+        parser.error(str(exc))
+    name, steps, run = ("weekly", WEEKLY_STEPS, run_weekly) if args.weekly else ("hourly", HOURLY_STEPS, run_hourly)
+    interval = Interval(end - WEEK, end) if args.weekly else Interval.hour_ending(end)
+    try:
+        ctx = RunContext.resolve(products=args.products)
+    except (CycleConfigError, ValueError, RuntimeError) as exc:
+        print(f"error: {name} cycle {interval}: settings: {exc}", file=sys.stderr)
+        return 1
+    print(f"{name} cycle {interval}, products {', '.join(ctx.products)}", flush=True)
+    try:
+        result = run(end, ctx, on_step=_print_line)
+    except StepFailed as exc:
+        for later in steps[len(exc.outcomes):]:
+            print(f"{later.name:<9} {'-':<6} {'':>8}  not run: {exc.step} failed", flush=True)
+        print(f"error: {exc}", file=sys.stderr)
+        cause = exc.__cause__
+        details = str(cause).strip().splitlines()[1:] if cause else []
+        if details:
+            print("\n".join(details[-40:]), file=sys.stderr)
+        return 1
+    except CycleError as exc:
+        print(f"error: {name} cycle {interval}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{name} cycle {interval}: ok, {len(result.outcomes)} steps in {result.seconds:.1f} s", flush=True)
+    return 0

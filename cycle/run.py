@@ -1,0 +1,166 @@
+"""Run a whole cycle in order: the hourly one (extract → dbt features → predict → dbt accuracy) and the
+weekly retrain (dbt features → train → evaluate → promote), exactly the steps of the two DAGs.
+
+The caller gives the time (``end``: the end of the interval, exclusive, like Airflow's data interval end);
+nothing in here reads the clock. A step that fails stops the cycle: ``StepFailed`` names it and carries the
+outcomes so far; the steps after it are not run (each depends on the one before). Every step is idempotent,
+so running the same ``end`` again changes nothing, and the next run heals what this one could not do.
+
+Two cycles on one database base would write the same dbt tables at once (dbt-mysql then fails on
+``__dbt_tmp already exists``), so a cycle holds a lock file per base for its whole run; a second one waits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cycle.context import Interval, RunContext, utc_hour
+from cycle.steps import HOURLY_STEPS, WEEKLY_STEPS, Step
+
+log = logging.getLogger(__name__)
+
+WEEK = timedelta(days=7)
+# A weekly retrain takes about a minute here and an hourly cycle seconds; half an hour of waiting means the
+# other cycle is stuck, which is worth an error rather than a queue of cron jobs.
+DEFAULT_LOCK_TIMEOUT_S = 1800.0
+
+
+class CycleError(RuntimeError):
+    """The cycle could not run or did not complete."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """How one step went: ``ok`` with its summary, or ``failed`` with the error."""
+
+    name: str
+    status: str  # "ok" or "failed"
+    seconds: float
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    detail: str = ""  # the summary on one line, or the error's first line
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def line(self) -> str:
+        return f"{self.name:<9} {self.status:<6} {self.seconds:6.1f} s  {self.detail}"
+
+
+class StepFailed(CycleError):
+    """A step of the cycle raised; ``step`` names it, ``outcomes`` holds every step run (the failed one last)."""
+
+    def __init__(self, cycle: str, interval: Interval, step: str, outcomes: list[StepOutcome],
+                 cause: BaseException) -> None:
+        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        super().__init__(f"{cycle} cycle {interval} failed at step {step}: {type(cause).__name__}: {first_line}")
+        self.cycle, self.interval, self.step, self.outcomes = cycle, interval, step, outcomes
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    cycle: str  # "hourly" or "weekly"
+    interval: Interval
+    outcomes: list[StepOutcome]
+
+    @property
+    def seconds(self) -> float:
+        return sum(o.seconds for o in self.outcomes)
+
+    def step(self, name: str) -> StepOutcome:
+        return next(o for o in self.outcomes if o.name == name)
+
+
+OnStep = Callable[[StepOutcome], None]
+
+
+def lock_path(env: Mapping[str, str]) -> Path:
+    from candlecast.settings import local_dir
+
+    base = env.get("CANDLECAST_DB_SCHEMA", "candlecast")
+    return local_dir(env) / "cycle" / f"{base}.lock"
+
+
+@contextmanager
+def cycle_lock(path: Path, timeout_s: float) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``; the kernel drops it when the process dies, even by SIGKILL,
+    so a killed cycle never blocks the next one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "unknown"
+                    raise CycleError(f"another cycle on this base still holds {path} after {timeout_s:.0f} s "
+                                     f"(pid {holder}); is it stuck?") from None
+                time.sleep(0.5)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def run_steps(cycle: str, steps: Sequence[Step], ctx: RunContext, interval: Interval,
+              on_step: OnStep | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> CycleResult:
+    """Run ``steps`` in order over ``interval``; raise ``StepFailed`` at the first that fails."""
+    outcomes: list[StepOutcome] = []
+    with cycle_lock(lock_path(ctx.env), lock_timeout_s):
+        log.info("%s cycle %s: %s", cycle, interval, ", ".join(s.name for s in steps))
+        for step in steps:
+            started = time.perf_counter()
+            try:
+                summary = step.run(ctx, interval)
+            except Exception as exc:
+                seconds = time.perf_counter() - started
+                first_line = (str(exc).strip().splitlines() or [""])[0]
+                outcome = StepOutcome(step.name, "failed", seconds, detail=f"{type(exc).__name__}: {first_line}")
+                outcomes.append(outcome)
+                if on_step:
+                    on_step(outcome)
+                # The caller reports it (StepFailed); the traceback is for whoever asked for INFO logs.
+                log.info("%s cycle %s: step %s failed", cycle, interval, step.name, exc_info=True)
+                raise StepFailed(cycle, interval, step.name, outcomes, exc) from exc
+            outcome = StepOutcome(step.name, "ok", time.perf_counter() - started, summary, step.describe(summary))
+            outcomes.append(outcome)
+            if on_step:
+                on_step(outcome)
+    return CycleResult(cycle, interval, outcomes)
+
+
+def run_hourly(end_hour: datetime, ctx: RunContext | None = None, *, env: Mapping[str, str] | None = None,
+               on_step: OnStep | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> CycleResult:
+    """The hourly DAG's run for the interval ``[end_hour - 1 h, end_hour)``: fetch the closed hour(s), build the
+    features, forecast the hour that starts at ``end_hour``, build the accuracy marts.
+
+    ``end_hour`` is floored to the hour (naive means UTC). ``ctx`` defaults to ``RunContext.resolve(env)``.
+    """
+    ctx = ctx or RunContext.resolve(env)
+    return run_steps("hourly", HOURLY_STEPS, ctx, Interval.hour_ending(end_hour), on_step, lock_timeout_s)
+
+
+def run_weekly(end: datetime, ctx: RunContext | None = None, *, env: Mapping[str, str] | None = None,
+               on_step: OnStep | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> CycleResult:
+    """The weekly retrain DAG's run for the week ending at ``end`` (floored to the hour): build the features,
+    train on hours before ``end - CANDLECAST_HOLDOUT_HOURS``, score every stored model on that holdout,
+    promote the best."""
+    ctx = ctx or RunContext.resolve(env)
+    end = utc_hour(end)
+    return run_steps("weekly", WEEKLY_STEPS, ctx, Interval(end - WEEK, end), on_step, lock_timeout_s)

@@ -1,0 +1,294 @@
+"""The steps of the hourly and the weekly cycle: thin wrappers over the extract/, dbt and ml/ library functions.
+
+One table of steps serves both ways of running them: the cycle command (``cycle.run``) runs a whole cycle
+in order, and each Airflow task of ``dags/`` runs one step (``candlecast_orchestration.tasks.run_step``),
+except the dbt steps, which Cosmos renders as one Airflow task per model of the same selection.
+
+Every step takes its times from the caller (the interval) and its settings from the ``RunContext``, and
+returns a small JSON-able summary (Airflow keeps it as XCom; the command prints one line of it). Nothing heavy
+is imported at module level: the DAG files import the selections from here when they are parsed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cycle.context import HOUR, Interval, RunContext, utc_hour
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from candlecast.settings import Role, Schemas
+
+log = logging.getLogger(__name__)
+
+# What each dbt step builds (dbt selection syntax), with the tests of those models. The feature chain ends at
+# the view the ML layer reads. The DAGs render the same selections through Cosmos.
+FEATURE_SELECT: tuple[str, ...] = ("+fct_candle_features", "+features_latest")
+ACCURACY_SELECT: tuple[str, ...] = ("fct_prediction_accuracy", "model_leaderboard", "fct_forecast_outcomes")
+
+# A test that reads two models (relationships, spine continuity, no-lookahead) runs once both exist, as in
+# the DAGs' Cosmos tasks (TestIndirectSelection.BUILDABLE): dbt's default would run it with the first one
+# built and fail on a fresh database.
+INDIRECT_SELECTION: tuple[str, ...] = ("--indirect-selection", "buildable")
+
+Summary = list[dict[str, Any]]
+
+
+def json_safe(value: Any) -> Any:
+    """XCom-safe copy: NaN (a metric with nothing to measure) becomes None, datetimes ISO strings."""
+    if isinstance(value, float):
+        return None if value != value else value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+@contextmanager
+def _engine(role: Role, env: Mapping[str, str]) -> Iterator[tuple[Engine, Schemas]]:
+    """An engine for one role, checked before use (a clear error naming where it connects) and disposed after."""
+    from candlecast.db import check_connection, make_engine
+    from candlecast.settings import db_settings
+
+    settings = db_settings(role, env)
+    engine = make_engine(settings)
+    try:
+        check_connection(engine, f"candlecast {role}")
+        yield engine, settings.schemas
+    finally:
+        engine.dispose()
+
+
+# --- the hourly steps --------------------------------------------------------------------------------
+
+def extract_interval(ctx: RunContext, interval: Interval) -> Summary:
+    """Bring every product's raw candles up to the interval's end, healing what earlier runs missed.
+
+    ``extract.pipeline.incremental``: every hour after a product's newest stored one (bounded by
+    ``CANDLECAST_EXTRACT_MAX_CATCHUP_HOURS``; beyond that it fails naming the backfill to run) plus the
+    trailing ``CANDLECAST_EXTRACT_REFETCH_HOURS``, so late and corrected candles land. ``now`` is the
+    interval's end: the hours before it are closed by then, and the open hour is never stored. Fails (after
+    storing the others) when any product failed.
+    """
+    from extract.pipeline import incremental
+    from extract.settings import ExtractSettings
+
+    settings = ExtractSettings.from_env(ctx.env).with_(products=ctx.products)
+    with _engine("loader", ctx.env) as (engine, schemas):
+        results = incremental(ctx.products, interval.end, engine=engine, schemas=schemas, settings=settings,
+                              now=interval.end)
+    summaries = []
+    for result in results:
+        log.info("%s", result.summary())
+        summaries.append({
+            "product": result.product_id, "start": result.span.start.isoformat(), "end": result.span.end.isoformat(),
+            "received": result.received, "inserted": result.inserted, "updated": result.updated,
+            "unchanged": result.unchanged, "rejected": result.rejected, "gaps": [g.isoformat() for g in result.gaps],
+        })
+    return summaries
+
+
+def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
+    """Record an outcome for the hour starting at the interval's end, per product (``ml.predict.forecast_hour``):
+    the production model's forecast from the just-closed hour, or, when that hour's candle is missing, a
+    labelled persistence fallback (or "none") with its reason; the step succeeds either way. It fails when the
+    model path itself fails (no production model, a model that will not load)."""
+    from ml.predict import forecast_hour
+    from ml.store import ModelStore
+
+    feature_hour = interval.end - HOUR
+    store = ModelStore(ctx.model_store)
+    out = []
+    with _engine("ml", ctx.env) as (engine, schemas):
+        for product in ctx.products:
+            outcome = forecast_hour(engine, schemas, store, product, feature_hour)
+            out.append({**outcome.as_json(), "summary": outcome.summary()})
+    return out
+
+
+def dbt_target_dir(env: Mapping[str, str]) -> Path:
+    """Where the cycle's dbt keeps its artifacts and logs: under the local dir, so it never rewrites
+    ``dbt_project/target/manifest.json`` (``make dbt-parse`` makes that one for Cosmos) and keeps its
+    partial-parse cache from one hour to the next."""
+    from candlecast.settings import local_dir
+
+    return local_dir(env) / "cycle" / "dbt"
+
+
+def dbt_build(select: Sequence[str]) -> Callable[[RunContext, Interval], Summary]:
+    """A step running ``dbt build --select ...`` (models and their tests) through the one dbt runner."""
+
+    def build(ctx: RunContext, interval: Interval) -> Summary:
+        from candlecast.dbt_runner import run_dbt
+
+        work = dbt_target_dir(ctx.env)
+        result = run_dbt(["build"], env=ctx.env, select=select, args=INDIRECT_SELECTION,
+                         target_path=work / "target", log_path=work / "logs")
+        return [{"command": result.describe(), "result": result.summary(),
+                 "dbt_seconds": round(result.elapsed_s, 2)}]
+
+    build.__name__ = f"dbt_build_{'_'.join(s.strip('+') for s in select)}"
+    build.__doc__ = f"dbt build --select {' '.join(select)}"
+    return build
+
+
+# --- the weekly steps --------------------------------------------------------------------------------
+
+def training_cutoff(window_end: datetime, holdout_hours: int) -> datetime:
+    """The new models train before this, leaving the last ``holdout_hours`` for the evaluation every model faces."""
+    return utc_hour(window_end) - timedelta(hours=holdout_hours)
+
+
+def train_products(ctx: RunContext, interval: Interval) -> Summary:
+    """Train LightGBM and the baselines on hours before ``end - CANDLECAST_HOLDOUT_HOURS``; register them."""
+    from ml.settings import ml_settings
+    from ml.store import ModelStore
+    from ml.train import TrainConfig, train
+
+    settings = ml_settings(ctx.env)
+    cutoff = training_cutoff(interval.end, settings.holdout_hours)
+    store = ModelStore(ctx.model_store)
+    config = TrainConfig(num_threads=settings.num_threads)
+    out = []
+    with _engine("ml", ctx.env) as (engine, schemas):
+        for product in ctx.products:
+            result = train(engine, schemas, store, product, cutoff, config)
+            out.append({"product": product, "cutoff": cutoff.isoformat(), "versions": result.versions})
+    return out
+
+
+def _evaluate(ctx: RunContext, window_end: datetime, record: bool) -> dict[str, Any]:
+    from ml.evaluate import evaluate
+    from ml.store import ModelStore
+
+    store = ModelStore(ctx.model_store)
+    reports = {}
+    with _engine("ml", ctx.env) as (engine, schemas):
+        for product in ctx.products:
+            reports[product] = evaluate(engine, schemas, store, product, window_end, record=record)
+    return reports
+
+
+def evaluate_store(ctx: RunContext, interval: Interval) -> Summary:
+    """Score every stored model of each product on the holdout that ends at the interval's end; record it."""
+    out = []
+    for product, report in _evaluate(ctx, interval.end, True).items():
+        log.info("%s holdout scores:\n%s", product, report.table())
+        out.append({
+            "product": product, "window_start": report.window_start.isoformat(),
+            "window_end": report.window_end.isoformat(), "rows": report.rows,
+            "models": json_safe([r.as_row() for r in report.results]),
+        })
+    return out
+
+
+def promote_best(ctx: RunContext, interval: Interval) -> Summary:
+    """Make each product's lowest-MAE model on the holdout production (persistence when nothing beats it).
+
+    The scores are recomputed here rather than carried over from ``evaluate``: scoring is deterministic and
+    cheap (a few models over one week), and this keeps the step re-runnable on its own.
+    """
+    from ml.promote import promote
+
+    out = []
+    reports = _evaluate(ctx, interval.end, False)
+    with _engine("ml", ctx.env) as (engine, schemas):
+        for product, report in reports.items():
+            decision = promote(engine, schemas, report)
+            out.append({"product": product, "production": decision.winner, "previous": decision.previous,
+                        "changed": decision.changed, "reason": decision.reason})
+    return out
+
+
+# --- one line per step, for the command's output -----------------------------------------------------
+
+def _describe_extract(summary: Summary) -> str:
+    parts = []
+    for s in summary:
+        span = f"{s['start'][:16]}..{s['end'][:16]}".replace("T", " ")
+        gaps = f", {len(s['gaps'])} missing hour(s)" if s["gaps"] else ""
+        parts.append(f"{s['product']} {span}: {s['received']} received, {s['inserted']} inserted, "
+                     f"{s['updated']} updated, {s['unchanged']} unchanged, {s['rejected']} rejected{gaps}")
+    return "; ".join(parts)
+
+
+def _describe_predict(summary: Summary) -> str:
+    return "; ".join(s["summary"] for s in summary)
+
+
+def _describe_dbt(summary: Summary) -> str:
+    return "; ".join(f"{s['command']}: {s['result']}" for s in summary)
+
+
+def _describe_train(summary: Summary) -> str:
+    return "; ".join(f"{s['product']}: {len(s['versions'])} models trained before "
+                     f"{s['cutoff'][:16].replace('T', ' ')} UTC" for s in summary)
+
+
+def _describe_evaluate(summary: Summary) -> str:
+    parts = []
+    for s in summary:
+        scored = [m for m in s["models"] if m["scores"]]
+        best = min(scored, key=lambda m: m["scores"]["mae"], default=None)
+        lead = f", lowest MAE {best['scores']['mae']:.2f} ({best['version']})" if best else ""
+        parts.append(f"{s['product']}: {len(scored)} of {len(s['models'])} models scored on {s['rows']} hours{lead}")
+    return "; ".join(parts)
+
+
+def _describe_promote(summary: Summary) -> str:
+    return "; ".join(f"{s['product']}: {'promoted' if s['changed'] else 'kept'} {s['production']}" for s in summary)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a cycle: its name (the Airflow task or task group id), the database role it works as,
+    what it does, and how its summary reads on one line."""
+
+    name: str
+    role: Role
+    run: Callable[[RunContext, Interval], Summary]
+    describe: Callable[[Summary], str]
+    select: tuple[str, ...] = ()  # the dbt selection, for the steps Cosmos renders in the DAGs
+
+    @property
+    def is_dbt(self) -> bool:
+        return bool(self.select)
+
+
+def _dbt_step(name: str, select: tuple[str, ...]) -> Step:
+    return Step(name, "transformer", dbt_build(select), _describe_dbt, select)
+
+
+# The DAGs' tasks, in their order (tests/dags checks the DAGs against these tables).
+HOURLY_STEPS: tuple[Step, ...] = (
+    Step("extract", "loader", extract_interval, _describe_extract),
+    _dbt_step("features", FEATURE_SELECT),
+    Step("predict", "ml", predict_interval_end, _describe_predict),
+    _dbt_step("accuracy", ACCURACY_SELECT),
+)
+WEEKLY_STEPS: tuple[Step, ...] = (
+    _dbt_step("features", FEATURE_SELECT),
+    Step("train", "ml", train_products, _describe_train),
+    Step("evaluate", "ml", evaluate_store, _describe_evaluate),
+    Step("promote", "ml", promote_best, _describe_promote),
+)
+
+
+def step(name: str) -> Step:
+    """A Python step by name (the dbt steps share names between the cycles and are found in the tables)."""
+    for candidate in (*HOURLY_STEPS, *WEEKLY_STEPS):
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no cycle step named {name!r}")
+
+

@@ -1,0 +1,108 @@
+"""``python -m cycle`` end to end, as a crontab line runs it: the weekly retrain, then the hourly cycle of one
+hour, re-run, and steps that fail. The DAG tests (``tests/dags``) hold the DAGs to the same functions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from tests.cycle.conftest import BASE, run_cycle
+from tests.support import differences, snapshot
+
+pytestmark = pytest.mark.integration
+
+STEPS = {"extract", "features", "predict", "accuracy", "train", "evaluate", "promote"}
+
+
+def step_lines(stdout: str) -> dict[str, str]:
+    """The command's step lines by step name (each starts with it), in their order."""
+    return {line.split()[0]: line for line in stdout.splitlines() if line.split() and line.split()[0] in STEPS}
+
+
+@pytest.fixture(scope="module")
+def weekly(cycle_env):  # type: ignore[no-untyped-def]
+    # The week ending Sunday 2024-01-07 23:00: trains before 2023-12-31 23:00, scores on the week after.
+    return run_cycle(["--weekly", "--end", "2024-01-07T23:00"], cycle_env)
+
+
+@pytest.fixture(scope="module")
+def hourly(weekly, cycle_env):  # type: ignore[no-untyped-def]
+    # The interval [12:00, 13:00) UTC, written with an offset: 14:00+01:00 is 13:00 UTC.
+    return run_cycle(["--end", "2024-01-08T14:00+01:00"], cycle_env)
+
+
+def test_weekly_cycle_trains_scores_and_promotes_a_production_model(weekly, admin_engine) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    assert weekly.returncode == 0, weekly.stderr[-3000:]
+    lines = step_lines(weekly.stdout)
+    assert list(lines) == ["features", "train", "evaluate", "promote"]
+    assert all(" ok " in line for line in lines.values()), weekly.stdout
+    assert "PASS=" in lines["features"] and "ERROR=0" in lines["features"]
+    with admin_engine.connect() as conn:
+        cutoffs = conn.execute(text(f"select distinct training_cutoff from `{BASE}_ml`.model_registry")).scalars().all()
+        production = conn.execute(
+            text(f"select model_version from `{BASE}_ml`.model_registry where status = 'production'")).scalars().all()
+    assert cutoffs == [datetime(2023, 12, 31, 23)]
+    assert len(production) == 1
+    assert production[0] in lines["promote"]
+
+
+def test_hourly_cycle_fetches_the_closed_hour_and_forecasts_the_next(hourly, admin_engine) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    assert hourly.returncode == 0, hourly.stderr[-3000:]
+    header, *_, footer = hourly.stdout.strip().splitlines()
+    assert header.startswith("hourly cycle 2024-01-08 12:00..2024-01-08 13:00 UTC")
+    lines = step_lines(hourly.stdout)
+    # The hourly DAG's steps, in its order, each with its outcome and timing on one line.
+    assert list(lines) == ["extract", "features", "predict", "accuracy"]
+    assert all(line.split()[1] == "ok" and line.split()[3] == "s" for line in lines.values()), hourly.stdout
+    # The incremental extract fetched the new hour and re-fetched the trailing day, which was unchanged.
+    assert "1 inserted, 0 updated, 23 unchanged" in lines["extract"]
+    assert "2024-01-08 13:00 UTC: model btc-usd-" in lines["predict"]
+    assert footer.startswith("hourly cycle 2024-01-08 12:00..2024-01-08 13:00 UTC: ok")
+    with admin_engine.connect() as conn:
+        newest = conn.execute(text(f"select max(bucket_start) from `{BASE}_raw`.candles")).scalar()
+        features = conn.execute(text(f"select max(hour) from `{BASE}_marts`.fct_candle_features")).scalar()
+        targets = conn.execute(text(f"select target_hour from `{BASE}_ml`.predictions")).scalars().all()
+        scored = conn.execute(text(f"select count(*) from `{BASE}_marts`.fct_prediction_accuracy")).scalar()
+    assert newest == datetime(2024, 1, 8, 12)
+    assert features == datetime(2024, 1, 8, 12)
+    assert targets == [datetime(2024, 1, 8, 13)]
+    assert scored >= 1
+
+
+def test_rerunning_an_hour_changes_no_table(hourly, cycle_env, admin_engine) -> None:  # type: ignore[no-untyped-def]
+    assert hourly.returncode == 0, hourly.stderr[-3000:]
+    before = snapshot(admin_engine, BASE)
+    again = run_cycle(["--end", "2024-01-08T13:00"], cycle_env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 inserted, 0 updated" in step_lines(again.stdout)["extract"]
+    assert differences(snapshot(admin_engine, BASE), before, ("re-run", "first run")) == []
+
+
+@pytest.mark.parametrize("failing,env_change", [
+    # The API is down (nothing listens there): the first step fails, nothing after it runs.
+    ("extract", {"COINBASE_API_URL": "http://127.0.0.1:9", "CANDLECAST_EXTRACT_MAX_ATTEMPTS": "1"}),
+    # dbt cannot be started: the extract step has run (idempotently), the feature build fails.
+    ("features", {"CANDLECAST_DBT_EXECUTABLE": "/nonexistent/dbt"}),
+])
+def test_a_failing_step_exits_non_zero_naming_it_and_runs_nothing_after_it(  # type: ignore[no-untyped-def]
+        hourly, cycle_env, admin_engine, failing: str, env_change: dict[str, str]) -> None:
+    before = snapshot(admin_engine, BASE)
+    proc = run_cycle(["--end", "2024-01-08T14:00"], {**cycle_env, **env_change})
+    assert proc.returncode == 1
+    assert f"hourly cycle 2024-01-08 13:00..2024-01-08 14:00 UTC failed at step {failing}:" in proc.stderr
+    lines = step_lines(proc.stdout)
+    order = ["extract", "features", "predict", "accuracy"]
+    at = order.index(failing)
+    assert lines[failing].split()[1] == "failed"
+    assert all(lines[name].split()[1] == "ok" for name in order[:at])
+    assert all("not run" in lines[name] for name in order[at + 1:])
+    # No forecast for 14:00 was written, and nothing else changed (extract ran only up to 13:00's hour).
+    after = snapshot(admin_engine, BASE)
+    assert after["_ml.predictions"] == before["_ml.predictions"]
+    if failing == "extract":
+        assert differences(after, before, ("after", "before")) == []
