@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from candlecast.dag_parse import DAG_FILES, ParseReport, parse_dags
 from tests.dags.conftest import DAGS_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -149,29 +148,11 @@ def test_cosmos_renders_one_dbt_build_per_model_which_runs_its_tests(dagbag, dbt
         assert task.pool == "candlecast_dbt"
 
 
-def _parse_in_subprocess(extra_env: dict[str, str],
-                         files: tuple[str, ...] = ("candlecast_hourly.py", "candlecast_weekly_retrain.py"),
-                         ) -> dict[str, object]:
-    """Parse dags/ in a fresh interpreter, as the DAG processor does; report time, errors and what got imported."""
-    script = f"""
-import json, sys, time
-from pathlib import Path
-from airflow.dag_processing.dagbag import BundleDagBag
-d = Path({str(DAGS_DIR)!r})
-times = {{}}
-for name in {list(files)!r}:
-    t = time.perf_counter()
-    bag = BundleDagBag(dag_folder=d / name, bundle_path=d, bundle_name="dags-folder")
-    times[name] = time.perf_counter() - t
-    assert not bag.import_errors, bag.import_errors
-heavy = [m for m in ("pandas", "lightgbm", "pymysql", "extract", "ml", "requests") if m in sys.modules]
-tasks = sorted(t.task_id for t in bag.dags["candlecast_weekly_retrain"].tasks)
-print(json.dumps({{"times": times, "heavy": heavy, "tasks": tasks}}))
-"""
-    env = {**os.environ, **extra_env}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def _parse_in_subprocess(extra_env: dict[str, str], files: tuple[str, ...] = DAG_FILES) -> ParseReport:
+    """Parse dags/ in a fresh interpreter, as the DAG processor does."""
+    report = parse_dags(DAGS_DIR, files, env={**os.environ, **extra_env})
+    assert report.import_errors == {}
+    return report
 
 
 def test_parsing_touches_no_database_and_imports_no_data_library(dbt_manifest: Path) -> None:
@@ -179,12 +160,12 @@ def test_parsing_touches_no_database_and_imports_no_data_library(dbt_manifest: P
     env = {"CANDLECAST_DB_HOST": "192.0.2.1", "CANDLECAST_DB_PORT": "1",
            "CANDLECAST_CREDENTIALS_FILE": "/nonexistent/credentials.env"}
     env.update({k: "" for k in os.environ if k.startswith("CANDLECAST_") and k.endswith("_PASSWORD")})
-    result = _parse_in_subprocess(env)
-    assert result["heavy"] == []
+    report = _parse_in_subprocess(env)
+    assert sorted(report.modules & {"pandas", "lightgbm", "pymysql", "extract", "ml", "requests"}) == []
 
 
 def test_dbt_ls_load_method_renders_the_same_tasks(dagbag, airflow_db, dag_env, dbt_manifest: Path) -> None:  # type: ignore[no-untyped-def]
     """LoadMode.DBT_LS (dbt ls through .venv-dbt's dbt as a subprocess) gives the graph the manifest gives."""
     # One file is enough (each task group runs its own `dbt ls`, about 3 s cold).
-    result = _parse_in_subprocess({"CANDLECAST_COSMOS_LOAD_METHOD": "dbt_ls"}, ("candlecast_weekly_retrain.py",))
-    assert result["tasks"] == sorted(t.task_id for t in dagbag.dags[WEEKLY].tasks)
+    report = _parse_in_subprocess({"CANDLECAST_COSMOS_LOAD_METHOD": "dbt_ls"}, ("candlecast_weekly_retrain.py",))
+    assert sorted(report.dags[WEEKLY].task_ids) == sorted(t.task_id for t in dagbag.dags[WEEKLY].tasks)
