@@ -7,8 +7,11 @@ An Airflow DAG driven by its data interval ``[start, end)`` (UTC):
 2. ``features``: the dbt models up to ``fct_candle_features`` / ``features_latest`` with their tests, one
    Airflow task per model, rendered by Cosmos.
 3. ``predict``: the production model forecasts the hour that starts at the interval's end, from the
-   feature row of the hour that just closed.
-4. ``accuracy``: the accuracy marts (``fct_prediction_accuracy``, ``model_leaderboard``), via Cosmos.
+   feature row of the hour that just closed (``ml.predict.forecast_hour``); when that hour's candle is
+   missing it records a labelled persistence fallback instead, and clearing the run once the candle has
+   arrived replaces it with the model's forecast.
+4. ``accuracy``: the accuracy marts (``fct_prediction_accuracy``, ``model_leaderboard``,
+   ``fct_forecast_outcomes``), via Cosmos.
 
 Every step is idempotent, so a re-run, a catch-up or ``airflow backfill create`` gives the same rows as a
 direct run of the same hours. One run at a time: two runs writing the same dbt tables collide.

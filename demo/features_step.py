@@ -30,8 +30,9 @@ def build_features_step() -> str:
     reader = engine_for("reader", env)
     try:
         with reader.connect() as conn:
-            total, complete, missing = conn.execute(text(
-                f"select count(*), sum(is_complete), sum(is_missing_hour) from `{schemas.marts}`.fct_candle_features"
+            total, complete, forecastable, missing = conn.execute(text(
+                "select count(*), sum(is_complete), sum(is_forecastable), sum(is_missing_hour) "
+                f"from `{schemas.marts}`.fct_candle_features"
             )).one()
             newest = conn.execute(text(
                 "select product_id, hour, close, log_return_1h, return_std_24h, volume_zscore_24h, is_complete, "
@@ -50,8 +51,9 @@ def build_features_step() -> str:
     return "\n".join([
         f"dbt build: {build.last_line_with('Done.') or 'ok'}",
         f"source freshness: {freshness.last_line_with(' freshness of ') or 'ok'}",
-        f"{schemas.marts}.fct_candle_features: {total:,} product-hours, {int(complete or 0):,} complete, "
-        f"{int(missing or 0)} missing hours filled; the newest rows (target NULL: the next hour is not closed yet):",
+        f"{schemas.marts}.fct_candle_features: {total:,} product-hours, {int(forecastable or 0):,} forecastable "
+        f"({int(complete or 0):,} with every window gap-free), {int(missing or 0)} missing hours filled; "
+        "the newest rows (target NULL: the next hour is not closed yet):",
         header,
         *rows,
         f"docs: `make docs-serve` -> http://127.0.0.1:8580; SQL: the reader role on {schemas.marts} "
