@@ -128,19 +128,12 @@ def cmd_predict(args: argparse.Namespace) -> str:
 
 
 def cmd_forecast(args: argparse.Namespace) -> str:
-    from ml.predict import forecast_hour
+    from ml.predict import forecast_hours
 
     engine, schemas, settings, store = _context()
     product = args.product or settings.product
-    end = args.end or args.hour + HOUR
-    if end <= args.hour:
-        raise CliError(f"--end {end:%Y-%m-%d %H:%M} is not after --hour {args.hour:%Y-%m-%d %H:%M}")
-    lines = []
-    hour = args.hour
-    while hour < end:
-        lines.append(forecast_hour(engine, schemas, store, product, hour).summary())
-        hour += HOUR
-    return "\n".join(lines)
+    outcomes = forecast_hours(engine, schemas, store, product, args.hour, args.end or args.hour + HOUR)
+    return "\n".join(o.summary() for o in outcomes)
 
 
 def cmd_backtest(args: argparse.Namespace) -> str:

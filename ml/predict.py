@@ -349,3 +349,18 @@ def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: 
     _write(engine, schemas, [], [outcome])
     log.warning("%s", outcome.summary())
     return outcome
+
+
+def forecast_hours(engine: Engine, schemas: Schemas, store: ModelStore, product: str, start: datetime,
+                   end: datetime, cache: ModelCache | None = None) -> list[ForecastOutcome]:
+    """``forecast_hour`` for every feature hour in [start, end): re-running intervals after an outage.
+
+    Hours whose candles have arrived since get the model's forecast (superseding their fallbacks); hours still
+    missing keep a labelled fallback; hours already forecast are rewritten with the same values.
+    """
+    start, end = _hour(start, "start hour"), _hour(end, "end hour")
+    if end <= start:
+        raise PredictionError(f"{product}: empty range {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} UTC")
+    cache = cache or ModelCache()
+    return [forecast_hour(engine, schemas, store, product, start + i * HOUR, cache)
+            for i in range(int((end - start) / HOUR))]

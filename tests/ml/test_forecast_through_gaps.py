@@ -18,7 +18,16 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from ml.predict import CANDLE_MISSING, FALLBACK, MODEL, ForecastOutcome, Prediction, forecast_hour, predict_range
+from ml.predict import (
+    CANDLE_MISSING,
+    FALLBACK,
+    MODEL,
+    ForecastOutcome,
+    Prediction,
+    forecast_hour,
+    forecast_hours,
+    predict_range,
+)
 from tests.ml.conftest import fast_load_raw, run_dbt, small_config
 
 pytestmark = pytest.mark.integration
@@ -39,7 +48,7 @@ Rows = list[dict[str, Any]]
 class Scenario:
     production: str
     closes: dict[datetime, Decimal]
-    around_gap: list[ForecastOutcome]  # forecast_hour for each hour 2023-03-04 14:00 .. 2023-03-05 02:00
+    around_gap: list[ForecastOutcome]  # the hourly step for each hour 2023-03-04 14:00 .. 2023-03-05 02:00
     blackout: list[Prediction]  # predict_range over BLACKOUT, strict: raises if any hour is refused
     missing: ForecastOutcome  # forecast_hour(ARRIVING) before its candle exists
     missing_rows: Rows  # forecast_outcomes after it, and after a re-run while the candle is still missing
@@ -81,8 +90,7 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine, tmp_path_
             engine, f"select hour, close from {schemas.marts}.fct_candle_features "
                     "where hour between '2023-03-04 12:00' and '2023-03-11 21:00' or hour >= '2024-01-09 20:00'")}
 
-        around_gap = [forecast_hour(engine, schemas, store, PRODUCT, datetime(2023, 3, 4, 14) + i * HOUR)
-                      for i in range(13)]
+        around_gap = forecast_hours(engine, schemas, store, PRODUCT, datetime(2023, 3, 4, 14), datetime(2023, 3, 5, 3))
         blackout = predict_range(engine, schemas, store, PRODUCT, *BLACKOUT)
 
         outcomes_sql = f"select * from {schemas.ml}.forecast_outcomes order by product_id, target_hour"
