@@ -308,16 +308,6 @@ def _fallback(product: str, feature_hour: datetime, last: _LastCandle | None, ne
                            base_hour=last.hour, reason_code=code, reason=why)
 
 
-def _newest_hour(engine: Engine, schemas: Schemas, product: str) -> datetime | None:
-    from sqlalchemy import text
-
-    from ml.features import FEATURE_TABLE
-
-    with engine.connect() as conn:
-        return conn.execute(text(f"select max(hour) from `{schemas.marts}`.`{FEATURE_TABLE}` where product_id = :p"),
-                            {"p": product}).scalar()
-
-
 def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: str, feature_hour: datetime,
                   cache: ModelCache | None = None) -> ForecastOutcome:
     """The hourly step for one interval: forecast ``feature_hour + 1h`` and record the outcome, always.
@@ -330,7 +320,7 @@ def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: 
     fallback with the model's forecast. Raises ``PredictionError`` when the model path itself fails (no
     production model, a model that will not load): that is a fault to fix, not a data gap to label.
     """
-    from ml.features import FEATURE_TABLE
+    from ml.features import FEATURE_TABLE, newest_hour
 
     feature_hour = _hour(feature_hour, "feature hour")
     table = f"{schemas.marts}.{FEATURE_TABLE}"
@@ -344,7 +334,8 @@ def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: 
         _write(engine, schemas, [prediction], [outcome])
         log.info("%s", outcome.summary())
         return outcome
-    newest = None if last is None or last.hour == feature_hour else _newest_hour(engine, schemas, product)
+    # the product has rows here (a real candle before the hour), so its newest hour exists
+    newest = None if last is None or last.hour == feature_hour else newest_hour(engine, schemas, product)
     outcome = _fallback(product, feature_hour, last, newest, table)
     _write(engine, schemas, [], [outcome])
     log.warning("%s", outcome.summary())
