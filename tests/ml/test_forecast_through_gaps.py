@@ -22,6 +22,9 @@ from ml.predict import (
     CANDLE_MISSING,
     FALLBACK,
     MODEL,
+    NO_FORECAST,
+    NO_HISTORY,
+    WARM_UP,
     ForecastOutcome,
     Prediction,
     forecast_hour,
@@ -40,6 +43,7 @@ GAP = [datetime(2023, 3, 4, h) for h in (17, 18, 19, 20)]  # the 4 hours Coinbas
 BLACKOUT = (datetime(2023, 3, 4, 21), datetime(2023, 3, 11, 21))
 NEWEST = datetime(2024, 1, 9, 23)
 ARRIVING = NEWEST + HOUR  # the just-closed hour whose candle is missing at first, then arrives
+WARM_UP_HOUR = datetime(2021, 12, 14, 5)  # the bundled data start at 2021-12-14 00:00
 
 Rows = list[dict[str, Any]]
 
@@ -50,6 +54,8 @@ class Scenario:
     closes: dict[datetime, Decimal]
     around_gap: list[ForecastOutcome]  # the hourly step for each hour 2023-03-04 14:00 .. 2023-03-05 02:00
     blackout: list[Prediction]  # predict_range over BLACKOUT, strict: raises if any hour is refused
+    warm_up: ForecastOutcome  # an hour in the product's first 168 h
+    unknown_product: ForecastOutcome  # a product with no candle at all
     missing: ForecastOutcome  # forecast_hour(ARRIVING) before its candle exists
     missing_rows: Rows  # forecast_outcomes after it, and after a re-run while the candle is still missing
     missing_again_rows: Rows
@@ -92,6 +98,8 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine, tmp_path_
 
         around_gap = forecast_hours(engine, schemas, store, PRODUCT, datetime(2023, 3, 4, 14), datetime(2023, 3, 5, 3))
         blackout = predict_range(engine, schemas, store, PRODUCT, *BLACKOUT)
+        warm_up = forecast_hour(engine, schemas, store, PRODUCT, WARM_UP_HOUR)
+        unknown_product = forecast_hour(engine, schemas, store, "ETH-USD", ARRIVING)
 
         outcomes_sql = f"select * from {schemas.ml}.forecast_outcomes order by product_id, target_hour"
         predictions_sql = f"select * from {schemas.ml}.predictions order by product_id, target_hour, model_version"
@@ -117,8 +125,8 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine, tmp_path_
                  for name in ("fct_prediction_accuracy", "fct_forecast_outcomes")}
         marts["model_leaderboard"] = _rows(admin_engine, f"select model_version, n_realized, mae_all "
                                                          f"from {schemas.marts}.model_leaderboard")
-        yield Scenario(production, closes, around_gap, blackout, missing, missing_rows, missing_again_rows, healed,
-                       healed_tables, again_tables, marts)
+        yield Scenario(production, closes, around_gap, blackout, warm_up, unknown_product, missing, missing_rows,
+                       missing_again_rows, healed, healed_tables, again_tables, marts)
     finally:
         loader.dispose()
         engine.dispose()
@@ -152,6 +160,15 @@ def test_a_missing_hour_inside_the_data_gets_a_labelled_fallback(scenario: Scena
         assert "the API left it out" in (o.reason or "") and "2023-03-04 16:00 UTC" in (o.reason or "")
 
 
+def test_warm_up_hours_get_a_labelled_fallback_and_an_unknown_product_no_forecast(scenario: Scenario) -> None:
+    w = scenario.warm_up
+    assert (w.outcome, w.reason_code, w.base_hour, w.model_version) == (FALLBACK, WARM_UP, WARM_UP_HOUR, None)
+    assert "168 h of history" in (w.reason or "")
+    u = scenario.unknown_product
+    assert (u.outcome, u.reason_code, u.predicted_close) == (NO_FORECAST, NO_HISTORY, None)
+    assert "no candle of ETH-USD" in (u.reason or "") and "NO FORECAST" in u.summary()
+
+
 def test_a_missing_just_closed_hour_yields_a_labelled_fallback_outcome(scenario: Scenario) -> None:
     o = scenario.missing
     assert (o.outcome, o.reason_code, o.feature_hour, o.target_hour) == (FALLBACK, CANDLE_MISSING, ARRIVING,
@@ -159,7 +176,7 @@ def test_a_missing_just_closed_hour_yields_a_labelled_fallback_outcome(scenario:
     assert o.base_hour == NEWEST and o.predicted_close == pytest.approx(float(scenario.closes[NEWEST]))
     assert "newest stored hour 2024-01-09 23:00 UTC" in (o.reason or "")
     assert "FALLBACK" in o.summary()
-    recorded = [r for r in scenario.missing_rows if r["target_hour"] == ARRIVING + HOUR]
+    recorded = [r for r in scenario.missing_rows if (r["product_id"], r["target_hour"]) == (PRODUCT, ARRIVING + HOUR)]
     assert len(recorded) == 1 and recorded[0]["outcome"] == FALLBACK and recorded[0]["replaced_outcome"] is None
     assert recorded[0]["lower_80"] is None and recorded[0]["reason"] == o.reason
     # a re-run while the candle is still missing changes nothing, timestamps included
@@ -171,8 +188,9 @@ def test_rerun_after_the_candle_arrives_replaces_the_fallback_and_a_second_rerun
     healed = scenario.healed
     assert (healed.outcome, healed.model_version, healed.base_hour) == (MODEL, scenario.production, ARRIVING)
     outcomes, predictions = scenario.healed_tables
-    row = next(r for r in outcomes if r["target_hour"] == ARRIVING + HOUR)
-    before = next(r for r in scenario.missing_rows if r["target_hour"] == ARRIVING + HOUR)
+    key = (PRODUCT, ARRIVING + HOUR)
+    row = next(r for r in outcomes if (r["product_id"], r["target_hour"]) == key)
+    before = next(r for r in scenario.missing_rows if (r["product_id"], r["target_hour"]) == key)
     assert (row["outcome"], row["model_version"], row["reason_code"], row["reason"], row["replaced_outcome"]) == (
         MODEL, scenario.production, None, None, FALLBACK)
     assert row["created_at"] == before["created_at"] and row["updated_at"] > before["updated_at"]
@@ -186,7 +204,10 @@ def test_accuracy_marts_keep_fallbacks_apart(scenario: Scenario) -> None:
     # model accuracy: model forecasts only, the gap's fallbacks nowhere
     assert {r["model_version"] for r in accuracy} == {scenario.production}
     assert not fallback_targets & {r["target_hour"] for r in accuracy}
-    outcomes = {r["target_hour"]: r for r in scenario.marts["fct_forecast_outcomes"]}
+    by_product = {(r["product_id"], r["target_hour"]): r for r in scenario.marts["fct_forecast_outcomes"]}
+    assert by_product[("ETH-USD", ARRIVING + HOUR)]["outcome"] == NO_FORECAST
+    assert by_product[(PRODUCT, WARM_UP_HOUR + HOUR)]["reason_code"] == WARM_UP
+    outcomes = {t: r for (p, t), r in by_product.items() if p == PRODUCT and t != WARM_UP_HOUR + HOUR}
     fallbacks = {t: r for t, r in outcomes.items() if r["outcome"] != MODEL}
     assert set(fallbacks) == fallback_targets
     assert {(r["outcome"], r["is_model_forecast"], r["reason_code"]) for r in fallbacks.values()} == {
