@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from cycle.context import CycleConfigError, Interval, RunContext, utc_hour
+from cycle.context import HOUR, CycleConfigError, Interval, RunContext, utc_hour
 from cycle.run import WEEK, CycleError, StepFailed, StepOutcome, run_hourly, run_weekly
 from cycle.steps import HOURLY_STEPS, WEEKLY_STEPS
 
@@ -21,7 +21,9 @@ EPILOG = """\
 times are ISO 8601 (2024-01-08T13:00, 2024-01-08T14:00+01:00); without an offset they are UTC. --end is the
 end of the interval, exclusive, floored to the hour: --end 2024-01-08T13:00 fetches the hour 12:00-13:00 and
 forecasts 13:00-14:00, as the hourly DAG's run with that data interval end does. Re-running an --end changes
-nothing; a later run catches up what an earlier one could not do.
+nothing; a later run catches up what an earlier one could not do. --start S --end E runs the hourly cycles of
+[S, S+1h) ... [E-1h, E) in turn (stopping at the first failure), e.g. to re-run the forecasts of hours an outage
+left with a fallback.
 
 settings (env vars, over the local credentials file): the database's CANDLECAST_DB_* and per-role
 CANDLECAST_{LOADER,TRANSFORMER,ML}_*, COINBASE_API_URL, CANDLECAST_EXTRACT_PRODUCTS, CANDLECAST_MODEL_STORE,
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--end", type=parse_time,
                         help="end of the interval, exclusive (default: the current hour, i.e. the last closed hour)")
+    parser.add_argument("--start", type=parse_time,
+                        help="run the hourly cycle of every interval from here to --end, one hour after the other "
+                             "(re-running hours after an outage, say)")
     parser.add_argument("--weekly", action="store_true", help="run the weekly retrain instead of the hourly cycle")
     parser.add_argument("--product", action="append", dest="products", metavar="ID",
                         help="product id, repeatable (default: CANDLECAST_EXTRACT_PRODUCTS or BTC-USD)")
@@ -70,26 +75,28 @@ def cycle_end(requested: datetime | None, now: datetime) -> datetime:
     return end
 
 
+def cycle_ends(start: datetime | None, end: datetime | None, now: datetime, weekly: bool = False) -> list[datetime]:
+    """The ends of the cycles to run: one (``end``), or with ``start`` every hour of ``[start, end)`` in turn,
+    as an Airflow backfill of those intervals would."""
+    last = cycle_end(end, now)
+    if start is None:
+        return [last]
+    if weekly:
+        raise CycleConfigError("--start runs consecutive hourly cycles; it does not go with --weekly")
+    first = utc_hour(start)
+    if first >= last:
+        raise CycleConfigError(f"--start {first:%Y-%m-%d %H:%M} UTC must be before the end {last:%Y-%m-%d %H:%M} UTC")
+    return [first + (i + 1) * HOUR for i in range(int((last - first) / HOUR))]
+
+
 def _print_line(outcome: StepOutcome) -> None:
     print(outcome.line(), flush=True)
 
 
-def main(argv: list[str] | None = None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        end = cycle_end(args.end, now())
-    except CycleConfigError as exc:
-        parser.error(str(exc))
-    name, steps, run = ("weekly", WEEKLY_STEPS, run_weekly) if args.weekly else ("hourly", HOURLY_STEPS, run_hourly)
-    interval = Interval(end - WEEK, end) if args.weekly else Interval.hour_ending(end)
-    try:
-        ctx = RunContext.resolve(products=args.products)
-    except (CycleConfigError, ValueError, RuntimeError) as exc:
-        print(f"error: {name} cycle {interval}: settings: {exc}", file=sys.stderr)
-        return 1
+def _run_one(name: str, end: datetime, ctx: RunContext) -> int:
+    """One cycle with its header, step lines and footer; 0, or 1 after saying which step failed."""
+    steps, run = (WEEKLY_STEPS, run_weekly) if name == "weekly" else (HOURLY_STEPS, run_hourly)
+    interval = Interval(end - WEEK, end) if name == "weekly" else Interval.hour_ending(end)
     print(f"{name} cycle {interval}, products {', '.join(ctx.products)}", flush=True)
     try:
         result = run(end, ctx, on_step=_print_line)
@@ -106,4 +113,28 @@ def main(argv: list[str] | None = None, now: Callable[[], datetime] = lambda: da
         print(f"error: {name} cycle {interval}: {exc}", file=sys.stderr)
         return 1
     print(f"{name} cycle {interval}: ok, {len(result.outcomes)} steps in {result.seconds:.1f} s", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        ends = cycle_ends(args.start, args.end, now(), weekly=args.weekly)
+    except CycleConfigError as exc:
+        parser.error(str(exc))
+    name = "weekly" if args.weekly else "hourly"
+    try:
+        ctx = RunContext.resolve(products=args.products)
+    except (CycleConfigError, ValueError, RuntimeError) as exc:
+        print(f"error: {name} cycle: settings: {exc}", file=sys.stderr)
+        return 1
+    for end in ends:
+        if _run_one(name, end, ctx) != 0:
+            return 1
+    if len(ends) > 1:
+        print(f"{len(ends)} hourly cycles ok, {ends[0] - HOUR:%Y-%m-%d %H:%M}..{ends[-1]:%Y-%m-%d %H:%M} UTC",
+              flush=True)
     return 0

@@ -52,6 +52,13 @@ class Interval:
         return f"{self.start:%Y-%m-%d %H:%M}..{self.end:%Y-%m-%d %H:%M} UTC"
 
 
+def schema_base(env: Mapping[str, str]) -> str:
+    """The database base name the cycle writes (``CANDLECAST_DB_SCHEMA``): its lock and dbt files are per base."""
+    from candlecast.settings import Schemas
+
+    return env.get("CANDLECAST_DB_SCHEMA") or Schemas().base
+
+
 def parse_products(raw: str, source: str) -> tuple[str, ...]:
     products = tuple(p.strip() for p in raw.split(",") if p.strip())
     if not products:

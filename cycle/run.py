@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cycle.context import Interval, RunContext, utc_hour
+from cycle.context import Interval, RunContext, schema_base, utc_hour
 from cycle.steps import HOURLY_STEPS, WEEKLY_STEPS, Step
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,7 @@ OnStep = Callable[[StepOutcome], None]
 def lock_path(env: Mapping[str, str]) -> Path:
     from candlecast.settings import local_dir
 
-    base = env.get("CANDLECAST_DB_SCHEMA", "candlecast")
-    return local_dir(env) / "cycle" / f"{base}.lock"
+    return local_dir(env) / "cycle" / f"{schema_base(env)}.lock"
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cycle.context import HOUR, Interval, RunContext, utc_hour
+from cycle.context import HOUR, Interval, RunContext, schema_base, utc_hour
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -119,10 +119,11 @@ def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
 def dbt_target_dir(env: Mapping[str, str]) -> Path:
     """Where the cycle's dbt keeps its artifacts and logs: under the local dir, so it never rewrites
     ``dbt_project/target/manifest.json`` (``make dbt-parse`` makes that one for Cosmos) and keeps its
-    partial-parse cache from one hour to the next."""
+    partial-parse cache from one hour to the next; one per database base, so cycles on two bases (tests, a
+    soak beside a live run) never write one target at once."""
     from candlecast.settings import local_dir
 
-    return local_dir(env) / "cycle" / "dbt"
+    return local_dir(env) / "cycle" / "dbt" / schema_base(env)
 
 
 def dbt_build(select: Sequence[str]) -> Callable[[RunContext, Interval], Summary]:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from cycle.cli import build_parser, cycle_end
+from cycle.cli import build_parser, cycle_end, cycle_ends
 from cycle.context import CycleConfigError, Interval
 
 NOW = datetime(2024, 1, 8, 13, 5, 42, tzinfo=UTC)
@@ -38,3 +38,13 @@ def test_a_time_that_is_not_iso_8601_is_a_usage_error(capsys: pytest.CaptureFixt
         build_parser().parse_args(["--end", "8 Jan 2024"])
     assert exit_info.value.code == 2
     assert "not an ISO 8601 time" in capsys.readouterr().err
+
+
+def test_a_start_runs_every_interval_up_to_the_end_one_hour_at_a_time() -> None:
+    ends = cycle_ends(datetime(2024, 1, 8, 9, 30, tzinfo=UTC), datetime(2024, 1, 8, 12, tzinfo=UTC), NOW)
+    assert ends == [datetime(2024, 1, 8, h, tzinfo=UTC) for h in (10, 11, 12)]
+    assert cycle_ends(None, None, NOW) == [datetime(2024, 1, 8, 13, tzinfo=UTC)]
+    with pytest.raises(CycleConfigError, match="must be before the end"):
+        cycle_ends(datetime(2024, 1, 8, 12, tzinfo=UTC), datetime(2024, 1, 8, 12, tzinfo=UTC), NOW)
+    with pytest.raises(CycleConfigError, match="--weekly"):
+        cycle_ends(datetime(2024, 1, 1, tzinfo=UTC), None, NOW, weekly=True)

@@ -83,6 +83,20 @@ def test_rerunning_an_hour_changes_no_table(hourly, cycle_env, admin_engine) -> 
     assert differences(snapshot(admin_engine, BASE), before, ("re-run", "first run")) == []
 
 
+def test_a_range_runs_the_hourly_cycle_of_each_interval_in_turn(hourly, cycle_env, admin_engine) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    proc = run_cycle(["--start", "2024-01-08T13:00", "--end", "2024-01-08T15:00"], cycle_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    headers = [line for line in proc.stdout.splitlines() if line.endswith("products BTC-USD")]
+    assert headers == ["hourly cycle 2024-01-08 13:00..2024-01-08 14:00 UTC, products BTC-USD",
+                       "hourly cycle 2024-01-08 14:00..2024-01-08 15:00 UTC, products BTC-USD"]
+    assert proc.stdout.strip().splitlines()[-1].startswith("2 hourly cycles ok")
+    with admin_engine.connect() as conn:
+        targets = conn.execute(text(f"select target_hour from `{BASE}_ml`.predictions order by 1")).scalars().all()
+    assert targets == [datetime(2024, 1, 8, h) for h in (13, 14, 15)]
+
+
 @pytest.mark.parametrize("failing,env_change", [
     # The API is down (nothing listens there): the first step fails, nothing after it runs.
     ("extract", {"COINBASE_API_URL": "http://127.0.0.1:9", "CANDLECAST_EXTRACT_MAX_ATTEMPTS": "1"}),
@@ -92,16 +106,16 @@ def test_rerunning_an_hour_changes_no_table(hourly, cycle_env, admin_engine) -> 
 def test_a_failing_step_exits_non_zero_naming_it_and_runs_nothing_after_it(  # type: ignore[no-untyped-def]
         hourly, cycle_env, admin_engine, failing: str, env_change: dict[str, str]) -> None:
     before = snapshot(admin_engine, BASE)
-    proc = run_cycle(["--end", "2024-01-08T14:00"], {**cycle_env, **env_change})
+    proc = run_cycle(["--end", "2024-01-08T17:00"], {**cycle_env, **env_change})
     assert proc.returncode == 1
-    assert f"hourly cycle 2024-01-08 13:00..2024-01-08 14:00 UTC failed at step {failing}:" in proc.stderr
+    assert f"hourly cycle 2024-01-08 16:00..2024-01-08 17:00 UTC failed at step {failing}:" in proc.stderr
     lines = step_lines(proc.stdout)
     order = ["extract", "features", "predict", "accuracy"]
     at = order.index(failing)
     assert lines[failing].split()[1] == "failed"
     assert all(lines[name].split()[1] == "ok" for name in order[:at])
     assert all("not run" in lines[name] for name in order[at + 1:])
-    # No forecast for 14:00 was written, and nothing else changed (extract ran only up to 13:00's hour).
+    # No forecast for 17:00 was written; with the API down nothing changed at all.
     after = snapshot(admin_engine, BASE)
     assert after["_ml.predictions"] == before["_ml.predictions"]
     if failing == "extract":
