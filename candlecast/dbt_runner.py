@@ -139,12 +139,14 @@ class DbtProcess:
 
 def start_dbt(command: Sequence[str], *, env: Mapping[str, str], select: Sequence[str] = (),
               args: Sequence[str] = (), target_path: Path | None = None, log_path: Path | None = None,
-              settings: DbtSettings | None = None, capture: bool = True) -> DbtProcess:
+              settings: DbtSettings | None = None, capture: bool = True,
+              pass_fds: Sequence[int] = ()) -> DbtProcess:
     """Start ``dbt <command> [--select ...] [args]`` on the project with ``env`` as its whole environment.
 
     ``env`` carries the connection (``profiles.yml`` reads it); nothing else of this process leaks in.
     ``target_path``/``log_path`` keep a run's artifacts and logs apart (tests, benchmarks); by default dbt
     writes them under the project. ``capture=False`` lets the output go to this process's own stdout.
+    ``pass_fds`` stay open in dbt (the cycle's lock: a dbt left running by a killed cycle holds it until done).
     """
     settings = settings or dbt_settings(env)
     command, select, args = tuple(command), tuple(select), tuple(args)
@@ -162,6 +164,7 @@ def start_dbt(command: Sequence[str], *, env: Mapping[str, str], select: Sequenc
         process = subprocess.Popen(
             cmd, env={**env, **NO_TELEMETRY, **(NO_COLORS if capture else {})}, cwd=REPO_ROOT, text=True,
             stdout=subprocess.PIPE if capture else None, stderr=subprocess.STDOUT if capture else None,
+            pass_fds=tuple(pass_fds),
         )
     except OSError as exc:
         raise DbtError(what, f"cannot start {settings.executable} ({exc.strerror}); set CANDLECAST_DBT_EXECUTABLE "
@@ -172,10 +175,10 @@ def start_dbt(command: Sequence[str], *, env: Mapping[str, str], select: Sequenc
 def run_dbt(command: Sequence[str], *, env: Mapping[str, str], select: Sequence[str] = (),
             args: Sequence[str] = (), target_path: Path | None = None, log_path: Path | None = None,
             settings: DbtSettings | None = None, check: bool = True, timeout: float | None = None,
-            capture: bool = True) -> DbtResult:
+            capture: bool = True, pass_fds: Sequence[int] = ()) -> DbtResult:
     """Run dbt to the end (see ``start_dbt``); raises ``DbtError`` on a non-zero exit when ``check``."""
     return start_dbt(command, env=env, select=select, args=args, target_path=target_path, log_path=log_path,
-                     settings=settings, capture=capture).wait(timeout, check)
+                     settings=settings, capture=capture, pass_fds=pass_fds).wait(timeout, check)
 
 
 def main(argv: list[str]) -> int:

@@ -73,6 +73,9 @@ class RunContext:
     env: Mapping[str, str] = field(repr=False)  # holds passwords: never printed
     products: tuple[str, ...]
     model_store: Path
+    # File descriptors the steps' child processes (dbt) inherit: the cycle's lock, set by ``cycle.run`` while it
+    # holds it, so a dbt that outlives a killed cycle keeps the next cycle waiting instead of colliding with it.
+    inherit_fds: tuple[int, ...] = ()
 
     @classmethod
     def resolve(cls, env: Mapping[str, str] | None = None, *, products: Sequence[str] | None = None,

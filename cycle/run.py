@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -90,9 +90,14 @@ def lock_path(env: Mapping[str, str]) -> Path:
 
 
 @contextmanager
-def cycle_lock(path: Path, timeout_s: float) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path``; the kernel drops it when the process dies, even by SIGKILL,
-    so a killed cycle never blocks the next one."""
+def cycle_lock(path: Path, timeout_s: float) -> Iterator[int]:
+    """Hold an exclusive ``flock`` on ``path``; yields its file descriptor.
+
+    The kernel drops the lock when the last descriptor of it closes: when the cycle ends, or dies, even by
+    SIGKILL, so a killed cycle never blocks the next one for good. Child processes given the descriptor
+    (dbt, through ``RunContext.inherit_fds``) hold it too: a dbt still writing tables after its cycle was
+    killed keeps the next cycle waiting until it is done, instead of both writing the same tables.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         deadline = time.monotonic() + timeout_s
@@ -112,7 +117,7 @@ def cycle_lock(path: Path, timeout_s: float) -> Iterator[None]:
         fh.write(str(os.getpid()))
         fh.flush()
         try:
-            yield
+            yield fh.fileno()
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -121,7 +126,8 @@ def run_steps(cycle: str, steps: Sequence[Step], ctx: RunContext, interval: Inte
               on_step: OnStep | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> CycleResult:
     """Run ``steps`` in order over ``interval``; raise ``StepFailed`` at the first that fails."""
     outcomes: list[StepOutcome] = []
-    with cycle_lock(lock_path(ctx.env), lock_timeout_s):
+    with cycle_lock(lock_path(ctx.env), lock_timeout_s) as lock_fd:
+        ctx = replace(ctx, inherit_fds=(*ctx.inherit_fds, lock_fd))
         log.info("%s cycle %s: %s", cycle, interval, ", ".join(s.name for s in steps))
         for step in steps:
             started = time.perf_counter()

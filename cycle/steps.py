@@ -134,7 +134,7 @@ def dbt_build(select: Sequence[str]) -> Callable[[RunContext, Interval], Summary
 
         work = dbt_target_dir(ctx.env)
         result = run_dbt(["build"], env=ctx.env, select=select, args=INDIRECT_SELECTION,
-                         target_path=work / "target", log_path=work / "logs")
+                         target_path=work / "target", log_path=work / "logs", pass_fds=ctx.inherit_fds)
         return [{"command": result.describe(), "result": result.summary(),
                  "dbt_seconds": round(result.elapsed_s, 2)}]
 

@@ -83,6 +83,44 @@ def test_rerunning_an_hour_changes_no_table(hourly, cycle_env, admin_engine) -> 
     assert differences(snapshot(admin_engine, BASE), before, ("re-run", "first run")) == []
 
 
+def test_a_cycle_killed_during_dbt_holds_off_the_next_until_its_dbt_is_gone_and_a_rerun_heals(  # type: ignore[no-untyped-def]
+        hourly, cycle_env, admin_engine) -> None:
+    """SIGKILL leaves the cycle's dbt running (an orphan writing the feature tables); the cycle lock, inherited
+    by dbt, keeps the next cycle off those tables until it is gone. Re-running the hour then gives exactly the
+    tables of a run that was never killed."""
+    import fcntl
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from cycle.run import lock_path
+    from tests.cycle.conftest import REPO_ROOT
+
+    before = snapshot(admin_engine, BASE)
+    proc = subprocess.Popen([sys.executable, "-m", "cycle", "--end", "2024-01-08T13:00"], env=cycle_env,
+                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent, dbt, deadline = psutil.Process(proc.pid), None, time.monotonic() + 120
+    while dbt is None and time.monotonic() < deadline and proc.poll() is None:
+        dbt = next((c for c in parent.children(recursive=True) if "dbt" in " ".join(c.cmdline())), None)
+        time.sleep(0.02)
+    assert dbt is not None, "the cycle never started dbt"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert dbt.is_running()  # dbt takes seconds to start; it was found within 20 ms of appearing
+    with open(lock_path(cycle_env)) as fh:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        dbt.wait(timeout=300)
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once the orphan is gone
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    again = run_cycle(["--end", "2024-01-08T13:00"], cycle_env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert differences(snapshot(admin_engine, BASE), before, ("after kill + re-run", "before")) == []
+
+
 def test_a_range_runs_the_hourly_cycle_of_each_interval_in_turn(hourly, cycle_env, admin_engine) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy import text
 
