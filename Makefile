@@ -20,7 +20,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 # Runs a command with the connection env vars, taking the local server's generated file as the default.
 RUN := $(PY) -m candlecast.withenv
 
-.PHONY: help deps system-deps venvs db-start db-stop db-status demo test test-db-stop test-unit lint bench \
+.PHONY: help deps system-deps venvs db-start db-stop db-status demo test test-db-stop test-unit lint bench soak \
         dbt-parse dbt-build docs docs-serve airflow airflow-stop clean
 
 help:  ## list the targets
@@ -81,8 +81,11 @@ test-unit: deps  ## fast tests only
 lint: deps
 	@$(VENV)/bin/ruff check .
 
-bench: db-start  ## every benchmark; prints figure and target
+bench: db-start  ## every benchmark; prints figure and target (bench_soak.py alone takes about an hour)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(RUN) $(PY) $$b; done
+
+soak: deps  ## the replayed fortnight: 336 hourly cycles through every fault, 24 via Airflow (about an hour)
+	@CANDLECAST_SOAK=fortnight $(PY) -m pytest tests/soak -v
 
 clean:  ## remove caches (keeps .local data; `make db-stop && rm -rf .local` for a clean slate)
 	rm -rf .pytest_cache .ruff_cache dbt_project/target dbt_project/logs

@@ -1,0 +1,90 @@
+"""Unattended operation, replayed: hourly cycles through an outage, a missing, a late and a corrected candle,
+a truncated answer, a MariaDB restart and a cycle SIGKILLed in its dbt step (issue 10).
+
+`make test` runs the short plan (twelve hours, every fault, cycles in-process but the killed one);
+`make soak` runs the fortnight (``CANDLECAST_SOAK=fortnight``: 336 cycles as processes, 24 through Airflow).
+A private MariaDB (``.local/test-soak``, port ``CANDLECAST_TEST_SOAK_DB_PORT``, default 3410) is restarted by
+the soak, so the shared test server is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tools.soak.harness import SoakConfig
+from tools.soak.plan import SoakPlan
+from tools.soak.run import Findings, run_soak
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FORTNIGHT = os.environ.get("CANDLECAST_SOAK", "short") == "fortnight"
+
+
+@pytest.fixture(scope="module")
+def findings() -> Iterator[Findings]:
+    plan = SoakPlan.fortnight() if FORTNIGHT else SoakPlan.short()
+    config = SoakConfig(
+        work_dir=REPO_ROOT / ".local" / ("soak" if FORTNIGHT else "test-soak"),
+        db_port=int(os.environ.get("CANDLECAST_TEST_SOAK_DB_PORT", "3410")),
+        base="ct_soak", mode="process" if FORTNIGHT else "inline",
+    )
+    yield run_soak(plan, config)
+
+
+def test_every_fault_happened(findings: Findings) -> None:
+    by_fault = {c.fault: c for c in findings.cycles if c.fault}
+    assert findings.kill_landed, "the killed cycle should have died inside its dbt step"
+    assert [a.status for a in by_fault["SIGKILL in dbt"].attempts] == ["killed", "ok"]
+    outage = [c for c in findings.cycles if c.fault == "outage"]
+    assert len(outage) == findings.plan.outage_hours
+
+
+def test_forecasts_are_available_for_at_least_99_percent_of_the_hours_the_api_served(findings: Findings) -> None:
+    a = findings.availability
+    # the outage hours, the missing and the late candle were not served at cycle time
+    assert a.served <= findings.plan.hours - findings.plan.outage_hours - 2
+    assert a.ratio >= 0.99, f"{a.forecast}/{a.served} hours with a model forecast; without one: {a.missing}"
+
+
+def test_every_hour_has_a_forecast_or_a_labelled_outcome(findings: Findings) -> None:
+    assert findings.unlabelled == []
+    assert findings.outcome_counts.get("fallback", 0) + findings.outcome_counts.get("none", 0) >= 1
+
+
+def test_the_raw_table_equals_what_the_api_finally_published(findings: Findings) -> None:
+    # the late candle and the corrected one included, the never-published hour left out
+    assert findings.truth_differences == []
+
+
+def test_no_extract_run_is_left_running(findings: Findings) -> None:
+    assert findings.running_after_soak == 0
+    assert findings.running_after_rerun == 0
+
+
+def test_re_running_the_labelled_hours_gives_forecasts_where_the_candle_came_back(findings: Findings) -> None:
+    plan = findings.plan
+    came_back = [*range(plan.outage_at, plan.outage_at + plan.outage_hours), plan.late_at]
+    after = findings.after_heal
+    assert all(c.ok for c in findings.healed)
+    assert {k: after[k] and after[k].outcome for k in came_back} == {k: "model" for k in came_back}
+    never = after[plan.missing_at]
+    assert never is not None and never.outcome == "fallback" and never.reason_code
+    # the hour after the missing one is forecast by the model, gap and all
+    assert after[plan.missing_at + 1] is not None and after[plan.missing_at + 1].outcome == "model"
+
+
+def test_re_running_every_hour_changes_nothing_but_forecasts_made_before_a_correction(findings: Findings) -> None:
+    # A candle corrected a day later changes the feature rows of the hours after it: forecasts made before
+    # the correction are made again from the corrected data. Nothing else may change, and after that, nothing.
+    assert findings.reran == findings.plan.hours
+    assert findings.rerun_changes == []
+    assert findings.second_rerun_changes == []
+
+
+def test_the_feature_mart_equals_a_full_refresh(findings: Findings) -> None:
+    assert findings.full_refresh_changes == []

@@ -1,0 +1,81 @@
+"""``python -m tools.soak``: run a soak and print each cycle as it ends, then the findings.
+
+Exit 0 when every check holds, 1 otherwise. The assertions proper live in ``tests/soak`` (``make soak``);
+this is for watching one run (and what ``bench/bench_soak.py`` builds on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from candlecast.settings import REPO_ROOT
+from tools.soak.harness import CycleRun, SoakConfig
+from tools.soak.plan import SoakPlan
+from tools.soak.run import Findings, run_soak
+
+
+def verdicts(f: Findings) -> list[tuple[str, bool, str]]:
+    """Each check of the soak: (what, holds, figure)."""
+    a = f.availability
+    return [
+        ("forecast availability >= 99%", a.ratio >= 0.99,
+         f"{a.ratio:.2%} ({a.forecast}/{a.served}; without: {[f'{h:%m-%d %H:%M}' for h in a.missing]})"),
+        ("every hour has a forecast or a labelled outcome", not f.unlabelled, f"outcomes {f.outcome_counts}"),
+        ("raw table equals the API's final truth", not f.truth_differences, "; ".join(f.truth_differences) or "equal"),
+        ("no extract run left running", f.running_after_soak == 0 and f.running_after_rerun == 0,
+         f"{f.running_after_soak} after the soak, {f.running_after_rerun} after the re-run"),
+        ("the SIGKILL landed in the dbt step", f.kill_landed, ""),
+        ("re-running every hour changes nothing but the forecasts a correction reached", not f.rerun_changes,
+         f"{f.reran} hours re-run in {f.rerun_seconds:.0f} s, {f.remade_forecasts} forecasts remade; "
+         + ("; ".join(f.rerun_changes) or "nothing else changed")),
+        ("re-running every hour again changes nothing", not f.second_rerun_changes,
+         "; ".join(f.second_rerun_changes) or "no change"),
+        ("feature mart equals a full refresh", not f.full_refresh_changes,
+         "; ".join(f.full_refresh_changes) or "equal"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.soak", description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", choices=["short", "fortnight"], default="short")
+    parser.add_argument("--mode", choices=["inline", "process"], default=None,
+                        help="how cycles run (default: inline for short, process for the fortnight)")
+    parser.add_argument("--port", type=int, default=3410, help="the soak's private MariaDB port (default 3410)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="default .local/soak-PLAN")
+    parser.add_argument("--no-rerun", action="store_true", help="skip re-running the whole soak")
+    parser.add_argument("--airflow", type=int, default=None, metavar="N",
+                        help="run the last N hours through Airflow (the fortnight: 24 from cycle 300)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    plan = SoakPlan.fortnight() if args.plan == "fortnight" else SoakPlan.short()
+    if args.airflow is not None:
+        plan = replace(plan, airflow_from=plan.hours - args.airflow if args.airflow else None,
+                       airflow_hours=args.airflow)
+    mode = args.mode or ("process" if args.plan == "fortnight" else "inline")
+    config = SoakConfig(work_dir=args.work_dir or REPO_ROOT / ".local" / f"soak-{args.plan}", db_port=args.port,
+                        base="soak", mode=mode)
+
+    def show(cycle: CycleRun) -> None:
+        print(cycle.line(), flush=True)
+
+    findings = run_soak(plan, config, on_cycle=show, rerun=not args.no_rerun)
+    print(f"set-up {findings.setup_seconds:.0f} s; healed {len(findings.healed)} cycles: "
+          + ", ".join(c.line() for c in findings.healed))
+    timing = findings.timing()
+    print("cycle wall time: median {median_s:.2f} s, p95 {p95_s:.2f} s; fault-free median {fault_free_median_s:.2f} s "
+          "(median {median_ratio:.2f}x, p95 {p95_ratio:.2f}x)".format(**timing))
+    ok = True
+    for what, holds, figure in verdicts(findings):
+        ok &= holds
+        print(f"{'PASS' if holds else 'FAIL'}  {what}: {figure}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""A whole soak, start to finish, and its findings: what the tests assert and the benchmark prints.
+
+1. set-up: private MariaDB, history, a production model (``Soak.setup``);
+2. the soak itself: one cycle per replayed hour with the plan's faults; availability, outcomes, the raw table
+   against the API's final truth and the run log are measured right after it;
+3. healing: the cycles left with a labelled fallback are re-run once the data is back (what an operator does);
+4. re-running the whole soak: nothing may change;
+5. a full refresh of the feature chain: the incremental mart must equal it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tools.soak import checks
+from tools.soak.harness import CycleRun, Soak, SoakConfig
+from tools.soak.plan import SoakPlan
+
+
+@dataclass
+class Findings:
+    plan: SoakPlan
+    cycles: list[CycleRun]
+    availability: checks.Availability
+    outcome_counts: dict[str, int]
+    unlabelled: list[datetime]
+    truth_differences: list[str]
+    running_after_soak: int
+    kill_landed: bool
+    healed: list[CycleRun] = field(default_factory=list)
+    after_heal: dict[int, checks.Outcome | None] = field(default_factory=dict)  # by cycle
+    rerun_changes: list[str] = field(default_factory=list)  # beyond the forecasts a correction reached
+    second_rerun_changes: list[str] = field(default_factory=list)
+    remade_forecasts: int = 0
+    rerun_seconds: float = 0.0
+    reran: int = 0
+    running_after_rerun: int = 0
+    full_refresh_changes: list[str] = field(default_factory=list)
+    setup_seconds: float = 0.0
+
+    # --- timing ------------------------------------------------------------------------------------------
+
+    def cycle_seconds(self, via: str | None = None) -> list[float]:
+        return [c.seconds for c in self.cycles if via is None or c.via == via]
+
+    def fault_free_seconds(self) -> list[float]:
+        """Cycles untouched by any fault (and not the one after a fault, which catches up), run one way."""
+        hit = {c.k for c in self.cycles if c.fault} | {c.k + 1 for c in self.cycles if c.fault}
+        return [c.seconds for c in self.cycles if c.k not in hit and c.via != "airflow" and c.ok
+                and len(c.attempts) == 1]
+
+    def timing(self) -> dict[str, float]:
+        every = [c.seconds for c in self.cycles if c.via != "airflow"]
+        clean = self.fault_free_seconds()
+        baseline = statistics.median(clean) if clean else float("nan")
+        median, p95 = statistics.median(every), _percentile(every, 95)
+        return {"median_s": median, "p95_s": p95, "fault_free_median_s": baseline,
+                "median_ratio": median / baseline, "p95_ratio": p95 / baseline}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"availability": self.availability.ratio, "served": self.availability.served,
+                "forecast": self.availability.forecast, "outcomes": self.outcome_counts, **self.timing()}
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = (len(ordered) - 1) * pct / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def run_soak(plan: SoakPlan, config: SoakConfig, on_cycle: Callable[[CycleRun], None] | None = None,
+             rerun: bool = True) -> Findings:
+    """Run a soak and collect its findings; the private MariaDB is stopped at the end (its data stays under
+    ``config.work_dir`` for inspection: ``python -m candlecast.mariadb start`` with that dir and port)."""
+    import time
+
+    soak = Soak(plan, config, on_cycle)
+    try:
+        started = time.perf_counter()
+        soak.setup()
+        setup_seconds = time.perf_counter() - started
+        soak.run()
+        counts: dict[str, int] = {}
+        for got in checks.outcomes(soak).values():
+            counts[got.outcome] = counts.get(got.outcome, 0) + 1
+        findings = Findings(
+            plan=plan, cycles=soak.cycles, availability=checks.availability(soak), outcome_counts=counts,
+            unlabelled=checks.unlabelled_hours(soak), truth_differences=checks.truth_differences(soak),
+            running_after_soak=checks.running_runs(soak), kill_landed=soak.kill_landed, setup_seconds=setup_seconds,
+        )
+        findings.healed = soak.heal(checks.fallback_cycles(soak))
+        healed = checks.outcomes(soak)
+        findings.after_heal = {k: healed.get(checks.naive(plan.end(k))) for k in range(plan.hours)}
+        if rerun:
+            # The first re-run may only remake the forecasts a correction reached after they were made;
+            # the second must change nothing at all.
+            before = checks.snapshot(soak)
+            findings.rerun_seconds = soak.rerun_all()
+            once = checks.snapshot(soak)
+            findings.rerun_changes = checks.snapshot_differences(before, once, checks.correction_window(soak))
+            outcomes_table = f"{soak.schemas.ml}.forecast_outcomes"
+            if outcomes_table in before and outcomes_table in once:
+                findings.remade_forecasts = len(before[outcomes_table].rows - once[outcomes_table].rows)
+            soak.rerun_all()
+            findings.second_rerun_changes = checks.snapshot_differences(once, checks.snapshot(soak))
+            findings.reran = plan.hours
+            findings.running_after_rerun = checks.running_runs(soak)
+        mart = f"{soak.schemas.marts}.fct_candle_features"
+        incremental = {mart: checks.feature_mart(soak)}
+        checks.full_refresh_features(soak)
+        findings.full_refresh_changes = checks.snapshot_differences(incremental, {mart: checks.feature_mart(soak)})
+        return findings
+    finally:
+        soak.close()
+        soak.stop_database()
