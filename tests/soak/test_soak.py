@@ -1,7 +1,7 @@
 """Unattended operation, replayed: hourly cycles through an outage, a missing, a late and a corrected candle,
 a truncated answer, a MariaDB restart and a cycle SIGKILLed in its dbt step (issue 10).
 
-`make test` runs the short plan (twelve hours, every fault, cycles in-process but the killed one);
+`make test` runs the short plan (ten hours, every fault, cycles in-process but the killed one);
 `make soak` runs the fortnight (``CANDLECAST_SOAK=fortnight``: 336 cycles as processes, 24 through Airflow).
 A private MariaDB (``.local/test-soak``, port ``CANDLECAST_TEST_SOAK_DB_PORT``, default 3410) is restarted by
 the soak, so the shared test server is never touched.
@@ -70,7 +70,6 @@ def test_re_running_the_labelled_hours_gives_forecasts_where_the_candle_came_bac
     plan = findings.plan
     came_back = [*range(plan.outage_at, plan.outage_at + plan.outage_hours), plan.late_at]
     after = findings.after_heal
-    assert all(c.ok for c in findings.healed)
     assert {k: after[k] and after[k].outcome for k in came_back} == {k: "model" for k in came_back}
     never = after[plan.missing_at]
     assert never is not None and never.outcome == "fallback" and never.reason_code

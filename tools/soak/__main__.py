@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(cycle.line(), flush=True)
 
     findings = run_soak(plan, config, on_cycle=show, rerun=not args.no_rerun)
-    print(f"set-up {findings.setup_seconds:.0f} s; healed {len(findings.healed)} cycles: "
-          + ", ".join(c.line() for c in findings.healed))
+    print(f"set-up {findings.setup_seconds:.0f} s; re-ran the hours of cycles {findings.healed} (labelled "
+          f"fallbacks) in {findings.heal_seconds:.0f} s")
     timing = findings.timing()
     print("cycle wall time: median {median_s:.2f} s, p95 {p95_s:.2f} s; fault-free median {fault_free_median_s:.2f} s "
           "(median {median_ratio:.2f}x, p95 {p95_ratio:.2f}x)".format(**timing))

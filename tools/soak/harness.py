@@ -296,21 +296,27 @@ class Soak:
 
     # --- after the fortnight -------------------------------------------------------------------------------
 
-    def heal(self, ks: list[int]) -> list[CycleRun]:
-        """Re-run the given cycles now that the data is back (the operator's documented way to replace
-        labelled fallbacks with forecasts)."""
-        return [self.run_cycle(k, rerun=True) for k in ks]
+    def heal(self, ks: list[int]) -> float:
+        """Re-run the given cycles' hours now that the data is back (the operator's documented way to replace
+        labelled fallbacks with forecasts); returns seconds."""
+        return self.rerun(ks)
 
     def rerun_all(self) -> float:
-        """Every hour of the soak once more, at the final clock, through the cycle's own steps: each hour's
+        """Every hour of the soak once more, at the final clock; returns seconds."""
+        return self.rerun(list(range(self.plan.hours)))
+
+    def rerun(self, ks: list[int]) -> float:
+        """The hours of cycles ``ks`` once more, at the final clock, through the cycle's own steps: each hour's
         extract, one build of the features (the raw data no longer changes, so one incremental build gives
-        what one per hour would), each hour's forecast, one build of the accuracy marts. Returns seconds."""
+        what one per hour would), each hour's forecast, one build of the accuracy marts."""
         from cycle.context import Interval, RunContext
         from cycle.steps import HOURLY_STEPS
 
+        if not ks:
+            return 0.0
         steps = {step.name: step for step in HOURLY_STEPS}
         ctx = RunContext.resolve(self.env)
-        intervals = [Interval.hour_ending(self.plan.end(k)) for k in range(self.plan.hours)]
+        intervals = [Interval.hour_ending(self.plan.end(k)) for k in sorted(ks)]
         self.server.set_clock(self.plan.final_clock)
         started = time.perf_counter()
         for interval in intervals:

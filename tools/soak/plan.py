@@ -56,11 +56,11 @@ class SoakPlan:
 
     @classmethod
     def short(cls) -> SoakPlan:
-        """Every fault of the fortnight in twelve hours (the correction half a day later), for ``make test``."""
+        """Every fault of the fortnight in ten hours (the correction eight hours later), for ``make test``."""
         return cls(
-            start=datetime(2024, 1, 8, tzinfo=UTC), hours=12, outage_at=2, outage_hours=3,
-            missing_at=5, late_at=6, truncated_at=7, restart_before=8, killed_at=9, corrected_at=0,
-            corrected_after=timedelta(hours=9, minutes=30),
+            start=datetime(2024, 1, 8, tzinfo=UTC), hours=10, corrected_at=0,
+            corrected_after=timedelta(hours=7, minutes=30), outage_at=1, outage_hours=3, missing_at=4, late_at=5,
+            truncated_at=6, restart_before=7, killed_at=7,
         )
 
     # --- times ---------------------------------------------------------------------------------------

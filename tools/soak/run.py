@@ -31,7 +31,8 @@ class Findings:
     truth_differences: list[str]
     running_after_soak: int
     kill_landed: bool
-    healed: list[CycleRun] = field(default_factory=list)
+    healed: list[int] = field(default_factory=list)  # the cycles whose hours were re-run to heal them
+    heal_seconds: float = 0.0
     after_heal: dict[int, checks.Outcome | None] = field(default_factory=dict)  # by cycle
     rerun_changes: list[str] = field(default_factory=list)  # beyond the forecasts a correction reached
     second_rerun_changes: list[str] = field(default_factory=list)
@@ -96,7 +97,8 @@ def run_soak(plan: SoakPlan, config: SoakConfig, on_cycle: Callable[[CycleRun], 
             unlabelled=checks.unlabelled_hours(soak), truth_differences=checks.truth_differences(soak),
             running_after_soak=checks.running_runs(soak), kill_landed=soak.kill_landed, setup_seconds=setup_seconds,
         )
-        findings.healed = soak.heal(checks.fallback_cycles(soak))
+        findings.healed = checks.fallback_cycles(soak)
+        findings.heal_seconds = soak.heal(findings.healed)
         healed = checks.outcomes(soak)
         findings.after_heal = {k: healed.get(checks.naive(plan.end(k))) for k in range(plan.hours)}
         if rerun:
