@@ -41,7 +41,7 @@ def verdicts(f: Findings) -> list[tuple[str, bool, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.soak", description=__doc__.splitlines()[0])
-    parser.add_argument("--plan", choices=["short", "fortnight"], default="short")
+    parser.add_argument("--plan", default="short", help="short, fortnight, or a number of days (default short)")
     parser.add_argument("--mode", choices=["inline", "process"], default=None,
                         help="how cycles run (default: inline for short, process for the fortnight)")
     parser.add_argument("--port", type=int, default=3410, help="the soak's private MariaDB port (default 3410)")
@@ -53,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    plan = SoakPlan.fortnight() if args.plan == "fortnight" else SoakPlan.short()
+    plan = (SoakPlan.short() if args.plan == "short" else SoakPlan.fortnight() if args.plan == "fortnight"
+            else SoakPlan.days(int(args.plan)))
     if args.airflow is not None:
         plan = replace(plan, airflow_from=plan.hours - args.airflow if args.airflow else None,
                        airflow_hours=args.airflow)
-    mode = args.mode or ("process" if args.plan == "fortnight" else "inline")
+    mode = args.mode or ("inline" if args.plan == "short" else "process")
     config = SoakConfig(work_dir=args.work_dir or REPO_ROOT / ".local" / f"soak-{args.plan}", db_port=args.port,
                         base="soak", mode=mode)
 

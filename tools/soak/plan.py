@@ -30,7 +30,7 @@ class SoakPlan:
     late_at: int = 120  # this cycle's just-closed candle is published ``late_minutes`` after its hour closes
     late_minutes: float = 20.0
     corrected_at: int = 150  # this cycle's just-closed candle is corrected ``corrected_after`` later
-    corrected_after: timedelta = timedelta(hours=23)
+    corrected_after: timedelta = timedelta(hours=22)
     truncated_at: int = 200  # the first answer this cycle gets is a 200 with half a body
     restart_before: int = 230  # MariaDB is stopped and started between the cycle before and this one
     killed_at: int = 260  # this cycle is SIGKILLed during its dbt step (then retried)
@@ -51,16 +51,34 @@ class SoakPlan:
 
     @classmethod
     def fortnight(cls) -> SoakPlan:
-        """Fourteen days up to the bundled data's last closed hour, 24 of them through Airflow."""
-        return cls(start=datetime(2023, 12, 26, tzinfo=UTC), hours=14 * 24, airflow_from=300, airflow_hours=24)
+        """Fourteen days up to the bundled data's last closed hour, the last 24 hours through Airflow."""
+        return cls.days(14)
+
+    @classmethod
+    def days(cls, n: int) -> SoakPlan:
+        """``n`` days (at least 3) ending at the bundled data's last closed hour: the faults spread over all but
+        the last day, which runs through Airflow."""
+        hours = n * 24
+        if n < 3:
+            raise ValueError(f"a soak of {n} days leaves no room for a correction a day later; use 3 or more")
+        span = hours - 24
+
+        def at(fraction: float) -> int:
+            return int(span * fraction)
+
+        return cls(
+            start=datetime(2024, 1, 9, tzinfo=UTC) - timedelta(hours=hours), hours=hours, outage_at=at(0.1),
+            missing_at=at(0.22), late_at=at(0.33), corrected_at=at(0.4), truncated_at=at(0.55),
+            restart_before=at(0.65), killed_at=at(0.75), airflow_from=span, airflow_hours=24,
+        )
 
     @classmethod
     def short(cls) -> SoakPlan:
         """Every fault of the fortnight in ten hours (the correction eight hours later), for ``make test``."""
         return cls(
             start=datetime(2024, 1, 8, tzinfo=UTC), hours=10, corrected_at=0,
-            corrected_after=timedelta(hours=7, minutes=30), outage_at=1, outage_hours=3, missing_at=4, late_at=5,
-            truncated_at=6, restart_before=7, killed_at=7,
+            corrected_after=timedelta(hours=7, minutes=30), outage_at=1, outage_hours=3, missing_at=4,
+            truncated_at=5, late_at=6, restart_before=7, killed_at=7,
         )
 
     # --- times ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,8 +32,10 @@ class Findings:
     truth_differences: list[str]
     running_after_soak: int
     kill_landed: bool
+    faults_fired: dict[str, int]  # answers the replay server spoiled on purpose, by kind
     healed: list[int] = field(default_factory=list)  # the cycles whose hours were re-run to heal them
     heal_seconds: float = 0.0
+    first_outcomes: dict[int, checks.Outcome | None] = field(default_factory=dict)  # by cycle, as the soak left them
     after_heal: dict[int, checks.Outcome | None] = field(default_factory=dict)  # by cycle
     rerun_changes: list[str] = field(default_factory=list)  # beyond the forecasts a correction reached
     second_rerun_changes: list[str] = field(default_factory=list)
@@ -96,7 +99,10 @@ def run_soak(plan: SoakPlan, config: SoakConfig, on_cycle: Callable[[CycleRun], 
             plan=plan, cycles=soak.cycles, availability=checks.availability(soak), outcome_counts=counts,
             unlabelled=checks.unlabelled_hours(soak), truth_differences=checks.truth_differences(soak),
             running_after_soak=checks.running_runs(soak), kill_landed=soak.kill_landed, setup_seconds=setup_seconds,
+            faults_fired=dict(Counter(r.fault for r in soak.server.requests if r.fault)),
         )
+        first = checks.outcomes(soak)
+        findings.first_outcomes = {k: first.get(checks.naive(plan.end(k))) for k in range(plan.hours)}
         findings.healed = checks.fallback_cycles(soak)
         findings.heal_seconds = soak.heal(findings.healed)
         healed = checks.outcomes(soak)
