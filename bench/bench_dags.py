@@ -75,9 +75,8 @@ def fresh_base() -> None:
 
 def seed_history(replay_url: str) -> None:
     from candlecast.db import engine_for
-    from candlecast.settings import Schemas
+    from candlecast.settings import ExtractSettings, Schemas
     from extract.pipeline import backfill
-    from extract.settings import ExtractSettings
 
     engine = engine_for("loader")
     settings = ExtractSettings.from_env().with_(api_url=replay_url)
@@ -130,12 +129,12 @@ def main() -> int:
     from airflow.models.pool import Pool
     from airflow.utils import db
 
-    from candlecast.airflow_local import DBT_POOL, DBT_POOL_DESCRIPTION
+    from candlecast.settings.dbt import DEFAULT_POOL, POOL_DESCRIPTION
     from tools.replay import ReplayServer
 
     logging.getLogger().setLevel(logging.WARNING)
     db.initdb()
-    Pool.create_or_update_pool(DBT_POOL, slots=1, description=DBT_POOL_DESCRIPTION, include_deferred=False)
+    Pool.create_or_update_pool(DEFAULT_POOL, slots=1, description=POOL_DESCRIPTION, include_deferred=False)
     with ReplayServer(rate=None) as server:
         os.environ["COINBASE_API_URL"] = server.url
         seed_history(server.url)

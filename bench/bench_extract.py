@@ -34,12 +34,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from candlecast.db import check_connection, make_engine  # noqa: E402
-from candlecast.settings import Schemas, db_settings  # noqa: E402
+from candlecast.settings import (  # noqa: E402
+    ExtractSettings,
+    Schemas,
+    db_settings,
+)
 from extract import load  # noqa: E402
 from extract.pipeline import backfill  # noqa: E402
 from extract.records import Candle  # noqa: E402
 from extract.schema import ensure_raw_tables  # noqa: E402
-from extract.settings import ExtractSettings  # noqa: E402
 from extract.validate import parse_candle  # noqa: E402
 from extract.windows import HOUR, MAX_CANDLES_PER_REQUEST, from_unix, naive_utc  # noqa: E402
 from tools.replay import ReplayServer, bundled_series  # noqa: E402

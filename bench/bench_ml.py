@@ -84,12 +84,12 @@ def main() -> int:
     print(f"set-up (not timed): bundled candles + dbt feature mart in {BASE}_* in {time.perf_counter() - t0:.1f} s")
 
     from candlecast.db import engine_for
+    from candlecast.settings import ml_settings
     from ml.evaluate import evaluate
     from ml.features import newest_hour
     from ml.model import DRIFT, PERSISTENCE
     from ml.predict import FALLBACK, ModelCache, forecast_hour
     from ml.promote import promote
-    from ml.settings import ml_settings
     from ml.store import ModelStore
     from ml.train import TrainConfig, train
 

@@ -29,17 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from candlecast.pidfile import live_pid
-from candlecast.settings import REPO_ROOT, effective_env, local_dir
+from candlecast.settings import REPO_ROOT, DbtSettings, LocalServices, SettingsError, effective_env
+from candlecast.settings.dbt import NO_POOL, POOL_DESCRIPTION
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8080
 HOST = "127.0.0.1"
 # The default (32) pre-forks 32 LocalExecutor workers, about 5.5 GB RSS; 2 cores gain nothing past 4.
 PARALLELISM = 4
-# The DAGs put every dbt task in this one-slot pool (dags/candlecast_orchestration/config.py says why).
-DBT_POOL = "candlecast_dbt"
-DBT_POOL_DESCRIPTION = "candlecast: one dbt run at a time across DAGs (they write the same tables)"
 
 
 class AirflowLocalError(RuntimeError):
@@ -80,14 +77,8 @@ class LocalAirflow:
 
 
 def local_airflow(env: Mapping[str, str] | None = None) -> LocalAirflow:
-    values = effective_env(env)
-    home = values.get("CANDLECAST_AIRFLOW_HOME") or str(local_dir(values) / "airflow")
-    try:
-        port = int(values.get("CANDLECAST_AIRFLOW_PORT", DEFAULT_PORT))
-    except ValueError as exc:
-        bad = values["CANDLECAST_AIRFLOW_PORT"]
-        raise AirflowLocalError(f"CANDLECAST_AIRFLOW_PORT is not a number: {bad!r}") from exc
-    return LocalAirflow(home=Path(home).resolve(), port=port)
+    local = LocalServices.from_env(env)
+    return LocalAirflow(home=local.airflow_home.resolve(), port=local.airflow_port)
 
 
 def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -201,11 +192,11 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 300.0) -> Local
 
 def ensure_pool(airflow: LocalAirflow, env: Mapping[str, str]) -> None:
     """Create (or keep) the dbt pool the DAGs need; idempotent."""
-    pool = env.get("CANDLECAST_DBT_POOL", DBT_POOL).strip()
-    if not pool or pool == "default_pool":
+    pool = DbtSettings.from_env(env).pool
+    if pool == NO_POOL:
         return
     proc = subprocess.run(
-        [sys.executable, "-m", "airflow", "pools", "set", pool, "1", DBT_POOL_DESCRIPTION],
+        [sys.executable, "-m", "airflow", "pools", "set", pool, "1", POOL_DESCRIPTION],
         cwd=REPO_ROOT, env={**env, **airflow_env(airflow, env)}, capture_output=True, text=True,
     )
     if proc.returncode != 0:
@@ -280,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for key, value in sorted(airflow_env(airflow).items()):
                 print(f"export {key}={value!r}" if " " in value else f"export {key}={value}")
-    except AirflowLocalError as exc:
+    except (AirflowLocalError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -24,32 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from candlecast.settings import REPO_ROOT, effective_env
+from candlecast.settings.dbt import DbtSettings, dbt_settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXECUTABLE = REPO_ROOT / ".venv-dbt" / "bin" / "dbt"
-DEFAULT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 # dbt's own telemetry off; captured output in plain text, so it can be read and quoted in errors.
 NO_TELEMETRY = {"DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
 NO_COLORS = {"DBT_USE_COLORS": "False"}
 TAIL_CHARS = 4000
-
-
-@dataclass(frozen=True)
-class DbtSettings:
-    """Which dbt and which project (``CANDLECAST_DBT_EXECUTABLE``, ``CANDLECAST_DBT_PROJECT_DIR``)."""
-
-    executable: Path = DEFAULT_EXECUTABLE
-    project_dir: Path = DEFAULT_PROJECT_DIR
-    profiles_dir: Path = REPO_ROOT
-
-
-def dbt_settings(env: Mapping[str, str] | None = None) -> DbtSettings:
-    env = os.environ if env is None else env
-    return DbtSettings(
-        executable=Path(env.get("CANDLECAST_DBT_EXECUTABLE") or DEFAULT_EXECUTABLE),
-        project_dir=Path(env.get("CANDLECAST_DBT_PROJECT_DIR") or DEFAULT_PROJECT_DIR),
-    )
 
 
 def describe(command: Sequence[str], select: Sequence[str] = (), args: Sequence[str] = ()) -> str:

@@ -28,11 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from candlecast.pidfile import live_pid
-from candlecast.settings import ROLES, Schemas, credentials_file, effective_env, local_dir, read_env_file
+from candlecast.settings import ROLES, DbServer, LocalServices, Schemas, credentials_file, read_env_file
+from candlecast.settings.db import DEFAULT_DB_HOST
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PORT = 3407
 
 
 class MariaDBError(RuntimeError):
@@ -76,12 +75,8 @@ class LocalServer:
 
 
 def local_server(env: Mapping[str, str] | None = None) -> LocalServer:
-    values = effective_env(env)
-    return LocalServer(
-        root=local_dir(values) / "mariadb",
-        port=int(values.get("CANDLECAST_DB_PORT", DEFAULT_PORT)),
-        schemas=Schemas(values.get("CANDLECAST_DB_SCHEMA", "candlecast")),
-    )
+    db = DbServer.from_env(env)
+    return LocalServer(root=LocalServices.from_env(env).mariadb_dir, port=db.port, schemas=db.schemas)
 
 
 def _binary(name: str) -> str:
@@ -206,7 +201,7 @@ def _initialise(server: LocalServer) -> None:
 def _ensure_credentials(server: LocalServer) -> dict[str, str]:
     existing = read_env_file(server.credentials)
     values = dict(existing)
-    values.setdefault("CANDLECAST_DB_HOST", "127.0.0.1")
+    values.setdefault("CANDLECAST_DB_HOST", DEFAULT_DB_HOST)
     values["CANDLECAST_DB_PORT"] = str(server.port)
     values.setdefault("CANDLECAST_DB_SCHEMA", server.schemas.base)
     for role in ROLES:

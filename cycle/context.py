@@ -54,9 +54,9 @@ class Interval:
 
 def schema_base(env: Mapping[str, str]) -> str:
     """The database base name the cycle writes (``CANDLECAST_DB_SCHEMA``): its lock and dbt files are per base."""
-    from candlecast.settings import Schemas
+    from candlecast.settings import DbServer
 
-    return env.get("CANDLECAST_DB_SCHEMA") or Schemas().base
+    return DbServer.from_env(env).schemas.base
 
 
 def parse_products(raw: str, source: str) -> tuple[str, ...]:
@@ -82,9 +82,7 @@ class RunContext:
                 model_store: Path | str | None = None) -> RunContext:
         """From ``env`` (default: the process's, over the local credentials file); ``products`` and
         ``model_store`` override ``CANDLECAST_EXTRACT_PRODUCTS`` and ``CANDLECAST_MODEL_STORE`` when given."""
-        from candlecast.settings import effective_env
-        from extract.settings import ExtractSettings
-        from ml.settings import ml_settings
+        from candlecast.settings import ExtractSettings, effective_env, ml_settings
 
         full = effective_env(env)
         chosen = tuple(products) if products else ExtractSettings.from_env(full).products

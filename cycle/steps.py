@@ -80,8 +80,8 @@ def extract_interval(ctx: RunContext, interval: Interval) -> Summary:
     interval's end: the hours before it are closed by then, and the open hour is never stored. Fails (after
     storing the others) when any product failed.
     """
+    from candlecast.settings import ExtractSettings
     from extract.pipeline import incremental
-    from extract.settings import ExtractSettings
 
     settings = ExtractSettings.from_env(ctx.env).with_(products=ctx.products)
     with _engine("loader", ctx.env) as (engine, schemas):
@@ -152,7 +152,7 @@ def training_cutoff(window_end: datetime, holdout_hours: int) -> datetime:
 
 def train_products(ctx: RunContext, interval: Interval) -> Summary:
     """Train LightGBM and the baselines on hours before ``end - CANDLECAST_HOLDOUT_HOURS``; register them."""
-    from ml.settings import ml_settings
+    from candlecast.settings import ml_settings
     from ml.store import ModelStore
     from ml.train import TrainConfig, train
 

@@ -19,9 +19,9 @@ runs its step's function, each Cosmos group renders its step's dbt selection.
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
-from candlecast_orchestration.config import RETRAIN_DAG_ID, dag_settings
 from candlecast_orchestration.dbt import dbt_task_group
 
+from candlecast.settings.dags import RETRAIN_DAG_ID, dag_settings
 from cycle.steps import FEATURE_SELECT
 
 SETTINGS = dag_settings()

@@ -19,14 +19,14 @@ def build_features_step() -> str:
     from sqlalchemy import text
 
     from candlecast.db import engine_for
-    from candlecast.settings import Schemas
+    from candlecast.settings import DbServer
 
     env = effective_env()
     build = run_dbt(["build"], env=env, select=FEATURE_SELECTION, args=FEATURE_BUILD_ARGS)
     # Reported, not fatal: the bundled candles keep the ingested_at of their first load, so a demo re-run
     # more than 6 h later finds them "stale", which is true and says nothing about the build.
     freshness = run_dbt(["source", "freshness"], env=env, check=False)
-    schemas = Schemas(env.get("CANDLECAST_DB_SCHEMA", "candlecast"))
+    schemas = DbServer.from_env(env).schemas
     reader = engine_for("reader", env)
     try:
         with reader.connect() as conn:

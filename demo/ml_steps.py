@@ -15,8 +15,7 @@ from candlecast.settings import effective_env
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from candlecast.settings import Schemas
-    from ml.settings import MlSettings
+    from candlecast.settings import MlSettings, Schemas
     from ml.store import ModelStore
 
 HOUR = timedelta(hours=1)
@@ -25,8 +24,7 @@ PREDICT_HOURS = 48
 
 def _context(env: Mapping[str, str] | None = None) -> tuple[Engine, Schemas, MlSettings, ModelStore]:
     from candlecast.db import check_connection, make_engine
-    from candlecast.settings import db_settings
-    from ml.settings import ml_settings
+    from candlecast.settings import db_settings, ml_settings
     from ml.store import ModelStore
 
     db = db_settings("ml", env)
@@ -121,8 +119,8 @@ def backtest_step(env: Mapping[str, str] | None = None) -> str:
     from ml.features import read_features
     from ml.train import TrainConfig
 
-    weeks = int(effective_env(env).get("CANDLECAST_DEMO_BACKTEST_WEEKS", "8"))
     engine, schemas, settings, _store = _context(env)
+    weeks = settings.demo_backtest_weeks
     try:
         end = _data_end(engine, schemas, settings.product)
         features = read_features(engine, schemas, settings.product, end=end)

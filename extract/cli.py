@@ -72,9 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, now: datetime) -> list[str]:
     from candlecast.db import check_connection, engine_for
-    from candlecast.settings import db_settings
+    from candlecast.settings import ExtractSettings, db_settings
     from extract import pipeline
-    from extract.settings import ExtractSettings
 
     settings = ExtractSettings.from_env()
     changes: dict[str, object] = {}

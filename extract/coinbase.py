@@ -22,10 +22,10 @@ from urllib.parse import quote
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from candlecast.settings import ExtractSettings
 from extract import jsonnum
 from extract.errors import FetchError, MalformedResponse
 from extract.ratelimit import TokenBucket
-from extract.settings import ExtractSettings
 from extract.windows import Window
 
 if TYPE_CHECKING:

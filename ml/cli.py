@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from candlecast.settings import Schemas
-    from ml.settings import MlSettings
+    from candlecast.settings import MlSettings, Schemas
     from ml.store import ModelStore
 
 HOUR = timedelta(hours=1)
@@ -49,8 +48,7 @@ def _data_end(engine: Engine, schemas: Schemas, product: str) -> datetime:
 
 def _context() -> tuple[Engine, Schemas, MlSettings, ModelStore]:
     from candlecast.db import check_connection, make_engine
-    from candlecast.settings import db_settings
-    from ml.settings import ml_settings
+    from candlecast.settings import db_settings, ml_settings
     from ml.store import ModelStore
 
     db = db_settings("ml")

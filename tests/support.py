@@ -78,9 +78,8 @@ def backfill_history(env: Mapping[str, str], start: datetime, end: datetime, pro
     """Fetch ``[start, end)`` from the API ``env`` names into ``env``'s base through the extractor (the history
     a test's runs start from: set-up, not under test)."""
     from candlecast.db import make_engine
-    from candlecast.settings import db_settings
+    from candlecast.settings import ExtractSettings, db_settings
     from extract.pipeline import backfill
-    from extract.settings import ExtractSettings
 
     settings = db_settings("loader", env)
     engine = make_engine(settings)

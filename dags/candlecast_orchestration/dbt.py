@@ -16,12 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from candlecast_orchestration.config import (
-    PROFILES_YML,
-    DagConfigError,
-    DagSettings,
-    connection_env_template,
-)
+from candlecast.settings import SettingsError
+from candlecast.settings.dags import DagSettings, connection_env_template
 
 if TYPE_CHECKING:
     from cosmos import DbtTaskGroup
@@ -38,25 +34,25 @@ def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, 
     from cosmos.constants import InvocationMode, LoadMode, TestIndirectSelection
 
     manifest_mode = settings.load_method == "dbt_manifest"
-    if manifest_mode and not settings.manifest_path.exists():
+    if manifest_mode and not settings.dbt.manifest_path.exists():
         # Cosmos would say "Could not find manifest"; say how to make it.
-        raise DagConfigError(
-            f"dbt manifest not found at {settings.manifest_path}: run `make dbt-parse` "
+        raise SettingsError(
+            f"dbt manifest not found at {settings.dbt.manifest_path}: run `make dbt-parse` "
             "(or set CANDLECAST_COSMOS_LOAD_METHOD=dbt_ls)"
         )
     project = ProjectConfig(
-        dbt_project_path=settings.dbt_project_dir,
-        manifest_path=settings.manifest_path if manifest_mode else None,
+        dbt_project_path=settings.dbt.project_dir,
+        manifest_path=settings.dbt.manifest_path if manifest_mode else None,
         # No packages.yml, and workers must not reach for the network at run time.
         install_dbt_deps=False,
     )
     profile = ProfileConfig(
         profile_name="candlecast",
-        target_name=settings.dbt_target,
-        profiles_yml_filepath=PROFILES_YML,
+        target_name=settings.dbt.target,
+        profiles_yml_filepath=settings.dbt.profiles_yml,
     )
     execution = ExecutionConfig(
-        dbt_executable_path=str(settings.dbt_executable),
+        dbt_executable_path=str(settings.dbt.executable),
         invocation_mode=InvocationMode.SUBPROCESS,
         # A test that reads two models (relationships, spine continuity, no-lookahead) runs with the later
         # of them, once both exist: dbt's default ("eager") would run it with the first, before the second
@@ -69,9 +65,9 @@ def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, 
         test_behavior=_test_behavior(settings.test_behavior),
         # Cosmos refuses a dbt that is not importable in its own interpreter unless told to shell out.
         invocation_mode=InvocationMode.SUBPROCESS,
-        dbt_executable_path=str(settings.dbt_executable),
+        dbt_executable_path=str(settings.dbt.executable),
     )
-    operator_args: dict[str, Any] = {"install_deps": False, "pool": settings.dbt_pool}
+    operator_args: dict[str, Any] = {"install_deps": False, "pool": settings.dbt.pool}
     if settings.conn_prefix:
         operator_args["env"] = connection_env_template(settings.conn_prefix, "transformer")
     group = DbtTaskGroup(
@@ -85,8 +81,8 @@ def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, 
     )
     if not group.children:
         # An empty group would silently wire its neighbours to each other (Airflow then reports a cycle).
-        raise DagConfigError(
-            f"dbt selection {select} matched no model in {settings.dbt_project_dir} "
+        raise SettingsError(
+            f"dbt selection {select} matched no model in {settings.dbt.project_dir} "
             f"({settings.load_method}); re-run `make dbt-parse` after changing the dbt project"
         )
     return group

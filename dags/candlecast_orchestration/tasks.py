@@ -14,7 +14,7 @@ import os
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from candlecast_orchestration.config import VAR_MODEL_STORE, VAR_PRODUCTS, conn_id
+from candlecast.settings.dags import VAR_MODEL_STORE, VAR_PRODUCTS, conn_id, connection_env
 
 if TYPE_CHECKING:
     from candlecast.settings import Role
@@ -36,14 +36,7 @@ def task_env(role: Role, conn_prefix: str | None) -> dict[str, str]:
         return env
     from airflow.sdk import Connection
 
-    conn = Connection.get(conn_id(conn_prefix, role))
-    upper = role.upper()
-    env.update({f"CANDLECAST_{upper}_USER": conn.login or role, f"CANDLECAST_{upper}_PASSWORD": conn.password or "",
-                "CANDLECAST_DB_SCHEMA": conn.schema or "candlecast"})
-    if conn.host:
-        env["CANDLECAST_DB_HOST"] = conn.host
-    if conn.port:
-        env["CANDLECAST_DB_PORT"] = str(conn.port)
+    env.update(connection_env(role, Connection.get(conn_id(conn_prefix, role))))
     return env
 
 

@@ -62,12 +62,12 @@ def airflow_db() -> None:
     from airflow.models.pool import Pool
     from airflow.utils import db
 
-    from candlecast.airflow_local import DBT_POOL, DBT_POOL_DESCRIPTION
+    from candlecast.settings.dbt import DEFAULT_POOL, POOL_DESCRIPTION
 
     TEST_AIRFLOW.home.mkdir(parents=True, exist_ok=True)
     db.initdb()
     # What `make airflow` creates too: the one-slot pool every dbt task of both DAGs runs in.
-    Pool.create_or_update_pool(DBT_POOL, slots=1, description=DBT_POOL_DESCRIPTION, include_deferred=False)
+    Pool.create_or_update_pool(DEFAULT_POOL, slots=1, description=POOL_DESCRIPTION, include_deferred=False)
 
 
 @pytest.fixture(scope="package")

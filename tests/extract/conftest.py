@@ -8,8 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from candlecast.settings import Schemas
-from extract.settings import ExtractSettings
+from candlecast.settings import ExtractSettings, Schemas
 from extract.windows import HOUR, from_unix, naive_utc
 from tools.replay import ReplayServer, bundled_series
 from tools.replay.data import CandleSeries

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from candlecast.settings import ExtractSettings
 from extract.coinbase import CoinbaseClient, parse_retry_after
 from extract.errors import FetchError, MalformedResponse
-from extract.settings import ExtractSettings
 from extract.windows import HOUR, Window, from_unix
 from tests.extract.conftest import fast_settings
 from tools.replay import Fault, ReplayServer

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from candlecast.settings import ExtractSettings
 from extract.errors import NothingToResume, TooFarBehind
 from extract.pipeline import incremental_span
-from extract.settings import ExtractSettings
 from extract.windows import HOUR, Window
 
 END = datetime(2024, 1, 9, 13, tzinfo=UTC)

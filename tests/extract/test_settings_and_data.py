@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from candlecast.settings import SettingsError
+from candlecast.settings import ExtractSettings, SettingsError
 from extract.pipeline import describe_hours
-from extract.settings import ExtractSettings
 from tools.replay.data import ReplayDataError, read_csv
 
 

@@ -16,12 +16,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from candlecast.settings import REPO_ROOT
+from candlecast.settings.dags import HOURLY_DAG_ID
 from tools.soak.harness import Attempt, CycleRun
 
 if TYPE_CHECKING:
     from tools.soak.harness import Soak
 
-HOURLY_DAG_ID = "candlecast_hourly"
 DAGS_DIR = REPO_ROOT / "dags"
 AIRFLOW_PORT = 18390  # never served: dag.test needs no API server, but the config names one
 
@@ -29,7 +29,8 @@ AIRFLOW_PORT = 18390  # never served: dag.test needs no API server, but the conf
 def prepare(soak: Soak) -> Any:
     """Configure Airflow for the soak, migrate its metadata DB, make the dbt manifest; returns the hourly DAG."""
     from candlecast import dbt_runner
-    from candlecast.airflow_local import DBT_POOL, DBT_POOL_DESCRIPTION, LocalAirflow, airflow_env
+    from candlecast.airflow_local import LocalAirflow, airflow_env
+    from candlecast.settings.dbt import DEFAULT_POOL, POOL_DESCRIPTION
 
     work = soak.config.work_dir / "airflow"
     manifest_dir = work / "dbt-target"
@@ -47,7 +48,7 @@ def prepare(soak: Soak) -> Any:
 
     (work / "home").mkdir(parents=True, exist_ok=True)
     db.initdb()
-    Pool.create_or_update_pool(DBT_POOL, slots=1, description=DBT_POOL_DESCRIPTION, include_deferred=False)
+    Pool.create_or_update_pool(DEFAULT_POOL, slots=1, description=POOL_DESCRIPTION, include_deferred=False)
     bag = BundleDagBag(dag_folder=DAGS_DIR, bundle_path=DAGS_DIR, bundle_name="dags-folder")
     if HOURLY_DAG_ID not in bag.dags:
         raise RuntimeError(f"{HOURLY_DAG_ID} not parsed from {DAGS_DIR}: {bag.import_errors}")

@@ -170,9 +170,8 @@ class Soak:
 
     def _backfill_history(self) -> None:
         from candlecast.db import make_engine
-        from candlecast.settings import db_settings
+        from candlecast.settings import ExtractSettings, db_settings
         from extract.pipeline import backfill
-        from extract.settings import ExtractSettings
 
         engine = make_engine(db_settings("loader", self.env))
         try:

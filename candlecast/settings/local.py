@@ -1,0 +1,45 @@
+"""Where the project's local services keep their state and listen: ``.local/`` (MariaDB, Airflow, models).
+
+The local MariaDB listens on ``CANDLECAST_DB_PORT`` (``DbServer``); the local Airflow on
+``CANDLECAST_AIRFLOW_PORT``, with its home in ``CANDLECAST_AIRFLOW_HOME``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from candlecast.settings.base import DEFAULT_LOCAL_DIR, EnvSettings
+from candlecast.settings.db import Port
+
+DEFAULT_AIRFLOW_PORT = 8080
+
+
+class LocalServices(EnvSettings):
+    """``CANDLECAST_LOCAL_DIR``, ``CANDLECAST_AIRFLOW_HOME`` (default ``$CANDLECAST_LOCAL_DIR/airflow``),
+    ``CANDLECAST_AIRFLOW_PORT``."""
+
+    reads_credentials_file = True
+
+    local_dir: Path = Field(DEFAULT_LOCAL_DIR, validation_alias="CANDLECAST_LOCAL_DIR")
+    airflow_home: Path = Field(validation_alias="CANDLECAST_AIRFLOW_HOME")
+    airflow_port: Port = Field(DEFAULT_AIRFLOW_PORT, validation_alias="CANDLECAST_AIRFLOW_PORT")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _airflow_under_local_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not (data.get("CANDLECAST_AIRFLOW_HOME") or data.get("airflow_home")):
+            local = data.get("CANDLECAST_LOCAL_DIR") or data.get("local_dir") or DEFAULT_LOCAL_DIR
+            data = {**data, "airflow_home": Path(local) / "airflow"}
+        return data
+
+    @property
+    def mariadb_dir(self) -> Path:
+        return self.local_dir / "mariadb"
+
+
+def local_services(env: Mapping[str, str] | None = None) -> LocalServices:
+    return LocalServices.from_env(env)

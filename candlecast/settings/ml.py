@@ -1,0 +1,59 @@
+"""Settings of the ML layer: the model store, the default product, LightGBM threads, the holdout."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from candlecast.settings.base import DEFAULT_LOCAL_DIR, EnvSettings
+from candlecast.settings.extract import DEFAULT_PRODUCT
+
+
+class MlSettings(EnvSettings):
+    """``CANDLECAST_MODEL_STORE`` (default ``$CANDLECAST_LOCAL_DIR/models``), ``CANDLECAST_PRODUCT``,
+    ``CANDLECAST_ML_THREADS``, ``CANDLECAST_HOLDOUT_HOURS``, ``CANDLECAST_DEMO_BACKTEST_WEEKS``."""
+
+    store_dir: Path = Field(validation_alias="CANDLECAST_MODEL_STORE")
+    product: str = Field(DEFAULT_PRODUCT, validation_alias="CANDLECAST_PRODUCT")
+    # LightGBM threads, pinned. One by default: on a small shared box (MariaDB, Airflow, dbt beside it) OpenMP
+    # threads that wait for each other at every split slowed a 3 s fit to minutes; one thread never waits.
+    num_threads: int = Field(1, validation_alias="CANDLECAST_ML_THREADS")
+    # Hours of the most recent data held out from training so that every model can be compared on it.
+    holdout_hours: int = Field(168, validation_alias="CANDLECAST_HOLDOUT_HOURS")
+    # Length of the demo's backtest (`make backtest` runs 52 weeks).
+    demo_backtest_weeks: int = Field(8, validation_alias="CANDLECAST_DEMO_BACKTEST_WEEKS")
+    # Only to place the default model store.
+    local_dir: Path = Field(DEFAULT_LOCAL_DIR, validation_alias="CANDLECAST_LOCAL_DIR", exclude=True, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _store_under_local_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not (data.get("CANDLECAST_MODEL_STORE") or data.get("store_dir")):
+            local = data.get("CANDLECAST_LOCAL_DIR") or data.get("local_dir") or DEFAULT_LOCAL_DIR
+            data = {**data, "store_dir": Path(local) / "models"}
+        return data
+
+    @field_validator("num_threads")
+    @classmethod
+    def _threads(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be >= 0 (0: LightGBM's own default)")
+        return value
+
+    @field_validator("holdout_hours", "demo_backtest_weeks")
+    @classmethod
+    def _hours(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be >= 1")
+        return value
+
+    @property
+    def backtest_dir(self) -> Path:
+        return self.store_dir.parent / "backtest"
+
+
+def ml_settings(env: Mapping[str, str] | None = None) -> MlSettings:
+    return MlSettings.from_env(env)

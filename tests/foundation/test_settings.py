@@ -1,0 +1,85 @@
+"""The one settings layer: env vars over the credentials file, one role's login, one error naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from candlecast.settings import DbtSettings, SettingsError, dag_settings, db_settings, effective_env
+from candlecast.settings.dags import connection_env, connection_env_template
+
+
+def test_credentials_file_is_read_as_an_env_file_and_the_environment_wins(tmp_path: Path) -> None:
+    creds = tmp_path / "credentials.env"
+    creds.write_text(
+        "# generated\n"
+        "export CANDLECAST_DB_HOST=db.internal\n"
+        "CANDLECAST_DB_PORT=3500\n"
+        "CANDLECAST_LOADER_PASSWORD='p#ss \"q\"'  # a comment\n"
+        'CANDLECAST_ML_PASSWORD="a b"\n'
+    )
+    env = {"CANDLECAST_CREDENTIALS_FILE": str(creds), "CANDLECAST_DB_PORT": "3600"}
+    loader = db_settings("loader", env)
+    assert (loader.host, loader.port, loader.user) == ("db.internal", 3600, "loader")
+    assert loader.password == 'p#ss "q"'
+    assert db_settings("ml", env).password == "a b"
+    assert effective_env(env)["CANDLECAST_DB_PORT"] == "3600"
+
+
+def test_a_role_gets_its_own_login_only() -> None:
+    env = {"CANDLECAST_CREDENTIALS_FILE": "/nonexistent", "CANDLECAST_LOADER_USER": "ld",
+           "CANDLECAST_LOADER_PASSWORD": "pw-loader", "CANDLECAST_READER_PASSWORD": "pw-reader"}
+    reader = db_settings("reader", env)
+    assert (reader.user, reader.password) == ("reader", "pw-reader")
+    assert "pw-reader" not in repr(reader)
+    with pytest.raises(SettingsError, match="CANDLECAST_ML_PASSWORD is not set and /nonexistent does not define it"):
+        db_settings("ml", env)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CANDLECAST_DB_PORT": "many"}, "CANDLECAST_DB_PORT must be a int, got 'many'"),
+        ({"CANDLECAST_DB_PORT": "70000"}, r"CANDLECAST_DB_PORT must be a TCP port \(1-65535\), got 70000"),
+    ],
+)
+def test_an_invalid_db_value_names_the_variable_and_the_value(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        db_settings("loader", {"CANDLECAST_CREDENTIALS_FILE": "/nonexistent", "CANDLECAST_LOADER_PASSWORD": "x", **env})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CANDLECAST_DAG_CATCHUP": "maybe"}, "CANDLECAST_DAG_CATCHUP must be a boolean"),
+        ({"CANDLECAST_COSMOS_LOAD_METHOD": "dbt_run"}, "CANDLECAST_COSMOS_LOAD_METHOD must be one of"),
+        ({"CANDLECAST_DAG_START_DATE": "soon"}, "CANDLECAST_DAG_START_DATE must be an ISO date, got soon"),
+    ],
+)
+def test_an_invalid_dag_value_names_the_variable_and_the_value(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        dag_settings(env)
+
+
+def test_the_dbt_executable_and_pool_come_from_their_variables() -> None:
+    assert DbtSettings.from_env({"CANDLECAST_DBT_EXECUTABLE": "/opt/dbt"}).executable == Path("/opt/dbt")
+    assert DbtSettings.from_env({}).pool == "candlecast_dbt"
+    assert DbtSettings.from_env({"CANDLECAST_DBT_POOL": ""}).pool == "default_pool"
+
+
+def test_an_airflow_connection_maps_like_the_unset_variables_in_both_paths() -> None:
+    bare = SimpleNamespace(host=None, port=None, schema=None, login=None, password="pw")
+    env = connection_env("transformer", bare)
+    assert env == {"CANDLECAST_DB_HOST": "127.0.0.1", "CANDLECAST_DB_PORT": "3407",
+                   "CANDLECAST_DB_SCHEMA": "candlecast", "CANDLECAST_TRANSFORMER_USER": "transformer",
+                   "CANDLECAST_TRANSFORMER_PASSWORD": "pw"}
+    settings = db_settings("transformer", {"CANDLECAST_CREDENTIALS_FILE": "/nonexistent", **env})
+    assert (settings.host, settings.port, settings.schemas.base) == ("127.0.0.1", 3407, "candlecast")
+
+    from jinja2 import Template
+
+    rendered = {key: Template(value).render(conn={"cc_transformer": bare})
+                for key, value in connection_env_template("cc", "transformer").items()}
+    assert rendered == env
