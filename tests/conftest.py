@@ -18,11 +18,13 @@ TEST_LOCAL_DIR = REPO_ROOT / ".local" / "test"
 _test_port = os.environ.get("CANDLECAST_TEST_DB_PORT", "3408")
 # Two checkouts on one machine can run their suites side by side with other ports.
 _test_airflow_port = os.environ.get("CANDLECAST_TEST_AIRFLOW_PORT", "18180")
+_test_kill_port = os.environ.get("CANDLECAST_TEST_KILL_DB_PORT", "3409")  # the killed-database test's own server
 for _key in [k for k in os.environ if k.startswith("CANDLECAST_")]:
     del os.environ[_key]
 os.environ["CANDLECAST_LOCAL_DIR"] = str(TEST_LOCAL_DIR)
 os.environ["CANDLECAST_DB_PORT"] = _test_port
 os.environ["CANDLECAST_TEST_AIRFLOW_PORT"] = _test_airflow_port
+os.environ["CANDLECAST_TEST_KILL_DB_PORT"] = _test_kill_port
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
 
 
