@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from candlecast.settings import DbSettings, Role, db_settings
 
@@ -15,25 +15,31 @@ class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached or refused the connection."""
 
 
-def make_engine(settings: DbSettings, database: str | None = None, **kwargs: object) -> Engine:
+def make_engine(
+    settings: DbSettings,
+    database: str | None = None,
+    *,
+    connect_args: Mapping[str, object] | None = None,
+    **engine_kwargs: Any,  # passed on to sqlalchemy.create_engine (poolclass=..., echo=...), typed Any there too
+) -> Engine:
     from sqlalchemy import create_engine
 
-    connect_args: dict[str, object] = {
+    driver_args: dict[str, object] = {
         "connect_timeout": settings.connect_timeout,
         # Every DATETIME in the project is UTC; make the session agree so NOW() and friends do too.
         "init_command": "SET time_zone = '+00:00'",
     }
-    connect_args.update(kwargs.pop("connect_args", {}) or {})  # type: ignore[arg-type]
+    driver_args.update(connect_args or {})
     return create_engine(
         settings.sqlalchemy_url(database),
         pool_pre_ping=True,
-        connect_args=connect_args,
-        **kwargs,  # type: ignore[arg-type]
+        connect_args=driver_args,
+        **engine_kwargs,
     )
 
 
-def engine_for(role: Role, env: Mapping[str, str] | None = None, **kwargs: object) -> Engine:
-    return make_engine(db_settings(role, env), **kwargs)
+def engine_for(role: Role, env: Mapping[str, str] | None = None, **engine_kwargs: Any) -> Engine:
+    return make_engine(db_settings(role, env), **engine_kwargs)
 
 
 def check_connection(engine: Engine, what: str) -> None:
