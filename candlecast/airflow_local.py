@@ -138,7 +138,8 @@ def is_healthy(answer: Mapping[str, object] | None) -> bool:
     if not answer:
         return False
     components = ("metadatabase", "scheduler", "dag_processor", "triggerer")
-    return all(isinstance(answer.get(c), dict) and answer[c].get("status") == "healthy" for c in components)  # type: ignore[union-attr]
+    parts = [answer.get(c) for c in components]
+    return all(isinstance(part, dict) and part.get("status") == "healthy" for part in parts)
 
 
 def _log_tail(airflow: LocalAirflow, lines: int = 30) -> str:

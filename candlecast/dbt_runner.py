@@ -74,7 +74,7 @@ class DbtResult:
         """A JSON artifact of this run, e.g. ``run_results.json``."""
         path = self.target_path / name
         try:
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
+            return json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise DbtError(self.describe(), f"cannot read its artifact {path}: {exc}") from exc
 
