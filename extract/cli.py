@@ -10,9 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from extract.windows import clamp_end, floor_hour, to_utc
+
+if TYPE_CHECKING:
+    from extract.pipeline import WindowReport
 
 EPILOG = """\
 times are ISO 8601 (2024-01-09, 2024-01-09T13:00, 2024-01-09T13:00:00+02:00); without an offset they are UTC.
@@ -70,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _advance(bar: Any) -> Callable[[WindowReport], None]:
+    """Moves a tqdm bar (``bar``) on by the hours of each window the backfill finishes."""
+
+    def advance(report: WindowReport) -> None:
+        bar.update(report.window.hours)
+
+    return advance
+
+
 def run(args: argparse.Namespace, now: datetime) -> list[str]:
     from candlecast.db import check_connection, engine_for
     from candlecast.settings import ExtractSettings, db_settings
@@ -104,7 +118,7 @@ def run(args: argparse.Namespace, now: datetime) -> list[str]:
             with tqdm(total=hours, unit="h", desc=product_id, disable=args.no_progress, leave=False) as bar:
                 result = pipeline.backfill(
                     product_id, args.start, args.end, engine=engine, schemas=db.schemas, settings=settings,
-                    now=now, progress=lambda report, bar=bar: bar.update(report.window.hours),
+                    now=now, progress=_advance(bar),
                 )
             lines.append(result.summary())
         return lines

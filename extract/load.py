@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from candlecast.settings import Schemas
 from extract.errors import LoadError
@@ -44,7 +44,11 @@ def _q(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def _batches(rows: Sequence[tuple[object, ...]], size: int) -> list[Sequence[tuple[object, ...]]]:
+CandleRow = tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]  # bucket_start, open, high, low, close, volume
+T = TypeVar("T")
+
+
+def _batches(rows: Sequence[T], size: int) -> list[Sequence[T]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
@@ -56,7 +60,7 @@ def _write_batches(
     conn: Connection,
     table: str,
     product_id: str,
-    rows: Sequence[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]],
+    rows: Sequence[CandleRow],
     ingested_at: datetime,
     batch_size: int,
 ) -> None:
@@ -77,7 +81,7 @@ def _write_batches(
             numbers = ",".join(format(x, "f") for x in (o, hi, lo, c, v))
         return f"{prefix}{h}',{numbers}{suffix}"
 
-    def statement(batch: Sequence[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]]) -> str:
+    def statement(batch: Sequence[CandleRow]) -> str:
         values = ",".join([row(*r) for r in batch])
         return (
             f"insert into {table} (product_id, bucket_start, open, high, low, close, volume, ingested_at) "
@@ -87,7 +91,7 @@ def _write_batches(
         )
 
     batches = _batches(rows, batch_size)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = conn.connection.cursor()  # the pooled connection's DBAPI cursor
     try:
         if len(batches) == 1:
             cursor.execute(statement(batches[0]))
