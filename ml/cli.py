@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from candlecast.settings import MlSettings, Schemas
+    from ml.evaluate import EvaluationReport
     from ml.store import ModelStore
 
 HOUR = timedelta(hours=1)
@@ -80,7 +81,7 @@ def _tqdm_progress(total: int, desc: str) -> tuple[Callable[..., None], Callable
     return (lambda *_: bar.update(1)), bar.close
 
 
-def _evaluate(args: argparse.Namespace, record: bool = True):  # type: ignore[no-untyped-def]
+def _evaluate(args: argparse.Namespace, record: bool = True) -> tuple[Engine, Schemas, EvaluationReport]:
     from ml.evaluate import evaluate
 
     engine, schemas, settings, store = _context()

@@ -153,7 +153,7 @@ def newest_hour(engine: Engine, schemas: Schemas, product: str) -> datetime:
         raise FeatureError(f"cannot read {table}: {exc}") from exc
     if value is None:
         raise FeatureError(f"{table} has no rows for {product}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def read_features(engine: Engine, schemas: Schemas, product: str, start: datetime | None = None,

@@ -81,7 +81,8 @@ class Scores:
     def pinball_mean(self) -> float:
         return (self.pinball_10 + self.pinball_90) / 2.0
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | None]:
+        """The scores for JSON: a metric undefined on the window (NaN) becomes None, i.e. null."""
         d = asdict(self)
         d["pinball_mean"] = self.pinball_mean
         return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in d.items()}

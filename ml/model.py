@@ -34,8 +34,12 @@ class Forecast:
 
 
 class Forecaster(Protocol):
-    kind: str
-    features: tuple[str, ...]
+    # Read-only members: the forecasters are frozen dataclasses, and nothing sets these after loading.
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def features(self) -> tuple[str, ...]: ...
 
     def predict(self, rows: pd.DataFrame) -> Forecast: ...
 

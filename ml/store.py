@@ -170,7 +170,7 @@ class ModelStore:
 
     def remove_stale_temp(self, older_than_s: float = 3600.0) -> list[Path]:
         """Delete temp folders left by crashed writers (older than ``older_than_s``)."""
-        removed = []
+        removed: list[Path] = []
         if not self.root.is_dir():
             return removed
         now = time.time()

@@ -154,7 +154,7 @@ def fit_lightgbm(split: Split, config: TrainConfig) -> tuple[LightGBMForecaster,
     y_train = split.train[TARGET_COLUMN].to_numpy(dtype="float64")
     x_valid = split.valid.loc[:, features].to_numpy(dtype="float64")
     y_valid = split.valid[TARGET_COLUMN].to_numpy(dtype="float64")
-    boosters = []
+    boosters: dict[str, lgb.Booster] = {}
     iterations: dict[str, int] = {}
     # l1 for the point model: the comparison metric is MAE, whose optimum is the conditional median.
     for name, objective, alpha in (("point", "l1", None), ("q10", "quantile", 0.1), ("q90", "quantile", 0.9)):
@@ -168,8 +168,10 @@ def fit_lightgbm(split: Split, config: TrainConfig) -> tuple[LightGBMForecaster,
         # Keep only the trees up to the best validation iteration, so the stored text is exactly what predicts.
         booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
         iterations[name] = int(booster.current_iteration())
-        boosters.append(booster)
-    return LightGBMForecaster(*boosters, features=tuple(features), num_threads=config.num_threads), iterations
+        boosters[name] = booster
+    forecaster = LightGBMForecaster(boosters["point"], boosters["q10"], boosters["q90"], features=tuple(features),
+                                    num_threads=config.num_threads)
+    return forecaster, iterations
 
 
 def validation_scores(forecaster: Forecaster, valid: pd.DataFrame) -> Scores:
