@@ -11,13 +11,25 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 from tools.replay.clock import Moment, to_unix
 
 FaultKind = Literal[
     "status", "slow", "hang", "garbage", "html", "truncated", "empty", "wrong_shape", "mutate", "action"
 ]
+
+
+class Targeting(TypedDict, total=False):
+    """Which requests a fault applies to (the options every factory below takes)."""
+
+    skip: int
+    product_id: str | None
+
+
+class FaultOptions(Targeting, total=False):
+    from_clock: Moment | None
+    until_clock: Moment | None
 
 
 @dataclass
@@ -50,73 +62,74 @@ class Fault:
             return True
         if now is None:
             return False
-        return (self.from_clock is None or now >= self.from_clock) and (  # type: ignore[operator]
-            self.until_clock is None or now < self.until_clock  # type: ignore[operator]
+        # to_unix: __post_init__ stored UNIX seconds already, this only tells the type checker so
+        return (self.from_clock is None or now >= to_unix(self.from_clock)) and (
+            self.until_clock is None or now < to_unix(self.until_clock)
         )
 
     @classmethod
-    def error(cls, status: int = 503, times: int = 1, **kw: object) -> Fault:
+    def error(cls, status: int = 503, times: int = 1, **kw: Unpack[FaultOptions]) -> Fault:
         """An error status with the API's JSON body (``retry_after`` adds the header)."""
-        return cls("status", status=status, times=times, **kw)  # type: ignore[arg-type]
+        return cls("status", status=status, times=times, **kw)
 
     @classmethod
-    def rate_limited(cls, retry_after: str | None = "1", times: int = 1, **kw: object) -> Fault:
-        return cls("status", status=429, retry_after=retry_after, times=times, **kw)  # type: ignore[arg-type]
+    def rate_limited(cls, retry_after: str | None = "1", times: int = 1, **kw: Unpack[FaultOptions]) -> Fault:
+        return cls("status", status=429, retry_after=retry_after, times=times, **kw)
 
     @classmethod
-    def slow(cls, delay_s: float, times: int = 1, **kw: object) -> Fault:
+    def slow(cls, delay_s: float, times: int = 1, **kw: Unpack[FaultOptions]) -> Fault:
         """Answer correctly, but only after ``delay_s`` seconds (longer than the client's timeout, say)."""
-        return cls("slow", delay_s=delay_s, times=times, **kw)  # type: ignore[arg-type]
+        return cls("slow", delay_s=delay_s, times=times, **kw)
 
     @classmethod
-    def hang(cls, delay_s: float, times: int | None = 1, **kw: object) -> Fault:
+    def hang(cls, delay_s: float, times: int | None = 1, **kw: Unpack[FaultOptions]) -> Fault:
         """Say nothing for ``delay_s`` seconds, then drop the connection: a timeout for any shorter client timeout."""
-        return cls("hang", delay_s=delay_s, times=times, **kw)  # type: ignore[arg-type]
+        return cls("hang", delay_s=delay_s, times=times, **kw)
 
     @classmethod
     def outage(cls, start: Moment, end: Moment, status: int = 503, hang_s: float | None = None,
-               **kw: object) -> Fault:
+               **kw: Unpack[Targeting]) -> Fault:
         """Every request while the clock is in ``[start, end)`` fails: ``status`` with the API's JSON error,
         or, with ``hang_s``, no answer at all (the client times out)."""
         if hang_s is not None:
-            return cls("hang", delay_s=hang_s, times=None, from_clock=start, until_clock=end, **kw)  # type: ignore[arg-type]
-        return cls("status", status=status, times=None, from_clock=start, until_clock=end, **kw)  # type: ignore[arg-type]
+            return cls("hang", delay_s=hang_s, times=None, from_clock=start, until_clock=end, **kw)
+        return cls("status", status=status, times=None, from_clock=start, until_clock=end, **kw)
 
     @classmethod
-    def garbage(cls, times: int = 1, **kw: object) -> Fault:
-        return cls("garbage", times=times, **kw)  # type: ignore[arg-type]
+    def garbage(cls, times: int = 1, **kw: Unpack[FaultOptions]) -> Fault:
+        return cls("garbage", times=times, **kw)
 
     @classmethod
-    def html(cls, status: int = 200, times: int = 1, **kw: object) -> Fault:
+    def html(cls, status: int = 200, times: int = 1, **kw: Unpack[FaultOptions]) -> Fault:
         """A proxy's HTML page instead of JSON (status 200, or e.g. 502 from a gateway)."""
-        return cls("html", status=status, times=times, **kw)  # type: ignore[arg-type]
+        return cls("html", status=status, times=times, **kw)
 
     @classmethod
-    def truncated(cls, times: int = 1, **kw: object) -> Fault:
+    def truncated(cls, times: int = 1, **kw: Unpack[FaultOptions]) -> Fault:
         """The right answer cut in half (with a Content-Length that matches the cut body)."""
-        return cls("truncated", times=times, **kw)  # type: ignore[arg-type]
+        return cls("truncated", times=times, **kw)
 
     @classmethod
-    def empty(cls, times: int = 1, **kw: object) -> Fault:
+    def empty(cls, times: int = 1, **kw: Unpack[FaultOptions]) -> Fault:
         """HTTP 200 with an empty body (Content-Length: 0), as a flaky proxy or a dropped upstream sends."""
-        return cls("empty", times=times, **kw)  # type: ignore[arg-type]
+        return cls("empty", times=times, **kw)
 
     @classmethod
-    def wrong_shape(cls, times: int = 1, **kw: object) -> Fault:
+    def wrong_shape(cls, times: int = 1, **kw: Unpack[FaultOptions]) -> Fault:
         """Valid JSON that is not an array of candles."""
-        return cls("wrong_shape", times=times, **kw)  # type: ignore[arg-type]
+        return cls("wrong_shape", times=times, **kw)
 
     @classmethod
     def malformed_candles(cls, mutate: Callable[[list[list[object]]], list[object]], times: int = 1,
-                          **kw: object) -> Fault:
+                          **kw: Unpack[FaultOptions]) -> Fault:
         """The right answer passed through ``mutate`` (rows are ``[time, low, high, open, close, volume]``
         with ``int`` time and ``Decimal`` values, newest first) before it is sent."""
-        return cls("mutate", mutate=mutate, times=times, **kw)  # type: ignore[arg-type]
+        return cls("mutate", mutate=mutate, times=times, **kw)
 
     @classmethod
-    def call(cls, action: Callable[[], None], times: int = 1, **kw: object) -> Fault:
+    def call(cls, action: Callable[[], None], times: int = 1, **kw: Unpack[FaultOptions]) -> Fault:
         """Run ``action`` (kill a database, say) when the request arrives, then answer normally."""
-        return cls("action", action=action, times=times, **kw)  # type: ignore[arg-type]
+        return cls("action", action=action, times=times, **kw)
 
 
 class FaultPlan:

@@ -118,7 +118,7 @@ class ReplayServer:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
+        host, port = self._httpd.socket.getsockname()[:2]  # what server_address holds once bound: a str host
         return f"http://{host}:{port}"
 
     def start(self) -> ReplayServer:

@@ -168,7 +168,7 @@ class Timeline:
             corrections = [c for k in keys for c in self._corrections.get(k, ()) if c.at <= now]
         if corrections:
             newest = max(corrections, key=lambda c: c.at)
-            row = newest.values if newest.values is not None else corrected_values(row)  # type: ignore[assignment]
+            row = newest.values if newest.values is not None else corrected_values(row)
         if now < hour + HOUR_S:
             return partial_values(row, (now - hour) / HOUR_S)
         return row

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from candlecast.settings import REPO_ROOT
-from tools.soak.harness import CycleRun, SoakConfig
+from tools.soak.harness import CycleRun, Mode, SoakConfig
 from tools.soak.plan import SoakPlan
 from tools.soak.run import Findings, run_soak
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.airflow is not None:
         plan = replace(plan, airflow_from=plan.hours - args.airflow if args.airflow else None,
                        airflow_hours=args.airflow)
-    mode = args.mode or ("inline" if args.plan == "short" else "process")
+    mode: Mode = args.mode or ("inline" if args.plan == "short" else "process")
     config = SoakConfig(work_dir=args.work_dir or REPO_ROOT / ".local" / f"soak-{args.plan}", db_port=args.port,
                         base="soak", mode=mode)
 

@@ -57,7 +57,7 @@ def table_exists(engine: Engine, database: str, table: str) -> bool:
         return conn.exec_driver_sql(
             "select count(*) from information_schema.tables where table_schema = %s and table_name = %s",
             (database, table),
-        ).scalar() > 0
+        ).scalar_one() > 0
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def truth_differences(soak: Soak, limit: int = 5) -> list[str]:
 def running_runs(soak: Soak) -> int:
     with soak.admin.connect() as conn:
         return int(conn.exec_driver_sql(
-            f"select count(*) from `{soak.schemas.raw}`.extract_runs where status = 'running'").scalar())
+            f"select count(*) from `{soak.schemas.raw}`.extract_runs where status = 'running'").scalar_one())
 
 
 @dataclass(frozen=True)
@@ -206,8 +206,8 @@ def snapshot_differences(before: Snapshot, after: Snapshot,
             at = a.columns.index("target_hour")
             first, last = may_change
             forecasts_changed |= bool(gone or new)
-            gone = {r for r in gone if not first <= r[at] <= last}
-            new = {r for r in new if not first <= r[at] <= last}
+            gone = frozenset(r for r in gone if not first <= r[at] <= last)
+            new = frozenset(r for r in new if not first <= r[at] <= last)
         if name in DERIVED_FROM_FORECASTS and forecasts_changed:
             continue
         if gone or new:
