@@ -45,13 +45,13 @@ SETTINGS = dag_settings()
 )
 def candlecast_hourly() -> None:
     @task
-    def extract(data_interval_start=None, data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
+    def extract(data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 
         return run_step("extract", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
     @task
-    def predict(data_interval_start=None, data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
+    def predict(data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 
         return run_step("predict", data_interval_start, data_interval_end, SETTINGS.conn_prefix)

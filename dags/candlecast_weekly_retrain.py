@@ -40,19 +40,19 @@ SETTINGS = dag_settings()
 )
 def candlecast_weekly_retrain() -> None:
     @task
-    def train(data_interval_start=None, data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
+    def train(data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 
         return run_step("train", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
     @task
-    def evaluate(data_interval_start=None, data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
+    def evaluate(data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 
         return run_step("evaluate", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
     @task
-    def promote(data_interval_start=None, data_interval_end=None) -> list[dict]:  # type: ignore[no-untyped-def]
+    def promote(data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 
         return run_step("promote", data_interval_start, data_interval_end, SETTINGS.conn_prefix)

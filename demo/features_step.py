@@ -6,6 +6,8 @@ reads them through ``env_var()``.
 
 from __future__ import annotations
 
+from typing import SupportsFloat
+
 from candlecast.dbt_runner import run_dbt
 from candlecast.settings import effective_env
 
@@ -61,8 +63,8 @@ def build_features_step() -> str:
     ])
 
 
-def _num(value: object, digits: int) -> str:
-    return "NULL" if value is None else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
+def _num(value: SupportsFloat | None, digits: int) -> str:
+    return "NULL" if value is None else f"{float(value):.{digits}f}"
 
 
 if __name__ == "__main__":  # the step on its own: python -m candlecast.withenv .venv/bin/python -m demo.features_step

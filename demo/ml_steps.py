@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, SupportsFloat
 
 from candlecast.settings import effective_env
 
@@ -100,8 +100,8 @@ def accuracy_step(env: Mapping[str, str] | None = None) -> str:
     finally:
         engine.dispose()
 
-    def num(v: object, fmt: str) -> str:
-        return "-" if v is None else format(float(v), fmt)  # type: ignore[arg-type]
+    def num(v: SupportsFloat | None, fmt: str) -> str:  # a DECIMAL or DOUBLE column, NULL when not yet known
+        return "-" if v is None else format(float(v), fmt)
 
     lines = [f"dbt: {build.summary()}",
              f"{schemas.marts}.model_leaderboard:",
