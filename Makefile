@@ -78,8 +78,9 @@ test-db-stop:  ## stop the tests' own MariaDB (port 3408, .local/test)
 test-unit: deps  ## fast tests only
 	@$(PY) -m pytest -m "not integration"
 
-lint: deps
+lint: $(VENV)/.installed  ## ruff, then mypy over the project's packages ([tool.mypy] in pyproject.toml; cache in .mypy_cache)
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy
 
 bench: db-start  ## every benchmark; prints figure and target (bench_soak.py alone takes about an hour)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(RUN) $(PY) $$b; done
@@ -88,7 +89,7 @@ soak: deps  ## the replayed fortnight: 336 hourly cycles through every fault, 24
 	@CANDLECAST_SOAK=fortnight $(PY) -m pytest tests/soak -v
 
 clean:  ## remove caches (keeps .local data; `make db-stop && rm -rf .local` for a clean slate)
-	rm -rf .pytest_cache .ruff_cache dbt_project/target dbt_project/logs
+	rm -rf .pytest_cache .ruff_cache .mypy_cache dbt_project/target dbt_project/logs
 
 # --- orchestration: the local Airflow (dags/) --------------------------------------------------
 # Airflow standalone (scheduler, DAG processor, triggerer, API server + UI) with AIRFLOW_HOME under
