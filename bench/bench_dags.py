@@ -85,7 +85,7 @@ def seed_history(replay_url: str) -> None:
     engine.dispose()
 
 
-def timed_run(dag, logical_date: datetime) -> tuple[float, list[tuple[str, float, str]]]:  # type: ignore[no-untyped-def]
+def timed_run(dag, logical_date: datetime) -> tuple[float, list[tuple[str, float, str]]]:
     from airflow.utils.session import create_session
 
     t0 = time.perf_counter()

@@ -90,7 +90,7 @@ def random_walk_rows(product: str, start_price: float, first: datetime, hours: i
     ]
 
 
-def load_rows(loader, schemas: Schemas, rows: list[str], replace: bool = False) -> None:  # type: ignore[no-untyped-def]
+def load_rows(loader, schemas: Schemas, rows: list[str], replace: bool = False) -> None:
     from sqlalchemy import text
 
     ensure_raw_tables(loader, schemas)
@@ -104,7 +104,7 @@ def load_rows(loader, schemas: Schemas, rows: list[str], replace: bool = False) 
             ))
 
 
-def generated_history(loader, base: str, hours: int) -> Schemas:  # type: ignore[no-untyped-def]
+def generated_history(loader, base: str, hours: int) -> Schemas:
     schemas = Schemas(base)
     mariadb.provision(schemas)
     first = END - timedelta(hours=hours)
@@ -114,13 +114,13 @@ def generated_history(loader, base: str, hours: int) -> Schemas:  # type: ignore
     return schemas
 
 
-def append_hour(loader, schemas: Schemas, hour: datetime) -> None:  # type: ignore[no-untyped-def]
+def append_hour(loader, schemas: Schemas, hour: datetime) -> None:
     rows = [f"('{p}', '{hour:%Y-%m-%d %H:%M:%S}', {price}, {price * 1.01}, {price * 0.99}, {price}, 1.5, "
             f"utc_timestamp(6))" for p, price in PRODUCTS.items()]
     load_rows(loader, schemas, rows)
 
 
-def hourly_runs(  # type: ignore[no-untyped-def]
+def hourly_runs(
     loader, histories: dict[str, Schemas]
 ) -> tuple[dict[str, list[DbtTiming]], dict[str, DbtTiming]]:
     """Hourly `dbt run`s, each after one new hour, alternating between the histories so that load from

@@ -59,12 +59,12 @@ def verdict(ratio: float, target: float) -> str:
     return "within target" if ratio <= target else "MISSES target"
 
 
-def reset(engine, table: str) -> None:  # type: ignore[no-untyped-def]
+def reset(engine, table: str) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql(f"truncate table `{SCRATCH.raw}`.{table}")  # no purge backlog, unlike delete
 
 
-def bench_backfill(engine) -> None:  # type: ignore[no-untyped-def]
+def bench_backfill(engine) -> None:
     series = bundled_series()
     start, end = from_unix(series.times[0]), from_unix(series.times[-1]) + HOUR
     hours = int((end - start) / HOUR)
@@ -73,7 +73,7 @@ def bench_backfill(engine) -> None:  # type: ignore[no-untyped-def]
     reset(engine, "candles")
     refused = 0
 
-    def timed_run():  # type: ignore[no-untyped-def]
+    def timed_run():
         nonlocal refused
         # a fresh server per run: its bucket starts full, as it would for runs an hour apart
         with ReplayServer({series.product_id: series}, rate=SERVER_RATE, burst=SERVER_BURST) as server:
@@ -106,7 +106,7 @@ def candles() -> list[Candle]:
             for t, row in zip(series.times, series.rows, strict=True)]
 
 
-def time_upsert(engine, rows: list[Candle], per_window: bool) -> float:  # type: ignore[no-untyped-def]
+def time_upsert(engine, rows: list[Candle], per_window: bool) -> float:
     reset(engine, "candles")
     chunk = MAX_CANDLES_PER_REQUEST if per_window else len(rows)
     began = time.perf_counter()
@@ -116,7 +116,7 @@ def time_upsert(engine, rows: list[Candle], per_window: bool) -> float:  # type:
     return time.perf_counter() - began
 
 
-def time_load_data(admin, rows: list[Candle]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def time_load_data(admin, rows: list[Candle]) -> tuple[float, float]:
     import pymysql
 
     conn = pymysql.connect(host=admin.host, port=admin.port, user=admin.user, password=admin.password,
@@ -146,7 +146,7 @@ def time_load_data(admin, rows: list[Candle]) -> tuple[float, float]:  # type: i
         conn.close()
 
 
-def bench_upsert(engine, admin) -> None:  # type: ignore[no-untyped-def]
+def bench_upsert(engine, admin) -> None:
     rows = candles()
     with engine.begin() as conn:
         conn.exec_driver_sql(f"drop table if exists `{SCRATCH.raw}`.candles_load_data")

@@ -9,6 +9,7 @@ disagree are all rejected, because neither can be trusted over the other.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -109,7 +110,7 @@ def _readable_time(element: object) -> datetime | None:
         return None
 
 
-def validate_window(product_id: str, window: Window, elements: list[object]) -> WindowCandles:
+def validate_window(product_id: str, window: Window, elements: Sequence[object]) -> WindowCandles:
     """Validate every element of one answer and keep exactly the window's hours, oldest first."""
     result = WindowCandles()
     by_hour: dict[datetime, list[tuple[Candle, object]]] = {}

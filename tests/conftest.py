@@ -41,7 +41,7 @@ def mariadb() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def admin_engine(mariadb: dict[str, str]):  # type: ignore[no-untyped-def]
+def admin_engine(mariadb: dict[str, str]):
     from candlecast.db import engine_for
 
     engine = engine_for("admin")
@@ -50,7 +50,7 @@ def admin_engine(mariadb: dict[str, str]):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def provision_schemas(mariadb: dict[str, str]):  # type: ignore[no-untyped-def]
+def provision_schemas(mariadb: dict[str, str]):
     """Factory: ``provision_schemas("ct_extract")`` gives a test area databases of its own.
 
     Returns the ``Schemas``; pass ``{"CANDLECAST_DB_SCHEMA": base}`` to subprocesses such as dbt.

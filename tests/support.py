@@ -44,7 +44,7 @@ def bundled_candles() -> list[Candle]:
         ]
 
 
-def load_raw_candles(engine, schemas: Schemas, candles: list[Candle], product_id: str = "BTC-USD") -> None:  # type: ignore[no-untyped-def]
+def load_raw_candles(engine, schemas: Schemas, candles: list[Candle], product_id: str = "BTC-USD") -> None:
     from sqlalchemy import text
 
     from extract.schema import ensure_raw_tables
@@ -96,7 +96,7 @@ def backfill_history(env: Mapping[str, str], start: datetime, end: datetime, pro
 VOLATILE_COLUMNS = {"metadata", "run_id"}
 
 
-def snapshot(admin, base: str) -> dict[str, list[tuple[Any, ...]]]:  # type: ignore[no-untyped-def]
+def snapshot(admin, base: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every table and view of a base (all its databases), rows sorted, volatile columns left out."""
     from sqlalchemy import text
 

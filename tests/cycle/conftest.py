@@ -36,7 +36,7 @@ def replay_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="package")
-def cycle_env(admin_engine, provision_schemas, replay_url: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def cycle_env(admin_engine, provision_schemas, replay_url: str) -> dict[str, str]:
     """An empty base holding the history before FIRST_HOUR (set-up through the extractor, not under test),
     and the environment a cron job would have: the connection (the tests' credentials), products, API, store."""
     from sqlalchemy import text

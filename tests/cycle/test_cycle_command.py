@@ -21,18 +21,18 @@ def step_lines(stdout: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def weekly(cycle_env):  # type: ignore[no-untyped-def]
+def weekly(cycle_env):
     # The week ending Sunday 2024-01-07 23:00: trains before 2023-12-31 23:00, scores on the week after.
     return run_cycle(["--weekly", "--end", "2024-01-07T23:00"], cycle_env)
 
 
 @pytest.fixture(scope="module")
-def hourly(weekly, cycle_env):  # type: ignore[no-untyped-def]
+def hourly(weekly, cycle_env):
     # The interval [12:00, 13:00) UTC, written with an offset: 14:00+01:00 is 13:00 UTC.
     return run_cycle(["--end", "2024-01-08T14:00+01:00"], cycle_env)
 
 
-def test_weekly_cycle_trains_scores_and_promotes_a_production_model(weekly, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_weekly_cycle_trains_scores_and_promotes_a_production_model(weekly, admin_engine) -> None:
     from sqlalchemy import text
 
     assert weekly.returncode == 0, weekly.stderr[-3000:]
@@ -49,7 +49,7 @@ def test_weekly_cycle_trains_scores_and_promotes_a_production_model(weekly, admi
     assert production[0] in lines["promote"]
 
 
-def test_hourly_cycle_fetches_the_closed_hour_and_forecasts_the_next(hourly, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_hourly_cycle_fetches_the_closed_hour_and_forecasts_the_next(hourly, admin_engine) -> None:
     from sqlalchemy import text
 
     assert hourly.returncode == 0, hourly.stderr[-3000:]
@@ -74,7 +74,7 @@ def test_hourly_cycle_fetches_the_closed_hour_and_forecasts_the_next(hourly, adm
     assert scored >= 1
 
 
-def test_rerunning_an_hour_changes_no_table(hourly, cycle_env, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_rerunning_an_hour_changes_no_table(hourly, cycle_env, admin_engine) -> None:
     assert hourly.returncode == 0, hourly.stderr[-3000:]
     before = snapshot(admin_engine, BASE)
     again = run_cycle(["--end", "2024-01-08T13:00"], cycle_env)
@@ -83,7 +83,7 @@ def test_rerunning_an_hour_changes_no_table(hourly, cycle_env, admin_engine) -> 
     assert differences(snapshot(admin_engine, BASE), before, ("re-run", "first run")) == []
 
 
-def test_a_cycle_killed_during_dbt_holds_off_the_next_until_its_dbt_is_gone_and_a_rerun_heals(  # type: ignore[no-untyped-def]
+def test_a_cycle_killed_during_dbt_holds_off_the_next_until_its_dbt_is_gone_and_a_rerun_heals(
         hourly, cycle_env, admin_engine) -> None:
     """SIGKILL leaves the cycle's dbt running (an orphan writing the feature tables); the cycle lock, inherited
     by dbt, keeps the next cycle off those tables until it is gone. Re-running the hour then gives exactly the
@@ -121,7 +121,7 @@ def test_a_cycle_killed_during_dbt_holds_off_the_next_until_its_dbt_is_gone_and_
     assert differences(snapshot(admin_engine, BASE), before, ("after kill + re-run", "before")) == []
 
 
-def test_a_range_runs_the_hourly_cycle_of_each_interval_in_turn(hourly, cycle_env, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_range_runs_the_hourly_cycle_of_each_interval_in_turn(hourly, cycle_env, admin_engine) -> None:
     from sqlalchemy import text
 
     proc = run_cycle(["--start", "2024-01-08T13:00", "--end", "2024-01-08T15:00"], cycle_env)
@@ -141,7 +141,7 @@ def test_a_range_runs_the_hourly_cycle_of_each_interval_in_turn(hourly, cycle_en
     # dbt cannot be started: the extract step has run (idempotently), the feature build fails.
     ("features", {"CANDLECAST_DBT_EXECUTABLE": "/nonexistent/dbt"}),
 ])
-def test_a_failing_step_exits_non_zero_naming_it_and_runs_nothing_after_it(  # type: ignore[no-untyped-def]
+def test_a_failing_step_exits_non_zero_naming_it_and_runs_nothing_after_it(
         hourly, cycle_env, admin_engine, failing: str, env_change: dict[str, str]) -> None:
     before = snapshot(admin_engine, BASE)
     proc = run_cycle(["--end", "2024-01-08T17:00"], {**cycle_env, **env_change})

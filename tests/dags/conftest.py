@@ -14,11 +14,15 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from candlecast import dbt_runner
 from candlecast.airflow_local import LocalAirflow, airflow_env
+
+if TYPE_CHECKING:
+    from tests.dags.test_running_airflow_api import _Boot
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_LOCAL_DIR = REPO_ROOT / ".local" / "test"
@@ -71,7 +75,7 @@ def airflow_db() -> None:
 
 
 @pytest.fixture(scope="package")
-def dagbag(dbt_manifest: Path):  # type: ignore[no-untyped-def]
+def dagbag(dbt_manifest: Path):
     """Both DAG files parsed the way the DAG processor and the workers do (a bundle-aware DagBag)."""
     from airflow.dag_processing.dagbag import BundleDagBag
 
@@ -91,7 +95,7 @@ def store_dir(base: str) -> Path:
 
 
 @pytest.fixture(scope="package")
-def dag_env(admin_engine, provision_schemas, replay_server: str) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
+def dag_env(admin_engine, provision_schemas, replay_server: str) -> Iterator[dict[str, str]]:
     """The run-time env of the DAGs' tasks, in this process (dag.test runs tasks in-process; dbt inherits it).
 
     Both bases start empty, so every session compares runs made from the same nothing.
@@ -125,7 +129,7 @@ def dag_env(admin_engine, provision_schemas, replay_server: str) -> Iterator[dic
                 os.environ[key] = old
 
 
-def run_dag(dag, logical_date: datetime, **kwargs):  # type: ignore[no-untyped-def]
+def run_dag(dag, logical_date: datetime, **kwargs):
     """``dag.test()`` and a readable failure: which task instances did not succeed."""
     dr = dag.test(logical_date=logical_date, **kwargs)
     if dr.state != "success":
@@ -139,11 +143,11 @@ def run_dag(dag, logical_date: datetime, **kwargs):  # type: ignore[no-untyped-d
 
 
 # Background work started early so it overlaps the DAG runs (each is waited for where it is needed).
-BOOTING: dict[str, object] = {}
+BOOTING: dict[str, _Boot] = {}
 
 
 @pytest.fixture(scope="package")
-def airflow_booting(dag_env, dbt_manifest, request):  # type: ignore[no-untyped-def]
+def airflow_booting(dag_env, dbt_manifest, request):
     """Boot the API test's Airflow now if that test is part of this session."""
     if any(item.fspath.basename == "test_running_airflow_api.py" for item in request.session.items):
         from tests.dags.test_running_airflow_api import _boot
@@ -152,7 +156,7 @@ def airflow_booting(dag_env, dbt_manifest, request):  # type: ignore[no-untyped-
 
 
 @pytest.fixture(scope="package")
-def direct_run(dag_env):  # type: ignore[no-untyped-def]
+def direct_run(dag_env):
     """The same hours run by the cycle command's functions into DIRECT_BASE, in the background
     (see ``pipeline.DirectRun``)."""
     from tests.dags import pipeline
@@ -162,7 +166,7 @@ def direct_run(dag_env):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="package")
-def history(dag_env, direct_run, airflow_booting) -> None:  # type: ignore[no-untyped-def]
+def history(dag_env, direct_run, airflow_booting) -> None:
     """The DAG base holds the history before the first DAG run (fetched over HTTP from the replay server);
     the direct run fetches the same into its own base."""
     from tests.dags import pipeline
@@ -172,7 +176,7 @@ def history(dag_env, direct_run, airflow_booting) -> None:  # type: ignore[no-un
 
 
 @pytest.fixture(scope="package")
-def weekly_run(dagbag, airflow_db, history, direct_run):  # type: ignore[no-untyped-def]
+def weekly_run(dagbag, airflow_db, history, direct_run):
     # Run after Sunday 2024-01-07 23:30: the interval [2023-12-31 23:30, 2024-01-07 23:30).
     dr = run_dag(dagbag.dags["candlecast_weekly_retrain"], WEEKLY_RUN_AFTER)
     direct_run.wait("weekly")
@@ -180,7 +184,7 @@ def weekly_run(dagbag, airflow_db, history, direct_run):  # type: ignore[no-unty
 
 
 @pytest.fixture(scope="package")
-def hourly_run(dagbag, weekly_run, direct_run):  # type: ignore[no-untyped-def]
+def hourly_run(dagbag, weekly_run, direct_run):
     # A manual run at 13:00 covers the interval that ends there: [12:00, 13:00).
     dr = run_dag(dagbag.dags["candlecast_hourly"], HOURLY_START + HOUR)
     direct_run.wait("hourly")

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 HOUR = timedelta(hours=1)
 
 
-def test_weekly_run_trains_evaluates_and_promotes_on_the_last_week(weekly_run, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_weekly_run_trains_evaluates_and_promotes_on_the_last_week(weekly_run, admin_engine) -> None:
     from sqlalchemy import text
 
     assert weekly_run.data_interval_start.isoformat() == "2023-12-31T23:30:00+00:00"
@@ -38,7 +38,7 @@ def test_weekly_run_trains_evaluates_and_promotes_on_the_last_week(weekly_run, a
     assert [tuple(w) for w in windows] == [(datetime(2023, 12, 31, 23), datetime(2024, 1, 7, 23))]
 
 
-def test_hourly_run_stores_what_a_direct_run_of_the_same_hours_does(hourly_run, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_hourly_run_stores_what_a_direct_run_of_the_same_hours_does(hourly_run, admin_engine) -> None:
     from sqlalchemy import text
 
     assert hourly_run.data_interval_start.isoformat() == "2024-01-08T12:00:00+00:00"
@@ -59,7 +59,7 @@ def test_hourly_run_stores_what_a_direct_run_of_the_same_hours_does(hourly_run, 
         assert dag_tables[table], f"{table} is empty"
 
 
-def test_rerunning_hourly_tasks_with_settings_from_airflow_connections_changes_nothing(  # type: ignore[no-untyped-def]
+def test_rerunning_hourly_tasks_with_settings_from_airflow_connections_changes_nothing(
         hourly_run, admin_engine, tmp_path, monkeypatch) -> None:
     from airflow.dag_processing.dagbag import BundleDagBag
 
@@ -71,7 +71,7 @@ def test_rerunning_hourly_tasks_with_settings_from_airflow_connections_changes_n
     # no credentials file, and a schema base in the environment that does not exist.
     connections = {}
     for role in ("loader", "transformer", "ml"):
-        s = db_settings(role)  # type: ignore[arg-type]
+        s = db_settings(role)
         connections[f"cc_{role}"] = {"conn_type": "mysql", "host": s.host, "port": s.port, "login": s.user,
                                      "password": s.password, "schema": BASE}
     conn_file = tmp_path / "connections.json"

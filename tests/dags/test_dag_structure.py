@@ -6,6 +6,7 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def manifest_models(manifest: Path, select: list[str]) -> dict[str, list[str]]:
             ancestors(uid)
         else:
             picked.add(uid)
-    tests = {uid: [] for uid in picked}
+    tests: dict[str, list[str]] = {uid: [] for uid in picked}
     for node in nodes.values():
         if node["resource_type"] == "test":
             for parent in node["depends_on"]["nodes"]:
@@ -47,16 +48,16 @@ def manifest_models(manifest: Path, select: list[str]) -> dict[str, list[str]]:
     return {nodes[uid]["name"]: sorted(t) for uid, t in tests.items()}
 
 
-def dbt_tasks(dag, group: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def dbt_tasks(dag, group: str) -> dict[str, Any]:  # Airflow operators; Cosmos's carry select, pool, ...
     return {t.task_id: t for t in dag.tasks if t.task_id.startswith(f"{group}.")}
 
 
-def test_both_dags_import_without_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_both_dags_import_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
     assert set(dagbag.dag_ids) == {HOURLY, WEEKLY}
 
 
-def test_schedules_run_one_interval_at_a_time_in_utc_with_backoff(dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_schedules_run_one_interval_at_a_time_in_utc_with_backoff(dagbag) -> None:
     from airflow.sdk import CronDataIntervalTimetable
 
     expected = {HOURLY: "0 * * * *", WEEKLY: "30 23 * * 0"}
@@ -72,7 +73,7 @@ def test_schedules_run_one_interval_at_a_time_in_utc_with_backoff(dagbag) -> Non
             assert task.max_retry_delay == timedelta(minutes=30)
 
 
-def test_hourly_runs_extract_then_features_then_predict_then_accuracy(dagbag, dbt_manifest: Path) -> None:  # type: ignore[no-untyped-def]
+def test_hourly_runs_extract_then_features_then_predict_then_accuracy(dagbag, dbt_manifest: Path) -> None:
     dag = dagbag.dags[HOURLY]
     features, accuracy = dbt_tasks(dag, "features"), dbt_tasks(dag, "accuracy")
     python_tasks = {t.task_id for t in dag.tasks} - set(features) - set(accuracy)
@@ -90,7 +91,7 @@ def test_hourly_runs_extract_then_features_then_predict_then_accuracy(dagbag, db
     assert all(t.downstream_task_ids <= set(accuracy) for t in accuracy.values())
 
 
-def test_weekly_runs_features_then_train_evaluate_promote(dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_weekly_runs_features_then_train_evaluate_promote(dagbag) -> None:
     dag = dagbag.dags[WEEKLY]
     features = dbt_tasks(dag, "features")
     assert {t.task_id for t in dag.tasks} - set(features) == {"train", "evaluate", "promote"}
@@ -102,7 +103,7 @@ def test_weekly_runs_features_then_train_evaluate_promote(dagbag) -> None:  # ty
 
 
 @pytest.mark.parametrize("dag_id,steps", [(HOURLY, "HOURLY_STEPS"), (WEEKLY, "WEEKLY_STEPS")])
-def test_each_dag_runs_the_steps_of_the_cycle_command_in_its_order(dagbag, dag_id: str, steps: str) -> None:  # type: ignore[no-untyped-def]
+def test_each_dag_runs_the_steps_of_the_cycle_command_in_its_order(dagbag, dag_id: str, steps: str) -> None:
     """``python -m cycle`` runs the same steps in the same order: a Python task per step, a Cosmos group per dbt
     step rendering the same selection."""
     import cycle.steps
@@ -127,7 +128,7 @@ def test_each_dag_runs_the_steps_of_the_cycle_command_in_its_order(dagbag, dag_i
 
 
 @pytest.mark.parametrize("dag_id,group", [(HOURLY, "features"), (HOURLY, "accuracy"), (WEEKLY, "features")])
-def test_cosmos_renders_one_dbt_build_per_model_which_runs_its_tests(dagbag, dbt_manifest: Path,  # type: ignore[no-untyped-def]
+def test_cosmos_renders_one_dbt_build_per_model_which_runs_its_tests(dagbag, dbt_manifest: Path,
                                                                     dag_id: str, group: str) -> None:
     from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT
 
@@ -164,7 +165,7 @@ def test_parsing_touches_no_database_and_imports_no_data_library(dbt_manifest: P
     assert sorted(report.modules & {"pandas", "lightgbm", "pymysql", "extract", "ml", "requests"}) == []
 
 
-def test_dbt_ls_load_method_renders_the_same_tasks(dagbag, airflow_db, dag_env, dbt_manifest: Path) -> None:  # type: ignore[no-untyped-def]
+def test_dbt_ls_load_method_renders_the_same_tasks(dagbag, airflow_db, dag_env, dbt_manifest: Path) -> None:
     """LoadMode.DBT_LS (dbt ls through .venv-dbt's dbt as a subprocess) gives the graph the manifest gives."""
     # One file is enough (each task group runs its own `dbt ls`, about 3 s cold).
     report = _parse_in_subprocess({"CANDLECAST_COSMOS_LOAD_METHOD": "dbt_ls"}, ("candlecast_weekly_retrain.py",))

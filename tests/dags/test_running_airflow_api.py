@@ -74,7 +74,7 @@ class Api:
 
 
 @pytest.fixture(scope="package")
-def api_airflow(dag_env, dbt_manifest) -> Iterator[LocalAirflow]:  # type: ignore[no-untyped-def]
+def api_airflow(dag_env, dbt_manifest) -> Iterator[LocalAirflow]:
     """Airflow standalone for this test, started in the background (its ~30 s boot overlaps the DAG runs
     when the whole package runs: see ``airflow_booting``); waited for here."""
     from tests.dags.conftest import BOOTING
@@ -122,7 +122,7 @@ def _boot() -> _Boot:
     return _Boot(env)
 
 
-def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_run(hourly_run, dagbag, admin_engine,  # type: ignore[no-untyped-def]
+def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_run(hourly_run, dagbag, admin_engine,
                                                                    direct_run, api_airflow) -> None:
     from sqlalchemy import text
 

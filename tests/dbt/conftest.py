@@ -66,7 +66,7 @@ class BuiltLayer:
 
 
 @pytest.fixture(scope="session")
-def built_layer(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterator[BuiltLayer]:  # type: ignore[no-untyped-def]
+def built_layer(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterator[BuiltLayer]:
     """ct_dbt: the bundled candles, then `dbt build --full-refresh`, source freshness and docs generate."""
     from sqlalchemy import text
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 GAP = [datetime(2023, 3, 4, h) for h in (17, 18, 19, 20)]  # the 4 hours Coinbase left out
 
 
-def _frame(engine, sql: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def _frame(engine, sql: str) -> pd.DataFrame:
     from sqlalchemy import text
 
     with engine.connect() as conn:
@@ -47,7 +47,7 @@ def test_source_freshness_passes_on_freshly_loaded_candles(built_layer: BuiltLay
     assert sources[0]["criteria"]["error_after"] == {"count": 6, "period": "hour"}
 
 
-def test_marts_and_spine_have_their_primary_key_and_indexes(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_marts_and_spine_have_their_primary_key_and_indexes(built_layer: BuiltLayer, admin_engine) -> None:
     s = built_layer.schemas
     expected = {
         f"{s.marts}.fct_candle_features": {
@@ -67,14 +67,14 @@ def test_marts_and_spine_have_their_primary_key_and_indexes(built_layer: BuiltLa
         assert (shown.loc[shown["Key_name"] == "PRIMARY", "Non_unique"] == 0).all()
 
 
-def test_feature_mart_has_exactly_the_contracted_columns(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_feature_mart_has_exactly_the_contracted_columns(built_layer: BuiltLayer, admin_engine) -> None:
     columns = _frame(admin_engine, f"show columns from {built_layer.schemas.marts}.fct_candle_features")
     assert tuple(columns["Field"]) == FEATURE_COLUMNS
     latest = _frame(admin_engine, f"show columns from {built_layer.schemas.marts}.features_latest")
     assert tuple(latest["Field"]) == FEATURE_COLUMNS
 
 
-def test_spine_keeps_missing_hours_with_close_carried_and_zero_volume(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_spine_keeps_missing_hours_with_close_carried_and_zero_volume(built_layer: BuiltLayer, admin_engine) -> None:
     s = built_layer.schemas
     spine = _frame(admin_engine, f"select * from {s.intermediate}.int_candles__hourly_spine order by hour")
     # 18,164 candles + the 4 hours the API left out, every hour from the first to the last exactly once
@@ -135,7 +135,7 @@ def _reference_features(candles: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def test_every_feature_equals_an_independent_pandas_computation(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_every_feature_equals_an_independent_pandas_computation(built_layer: BuiltLayer, admin_engine) -> None:
     s = built_layer.schemas
     candles = _frame(admin_engine, f"select bucket_start as hour, open, high, low, close, volume "
                                    f"from {s.raw}.candles where product_id = 'BTC-USD' order by bucket_start")
@@ -156,7 +156,7 @@ def test_every_feature_equals_an_independent_pandas_computation(built_layer: Bui
     assert mart["is_complete"].sum() > 17_000
 
 
-def test_a_gap_blanks_only_the_features_whose_windows_hold_it(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_gap_blanks_only_the_features_whose_windows_hold_it(built_layer: BuiltLayer, admin_engine) -> None:
     s = built_layer.schemas
     mart = _frame(admin_engine, f"select * from {s.marts}.fct_candle_features where hour between "
                                 f"'2023-03-04 12:00' and '2023-03-12 12:00' order by hour").set_index("hour")
@@ -178,7 +178,7 @@ def test_a_gap_blanks_only_the_features_whose_windows_hold_it(built_layer: Built
     assert mart.loc[datetime(2023, 3, 11, 20), "is_complete"] == 0
 
 
-def test_features_latest_is_the_newest_complete_row_per_product(built_layer: BuiltLayer, admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_features_latest_is_the_newest_complete_row_per_product(built_layer: BuiltLayer, admin_engine) -> None:
     s = built_layer.schemas
     latest = _frame(admin_engine, f"select * from {s.marts}.features_latest")
     assert list(latest["product_id"]) == ["BTC-USD"]

@@ -48,14 +48,14 @@ class Scenario:
     full_refresh_spine: Rows
 
 
-def _rows(engine, table: str) -> Rows:  # type: ignore[no-untyped-def]
+def _rows(engine, table: str) -> Rows:
     from sqlalchemy import text
 
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(f"select * from {table} order by product_id, hour"))]
 
 
-def _columns(engine, table: str) -> list[str]:  # type: ignore[no-untyped-def]
+def _columns(engine, table: str) -> list[str]:
     from sqlalchemy import text
 
     with engine.connect() as conn:
@@ -63,7 +63,7 @@ def _columns(engine, table: str) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def scenario(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterator[Scenario]:  # type: ignore[no-untyped-def]
+def scenario(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterator[Scenario]:
     from sqlalchemy import text
 
     from candlecast.db import engine_for

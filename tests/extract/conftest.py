@@ -41,7 +41,7 @@ def expected_rows(series: CandleSeries, start: datetime | None = None, end: date
     return rows
 
 
-def stored_rows(engine, schemas: Schemas, product_id: str = PRODUCT) -> dict:  # type: ignore[no-untyped-def]
+def stored_rows(engine, schemas: Schemas, product_id: str = PRODUCT) -> dict:
     with engine.connect() as conn:
         result = conn.exec_driver_sql(
             f"select bucket_start, open, high, low, close, volume from `{schemas.raw}`.candles "
@@ -57,7 +57,7 @@ def series() -> CandleSeries:
 
 
 @pytest.fixture(scope="session")
-def extract_schemas(provision_schemas, admin_engine) -> Schemas:  # type: ignore[no-untyped-def]
+def extract_schemas(provision_schemas, admin_engine) -> Schemas:
     from extract.schema import ensure_raw_tables
 
     schemas = provision_schemas(BASE)
@@ -66,7 +66,7 @@ def extract_schemas(provision_schemas, admin_engine) -> Schemas:  # type: ignore
 
 
 @pytest.fixture(scope="session")
-def loader_engine(extract_schemas: Schemas):  # type: ignore[no-untyped-def]
+def loader_engine(extract_schemas: Schemas):
     from candlecast.db import engine_for
 
     engine = engine_for("loader")
@@ -75,7 +75,7 @@ def loader_engine(extract_schemas: Schemas):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def raw(extract_schemas: Schemas, admin_engine) -> Schemas:  # type: ignore[no-untyped-def]
+def raw(extract_schemas: Schemas, admin_engine) -> Schemas:
     """Empty raw tables for one test."""
     with admin_engine.begin() as conn:
         for table in ("candles", "candle_rejects", "extract_runs"):

@@ -33,7 +33,7 @@ def test_help_names_both_modes_and_the_settings() -> None:
 
 
 def test_backfill_then_incremental_from_the_command_line(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     out = run_cli("backfill", "--start", f"{start:%Y-%m-%d}", "--end", f"{start + 500 * HOUR:%Y-%m-%dT%H:%M}",
@@ -49,7 +49,7 @@ def test_backfill_then_incremental_from_the_command_line(
 
 
 def test_a_failure_is_one_line_on_stderr_and_a_nonzero_exit(
-    replay: ReplayServer, raw: Schemas, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, series: CandleSeries
 ) -> None:
     replay.inject(Fault.wrong_shape())
     start = from_unix(series.times[0])
@@ -66,7 +66,7 @@ def test_usage_errors_exit_2() -> None:
     assert run_cli("sideways").returncode == 2
 
 
-def test_the_demo_step_backfills_the_bundled_sample_over_http(raw: Schemas, loader_engine, series) -> None:  # type: ignore[no-untyped-def]
+def test_the_demo_step_backfills_the_bundled_sample_over_http(raw: Schemas, loader_engine, series) -> None:
     from demo.extract_step import backfill_bundled_sample
 
     env = {**os.environ, "CANDLECAST_DB_SCHEMA": BASE}

@@ -34,7 +34,8 @@ def test_sends_a_user_agent_and_gets_the_windows_candles(replay: ReplayServer) -
         elements = client.fetch_candles("BTC-USD", WINDOW)
         assert client.session.headers["User-Agent"].startswith("candlecast-extract/")
     assert len(elements) == 24
-    assert elements[0][0] == int((WINDOW.end - HOUR).timestamp())  # newest first, as the API sends
+    newest = elements[0]
+    assert isinstance(newest, list) and newest[0] == int((WINDOW.end - HOUR).timestamp())  # newest first, as sent
 
 
 def test_5xx_is_retried_with_exponential_backoff(replay: ReplayServer) -> None:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,9 +75,9 @@ class KillMidTransaction:
         self.env = env
         self.caught = False
         self.thread: threading.Thread | None = None
-        self._blocker = None
+        self._blocker: Any = None  # a pymysql connection holding the row lock (pymysql is untyped)
 
-    def _connect(self):  # type: ignore[no-untyped-def]
+    def _connect(self):
         import pymysql
 
         admin = db_settings("admin", self.env)

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 REASON = "owner gone: lock released (process or server died) before the run recorded its outcome; found by run "
 
 
-def wait_until_free(engine, run_id: str) -> None:  # type: ignore[no-untyped-def]
+def wait_until_free(engine, run_id: str) -> None:
     """The server ends a closed client's session (and its locks) a moment after the socket closes."""
     deadline = time.monotonic() + 10
     with engine.connect() as conn:
@@ -40,7 +40,7 @@ def wait_until_free(engine, run_id: str) -> None:  # type: ignore[no-untyped-def
 
 
 def test_a_running_row_whose_owner_is_gone_is_abandoned_and_one_whose_owner_is_alive_is_left_alone(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     dead, alive = str(uuid.uuid4()), str(uuid.uuid4())
@@ -66,7 +66,7 @@ def test_a_running_row_whose_owner_is_gone_is_abandoned_and_one_whose_owner_is_a
 
 
 def test_an_extract_process_killed_mid_run_leaves_a_row_the_next_run_marks_abandoned(
-    raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     end = start + 1200 * HOUR

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 GAPS = [datetime(2023, 3, 4, h, tzinfo=UTC) for h in (17, 18, 19, 20)]
 
 
-def run_log(engine, schemas: Schemas) -> list[dict]:  # type: ignore[no-untyped-def]
+def run_log(engine, schemas: Schemas) -> list[dict]:
     with engine.connect() as conn:
         result = conn.exec_driver_sql(
             f"select run_id, product_id, mode, window_start, window_end, requested, received, inserted, updated, "
@@ -30,18 +30,18 @@ def run_log(engine, schemas: Schemas) -> list[dict]:  # type: ignore[no-untyped-
         return [dict(row._mapping) for row in result]
 
 
-def ingested(engine, schemas: Schemas) -> dict:  # type: ignore[no-untyped-def]
+def ingested(engine, schemas: Schemas) -> dict:
     with engine.connect() as conn:
         return dict(conn.exec_driver_sql(f"select bucket_start, ingested_at from `{schemas.raw}`.candles").all())
 
 
-def backfill(replay: ReplayServer, raw: Schemas, engine, start: datetime, end: datetime, **kw):  # type: ignore[no-untyped-def]
+def backfill(replay: ReplayServer, raw: Schemas, engine, start: datetime, end: datetime, **kw):
     settings = kw.pop("settings", None) or fast_settings(replay.url)
     return pipeline.backfill(PRODUCT, start, end, engine=engine, schemas=raw, settings=settings, **kw)
 
 
 def test_full_backfill_stores_every_candle_exactly_reports_the_four_gaps_and_reruns_as_a_no_op(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start, end = sample_bounds(series)
     result = backfill(replay, raw, loader_engine, start, end)
@@ -69,7 +69,7 @@ def test_full_backfill_stores_every_candle_exactly_reports_the_four_gaps_and_rer
 
 
 def test_rerunning_a_range_changes_nothing(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     end = start + 1000 * HOUR
@@ -88,14 +88,14 @@ def test_rerunning_a_range_changes_nothing(
 
 
 def test_a_corrected_candle_is_counted_as_updated_and_restamped(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     backfill(replay, raw, loader_engine, start, start + 24 * HOUR)
     before = ingested(loader_engine, raw)
     fixed_hour = series.times[5]
 
-    def correct_volume(rows: list[list[object]]) -> list[object]:
+    def correct_volume(rows: list[list[object]]) -> list[list[object]]:
         for row in rows:
             if row[0] == fixed_hour:
                 row[5] = row[5] + Decimal("0.5")  # type: ignore[operator]
@@ -112,7 +112,7 @@ def test_a_corrected_candle_is_counted_as_updated_and_restamped(
 
 
 def test_the_open_hour_is_never_stored(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     now = start + 10 * HOUR + timedelta(minutes=37)  # the 10:00 bucket is still open
@@ -131,7 +131,7 @@ def test_the_open_hour_is_never_stored(
 
 
 def test_incremental_resumes_after_the_last_stored_hour_and_rechecks_the_trailing_day(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     backfill(replay, raw, loader_engine, start, start + 100 * HOUR)
@@ -151,7 +151,7 @@ def test_incremental_resumes_after_the_last_stored_hour_and_rechecks_the_trailin
 
 
 def test_incremental_with_nothing_stored_needs_an_initial_start(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     with pytest.raises(ExtractError, match="BTC-USD: no candles stored yet; run a backfill first"):
@@ -163,7 +163,7 @@ def test_incremental_with_nothing_stored_needs_an_initial_start(
 
 
 def test_candles_before_start_and_repeated_candles_are_stored_once(
-    raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     with ReplayServer({series.product_id: series}, rate=None, spill_before=7) as server:
         server.inject(Fault.malformed_candles(lambda rows: rows + rows[:3], times=100))  # each page repeats 3
@@ -175,12 +175,12 @@ def test_candles_before_start_and_repeated_candles_are_stored_once(
 
 
 def test_bad_candles_go_to_rejects_with_their_reason_and_the_rest_is_loaded(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     bad_high, bad_time = series.times[3], series.times[4]
 
-    def break_two(rows: list[list[object]]) -> list[object]:
+    def break_two(rows: list[list[object]]) -> list[list[object]]:
         for row in rows:
             if row[0] == bad_high:
                 row[2] = Decimal(1)  # high below everything
@@ -217,7 +217,7 @@ def test_bad_candles_go_to_rejects_with_their_reason_and_the_rest_is_loaded(
     ids=["garbage-exhausted", "truncated-exhausted", "wrong-shape", "5xx-exhausted"],
 )
 def test_a_bad_answer_fails_its_window_clearly_with_nothing_half_written(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries, fault: Fault, expected: str  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries, fault: Fault, expected: str
 ) -> None:
     start = from_unix(series.times[0])
     replay.inject(fault)  # the third window's answer is bad
@@ -240,7 +240,7 @@ def test_a_bad_answer_fails_its_window_clearly_with_nothing_half_written(
 
 
 def test_an_inverted_range_is_refused_before_anything_happens(
-    replay: ReplayServer, raw: Schemas, loader_engine  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine
 ) -> None:
     t = datetime(2023, 1, 2, tzinfo=UTC)
     with pytest.raises(ExtractError, match="end 2023-01-01 00:00 is before start 2023-01-02 00:00"):
@@ -249,7 +249,7 @@ def test_an_inverted_range_is_refused_before_anything_happens(
 
 
 def test_tiny_and_huge_values_are_stored_exactly_and_compare_unchanged(
-    raw: Schemas, loader_engine  # type: ignore[no-untyped-def]
+    raw: Schemas, loader_engine
 ) -> None:
     from extract.load import upsert_candles
     from extract.validate import parse_candle
@@ -280,7 +280,7 @@ def test_an_unreachable_database_is_a_clear_error_before_any_request(replay: Rep
 
 
 def test_incremental_runs_every_product_and_names_the_ones_that_failed(
-    raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     eth = CandleSeries("ETH-USD", series.times, series.rows)  # same numbers, another product id
     start = from_unix(series.times[0])

@@ -136,8 +136,9 @@ def test_runs_as_a_command_whose_clock_is_moved_over_http_outside_the_api() -> N
          "--late", f"{H}=20", "--outage", "2024-01-09T15:00Z..2024-01-09T16:00Z"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    assert proc.stdout is not None  # stdout=PIPE
     try:
-        url = proc.stdout.readline().split("COINBASE_API_URL=")[1].strip()  # type: ignore[union-attr]
+        url = proc.stdout.readline().split("COINBASE_API_URL=")[1].strip()
         api = f"{url}/products/BTC-USD/candles"
         params = {"granularity": 3600, "start": H - HOUR, "end": H + 3 * HOUR}
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 GAP_START = 1677949200  # 2023-03-04 17:00 UTC, the first of the 4 hours the API left out
 
 
-def get(server: ReplayServer, product: str = "BTC-USD", **params: object) -> requests.Response:
+def get(server: ReplayServer, product: str = "BTC-USD", **params: int | str) -> requests.Response:
     return requests.get(f"{server.url}/products/{product}/candles", params=params, timeout=5)
 
 
@@ -87,8 +87,9 @@ def test_runs_as_a_command_on_a_port_of_its_choosing() -> None:
         [sys.executable, "-m", "tools.replay", "--port", "0", "--no-rate-limit"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    assert proc.stdout is not None  # stdout=PIPE
     try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
+        line = proc.stdout.readline()
         assert "serving BTC-USD (18,164 candles)" in line
         url = line.split("COINBASE_API_URL=")[1].strip()
         answer = requests.get(f"{url}/products/BTC-USD/candles", params={"granularity": 3600}, timeout=5)

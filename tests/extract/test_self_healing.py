@@ -27,14 +27,14 @@ from tools.replay.data import CandleSeries
 pytestmark = pytest.mark.integration
 
 
-def hourly(replay: ReplayServer, raw: Schemas, engine, end: datetime, **changes: object) -> ExtractResult:  # type: ignore[no-untyped-def]
+def hourly(replay: ReplayServer, raw: Schemas, engine, end: datetime, **changes: object) -> ExtractResult:
     """One hourly run for the interval ending at ``end``, run right at its end."""
     [result] = pipeline.incremental([PRODUCT], end, engine=engine, schemas=raw,
                                     settings=fast_settings(replay.url, **changes), now=end)
     return result
 
 
-def backfill(replay: ReplayServer, raw: Schemas, engine, start: datetime, end: datetime) -> None:  # type: ignore[no-untyped-def]
+def backfill(replay: ReplayServer, raw: Schemas, engine, start: datetime, end: datetime) -> None:
     pipeline.backfill(PRODUCT, start, end, engine=engine, schemas=raw, settings=fast_settings(replay.url))
 
 
@@ -44,7 +44,7 @@ def without(hour: datetime) -> Callable[[list[list[object]]], list[object]]:
 
 
 def test_a_late_candle_absent_at_the_first_run_lands_on_the_next_hourly_run(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     t = start + 200 * HOUR
@@ -65,14 +65,14 @@ def test_a_late_candle_absent_at_the_first_run_lands_on_the_next_hourly_run(
 
 
 def test_a_candle_corrected_after_its_first_fetch_is_counted_as_updated_on_the_next_run(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     t = start + 200 * HOUR
     backfill(replay, raw, loader_engine, start, t)
     corrected = t - 5 * HOUR  # fetched long ago by the backfill; Coinbase now serves another volume
 
-    def correct_volume(rows: list[list[object]]) -> list[object]:
+    def correct_volume(rows: list[list[object]]) -> list[list[object]]:
         for row in rows:
             if row[0] == to_unix(corrected):
                 row[5] = row[5] + Decimal("0.5")  # type: ignore[operator]
@@ -87,7 +87,7 @@ def test_a_candle_corrected_after_its_first_fetch_is_counted_as_updated_on_the_n
 
 
 def test_an_hour_the_api_never_serves_stays_a_reported_gap_on_every_run_that_covers_it(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     first_missing = GAPS[0]  # the bundled sample's 2023-03-04 17:00..20:00, which the API never published
     backfill(replay, raw, loader_engine, first_missing - 48 * HOUR, first_missing)
@@ -102,7 +102,7 @@ def test_an_hour_the_api_never_serves_stays_a_reported_gap_on_every_run_that_cov
 
 
 def test_catch_up_after_an_outage_fills_every_hour_it_missed(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     t = start + 200 * HOUR
@@ -120,7 +120,7 @@ def test_catch_up_after_an_outage_fills_every_hour_it_missed(
 
 
 def test_a_product_further_behind_than_the_bound_is_told_to_backfill_with_the_exact_command(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = datetime(2021, 12, 14, tzinfo=UTC)
     assert from_unix(series.times[0]) == start
@@ -145,7 +145,7 @@ def test_a_product_further_behind_than_the_bound_is_told_to_backfill_with_the_ex
 
 
 def test_a_truncated_or_empty_answer_is_retried_and_the_hourly_run_succeeds(
-    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries  # type: ignore[no-untyped-def]
+    replay: ReplayServer, raw: Schemas, loader_engine, series: CandleSeries
 ) -> None:
     start = from_unix(series.times[0])
     t = start + 200 * HOUR

@@ -65,7 +65,8 @@ def test_values_are_kept_exactly_to_the_tables_twelve_decimals() -> None:
 
 def test_nan_in_an_answer_is_parsed_then_rejected_not_fatal() -> None:
     elements = jsonnum.loads(f"[[{TS},NaN,2,1,1,1],[{TS + 3600},1,2,1,1,1]]")
-    result = validate_window("BTC-USD", Window(T0, T0 + 2 * HOUR), elements)  # type: ignore[arg-type]
+    assert isinstance(elements, list)
+    result = validate_window("BTC-USD", Window(T0, T0 + 2 * HOUR), elements)
     assert [c.bucket_start for c in result.candles] == [T0 + HOUR]
     assert [(r.bucket_start, r.reason) for r in result.rejects] == [(T0, "low is not a finite number: nan")]
     assert r"NaN" in result.rejects[0].raw_payload

@@ -35,7 +35,7 @@ def test_credentials_file_is_private(mariadb: dict[str, str]) -> None:
     assert mode == 0o600
 
 
-def test_server_is_utf8mb4_and_utc(admin_engine) -> None:  # type: ignore[no-untyped-def]
+def test_server_is_utf8mb4_and_utc(admin_engine) -> None:
     with admin_engine.connect() as conn:
         charset, tz = conn.execute(text("select @@character_set_server, @@global.time_zone")).one()
     assert charset == "utf8mb4"
@@ -60,7 +60,7 @@ def test_unreachable_database_names_the_server() -> None:
 
 
 def test_private_server_starts_stops_cleanly_and_refuses_a_taken_port(
-    tmp_path, mariadb: dict[str, str]  # type: ignore[no-untyped-def]
+    tmp_path, mariadb: dict[str, str]
 ) -> None:
     env = {"CANDLECAST_LOCAL_DIR": str(tmp_path / "own"), "CANDLECAST_DB_PORT": str(free_port())}
     server = local.start(env=env)
@@ -81,7 +81,7 @@ def test_private_server_starts_stops_cleanly_and_refuses_a_taken_port(
 
 
 def test_start_right_after_a_sigkill_waits_for_the_dying_server_and_starts_a_fresh_one(
-    tmp_path, mariadb: dict[str, str]  # type: ignore[no-untyped-def]
+    tmp_path, mariadb: dict[str, str]
 ) -> None:
     env = {"CANDLECAST_LOCAL_DIR": str(tmp_path / "killed"), "CANDLECAST_DB_PORT": str(free_port())}
     # Started by another process, as `make db-start` does, so the killed server is not this process's child.
@@ -103,7 +103,7 @@ def test_start_right_after_a_sigkill_waits_for_the_dying_server_and_starts_a_fre
         local.stop(env=env)
 
 
-def test_a_pid_file_naming_a_zombie_or_another_program_is_not_a_running_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_pid_file_naming_a_zombie_or_another_program_is_not_a_running_server(tmp_path) -> None:
     server = local.local_server({"CANDLECAST_LOCAL_DIR": str(tmp_path), "CANDLECAST_DB_PORT": "1"})
     server.root.mkdir(parents=True)
     other = subprocess.Popen(["sleep", "30"])  # a recycled pid: alive, but not this datadir's mariadbd

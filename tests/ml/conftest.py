@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
@@ -19,22 +20,22 @@ from candlecast.dbt_runner import DbtResult
 from candlecast.settings import Schemas
 from ml.train import TrainConfig
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE = "ct_ml"
 DBT_DIR = REPO_ROOT / ".local" / "test" / "dbt-ml"
 
 
-def small_config(**overrides: object) -> TrainConfig:
+def small_config(**overrides: Any) -> TrainConfig:
     """Few, shallow trees: the properties under test (splits, determinism, leakage) do not need accuracy."""
-    values: dict[str, object] = {
-        "validation_hours": 24 * 7, "num_boost_round": 40, "early_stopping_rounds": 10, "learning_rate": 0.1,
-        "num_leaves": 7, "min_data_in_leaf": 50, "min_train_rows": 200, "num_threads": 1,
-    }
-    values.update(overrides)
-    return TrainConfig(**values)  # type: ignore[arg-type]
+    small = TrainConfig(validation_hours=24 * 7, num_boost_round=40, early_stopping_rounds=10, learning_rate=0.1,
+                        num_leaves=7, min_data_in_leaf=50, min_train_rows=200, num_threads=1)
+    return replace(small, **overrides)
 
 
-def fast_load_raw(engine, schemas: Schemas) -> int:  # type: ignore[no-untyped-def]
+def fast_load_raw(engine, schemas: Schemas) -> int:
     """The bundled candles into ``{base}_raw.candles`` in multi-row statements (seconds, not tens of them)."""
     from sqlalchemy import text
 
@@ -64,12 +65,12 @@ def run_dbt(command: str, select: str, base: str = BASE, *flags: str) -> DbtResu
 @dataclass(frozen=True)
 class MlDb:
     schemas: Schemas
-    engine: object  # sqlalchemy Engine of the ml role
-    admin: object
+    engine: Engine  # of the ml role
+    admin: Engine
 
 
 @pytest.fixture(scope="session")
-def ml_db(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterator[MlDb]:  # type: ignore[no-untyped-def]
+def ml_db(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterator[MlDb]:
     """Base ct_ml with the bundled candles and the dbt-built feature mart; the ML tables start empty."""
     from sqlalchemy import text
 
@@ -91,7 +92,7 @@ def bundled_frame(ml_db: MlDb) -> pd.DataFrame:
     """The dbt feature mart of the bundled data, as the ML code reads it."""
     from ml.features import read_features
 
-    return read_features(ml_db.engine, ml_db.schemas, "BTC-USD")  # type: ignore[arg-type]
+    return read_features(ml_db.engine, ml_db.schemas, "BTC-USD")
 
 
 @pytest.fixture()
@@ -100,8 +101,8 @@ def clean_ml_tables(ml_db: MlDb) -> Iterator[None]:
 
     from ml.registry import ensure_ml_tables
 
-    ensure_ml_tables(ml_db.engine, ml_db.schemas)  # type: ignore[arg-type]
-    with ml_db.admin.begin() as conn:  # type: ignore[attr-defined]
+    ensure_ml_tables(ml_db.engine, ml_db.schemas)
+    with ml_db.admin.begin() as conn:
         for table in ("forecast_outcomes", "predictions", "model_promotions", "model_evaluations", "model_registry"):
             conn.execute(text(f"delete from `{ml_db.schemas.ml}`.{table}"))
     yield

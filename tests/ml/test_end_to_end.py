@@ -27,12 +27,12 @@ NEWEST = datetime(2024, 1, 9, 23)
 
 
 def _query(db: MlDb, sql: str) -> list[tuple]:
-    with db.admin.connect() as conn:  # type: ignore[attr-defined]
+    with db.admin.connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql)).all()]
 
 
 def test_accuracy_marts_build_before_the_ml_tables_exist(ml_db: MlDb) -> None:
-    with ml_db.admin.begin() as conn:  # type: ignore[attr-defined]
+    with ml_db.admin.begin() as conn:
         for table in ("forecast_outcomes", "predictions", "model_promotions", "model_evaluations", "model_registry"):
             conn.execute(text(f"drop table if exists `{ml_db.schemas.ml}`.{table}"))
     run_dbt("build", "tag:accuracy")
@@ -59,18 +59,18 @@ def test_accuracy_marts_build_before_the_ml_tables_exist(ml_db: MlDb) -> None:
 def test_bundled_data_end_to_end(ml_db: MlDb, clean_ml_tables: None, tmp_path: Path) -> None:
     engine, schemas, store = ml_db.engine, ml_db.schemas, ModelStore(tmp_path / "models")
     cutoff = NEWEST - timedelta(hours=168)
-    trained = train(engine, schemas, store, PRODUCT, cutoff, TrainConfig())  # type: ignore[arg-type]
+    trained = train(engine, schemas, store, PRODUCT, cutoff, TrainConfig())
     lgbm = trained.validation["lightgbm"]
     assert lgbm["n"] == 24 * 28 and lgbm["persistence_mae"] > 0
-    report = evaluate(engine, schemas, store, PRODUCT, NEWEST)  # type: ignore[arg-type]
+    report = evaluate(engine, schemas, store, PRODUCT, NEWEST)
     assert report.window_start == cutoff and report.rows == 167 and len(report.scored) == 3
-    decision = promote(engine, schemas, report)  # type: ignore[arg-type]
+    decision = promote(engine, schemas, report)
     by_version = {r.version: r.scores for r in report.scored}
     persistence_mae = by_version[trained.versions["naive_persistence"]].mae  # type: ignore[union-attr]
     assert by_version[decision.winner].mae <= persistence_mae  # type: ignore[union-attr]
 
     start = NEWEST - timedelta(hours=47)
-    predictions = predict_range(engine, schemas, store, PRODUCT, start, NEWEST + timedelta(hours=1))  # type: ignore[arg-type]
+    predictions = predict_range(engine, schemas, store, PRODUCT, start, NEWEST + timedelta(hours=1))
     assert len(predictions) == 48 and predictions[-1].target_hour == NEWEST + timedelta(hours=1)
 
     run_dbt("build", "tag:accuracy")

@@ -65,13 +65,13 @@ class Scenario:
     marts: dict[str, Rows]
 
 
-def _rows(engine, sql: str, **params: object) -> Rows:  # type: ignore[no-untyped-def]
+def _rows(engine, sql: str, **params: object) -> Rows:
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(text(sql), params).mappings().all()]
 
 
 @pytest.fixture(scope="module")
-def scenario(mariadb: dict[str, str], provision_schemas, admin_engine, tmp_path_factory) -> Iterator[Scenario]:  # type: ignore[no-untyped-def]
+def scenario(mariadb: dict[str, str], provision_schemas, admin_engine, tmp_path_factory) -> Iterator[Scenario]:
     from candlecast.db import engine_for
     from ml.registry import switch_production
     from ml.store import ModelStore

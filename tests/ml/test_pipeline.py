@@ -28,7 +28,7 @@ CUTOFF = WINDOW_END - timedelta(hours=168)
 
 
 def _rows(db: MlDb, sql: str, **params: object) -> list[tuple]:
-    with db.engine.connect() as conn:  # type: ignore[attr-defined]
+    with db.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql.format(ml=db.schemas.ml)), params).all()]
 
 
@@ -47,7 +47,7 @@ def _holdout(frame: pd.DataFrame) -> pd.DataFrame:
 def test_training_stores_and_registers_lightgbm_and_both_baselines(ml_db: MlDb, clean_ml_tables: None,
                                                                    tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    result = train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF, small_config())  # type: ignore[arg-type]
+    result = train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF, small_config())
     assert set(result.versions) == {"lightgbm", PERSISTENCE, DRIFT}
     assert sorted(store.versions(PRODUCT)) == sorted(result.versions.values())
     registry = _rows(ml_db, "select model_version, status, training_cutoff from {ml}.model_registry")
@@ -56,7 +56,7 @@ def test_training_stores_and_registers_lightgbm_and_both_baselines(ml_db: MlDb, 
     meta = store.metadata(result.versions["lightgbm"])
     assert datetime.fromisoformat(meta["training_window"]["valid_last_hour"]) + timedelta(hours=1) < CUTOFF
     # Retraining on the same rows reproduces the same versions: same model text, same checksum.
-    again = train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF, small_config())  # type: ignore[arg-type]
+    again = train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF, small_config())
     assert again.versions == result.versions
 
 
@@ -77,7 +77,7 @@ def test_promotion_picks_the_true_best_and_skips_a_corrupted_model(ml_db: MlDb, 
     corrupted = store.save(ConstantForecaster(DRIFT, 0.0001, -0.005, 0.005), _meta(DRIFT, early))
     (tmp_path / corrupted / "baseline.json").write_text('{"point_return": 0, "lower_return": 0, "upper_return": 0}')
 
-    report = evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)  # type: ignore[arg-type]
+    report = evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)
     assert report.window_start == CUTOFF and report.rows == len(holdout)
     # Independent check of the ranking: MAE of each model's prices on the same rows, computed here.
     expected = {}
@@ -88,7 +88,7 @@ def test_promotion_picks_the_true_best_and_skips_a_corrupted_model(ml_db: MlDb, 
     assert scored == pytest.approx(expected)
     assert min(expected, key=expected.__getitem__) == best
 
-    decision = promote(ml_db.engine, ml_db.schemas, report)  # type: ignore[arg-type]
+    decision = promote(ml_db.engine, ml_db.schemas, report)
     assert decision.winner == best and decision.previous is None
     skipped = _rows(ml_db, "select model_version, status, reason from {ml}.model_evaluations where status = 'skipped'")
     assert [(v, s) for v, s, _ in skipped] == [(corrupted, "skipped")]
@@ -107,11 +107,11 @@ def test_persistence_stays_in_production_when_nothing_beats_it(ml_db: MlDb, clea
     persistence = store.save(ConstantForecaster(PERSISTENCE, 0.0, -0.005, 0.005), _meta(PERSISTENCE))
     store.save(ConstantForecaster(DRIFT, 0.002, -0.005, 0.005), _meta(DRIFT))
     store.save(ConstantForecaster(DRIFT, -0.002, -0.005, 0.005), _meta(DRIFT))
-    report = evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)  # type: ignore[arg-type]
+    report = evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)
     assert len(report.scored) == 3
-    assert promote(ml_db.engine, ml_db.schemas, report).winner == persistence  # type: ignore[arg-type]
+    assert promote(ml_db.engine, ml_db.schemas, report).winner == persistence
     # Promoting again on the same evidence changes nothing and records no new promotion.
-    again = promote(ml_db.engine, ml_db.schemas, report)  # type: ignore[arg-type]
+    again = promote(ml_db.engine, ml_db.schemas, report)
     assert not again.changed
     assert _rows(ml_db, "select count(*) from {ml}.model_promotions") == [(1,)]
 
@@ -120,13 +120,13 @@ def test_a_model_with_other_feature_definitions_is_skipped(ml_db: MlDb, clean_ml
                                                            tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     store.save(ConstantForecaster(PERSISTENCE, 0.0, -0.005, 0.005), _meta(PERSISTENCE))
-    lgbm = train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF - timedelta(days=7),  # type: ignore[arg-type]
+    lgbm = train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF - timedelta(days=7),
                  small_config()).versions["lightgbm"]
     meta_path = tmp_path / lgbm / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["feature_hash"] = "f" * 64  # trained on features defined differently from today's
     meta_path.write_text(json.dumps(meta))
-    report = evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)  # type: ignore[arg-type]
+    report = evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)
     skipped = {r.version: r.reason for r in report.skipped}
     assert "feature definitions changed" in (skipped.get(lgbm) or "")
 
@@ -136,25 +136,25 @@ def test_evaluation_needs_a_holdout_after_the_newest_cutoff(ml_db: MlDb, clean_m
     store = ModelStore(tmp_path)
     store.save(ConstantForecaster(PERSISTENCE, 0.0, -0.005, 0.005), _meta(PERSISTENCE, WINDOW_END))
     with pytest.raises(EvaluationError, match=r"BTC-USD: holdout window 2024-01-09 23:00 .* has 0 forecastable hours"):
-        evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)  # type: ignore[arg-type]
+        evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)
 
 
 @pytest.fixture()
 def production_store(ml_db: MlDb, clean_ml_tables: None, tmp_path: Path) -> ModelStore:
     store = ModelStore(tmp_path)
-    train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF, small_config())  # type: ignore[arg-type]
-    promote(ml_db.engine, ml_db.schemas,  # type: ignore[arg-type]
-            evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END))  # type: ignore[arg-type]
+    train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF, small_config())
+    promote(ml_db.engine, ml_db.schemas,
+            evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END))
     return store
 
 
 def test_inference_is_idempotent(ml_db: MlDb, production_store: ModelStore) -> None:
     hour = datetime(2024, 1, 9, 22)
     cache = ModelCache()
-    first = predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour, cache)  # type: ignore[arg-type]
+    first = predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour, cache)
     table = "select * from {ml}.predictions order by target_hour"
     before = _rows(ml_db, table)
-    second = predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour, cache)  # type: ignore[arg-type]
+    second = predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour, cache)
     assert first == second and _rows(ml_db, table) == before  # created_at included
     assert len(before) == 1
     product, target_hour, version, predicted, lower, upper, feature_hour, _ = before[0]
@@ -169,9 +169,9 @@ def test_inference_is_idempotent(ml_db: MlDb, production_store: ModelStore) -> N
 
 def test_backfill_over_a_range_writes_every_hour_once(ml_db: MlDb, production_store: ModelStore) -> None:
     start, end = datetime(2024, 1, 7, 0), datetime(2024, 1, 9, 0)
-    out = predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT, start, end)  # type: ignore[arg-type]
+    out = predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT, start, end)
     assert [p.feature_hour for p in out] == [start + timedelta(hours=i) for i in range(48)]
-    predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT, start, end)  # type: ignore[arg-type]
+    predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT, start, end)
     assert _rows(ml_db, "select count(*), min(target_hour), max(target_hour) from {ml}.predictions") == [
         (48, start + timedelta(hours=1), end)]
 
@@ -184,17 +184,17 @@ def test_backfill_over_a_range_writes_every_hour_once(ml_db: MlDb, production_st
 def test_strict_inference_refuses_missing_or_unforecastable_rows_and_writes_nothing(
         ml_db: MlDb, production_store: ModelStore, hour: datetime, message: str) -> None:
     with pytest.raises(StaleFeatures, match=f"BTC-USD: {message}"):
-        predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour)  # type: ignore[arg-type]
+        predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour)
     # A backfill that includes one bad hour writes none of the good ones either.
     with pytest.raises(StaleFeatures):
-        predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT,  # type: ignore[arg-type]
+        predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT,
                       hour - timedelta(hours=3), hour + timedelta(hours=1))
     assert _rows(ml_db, "select count(*) from {ml}.predictions") == [(0,)]
 
 
 def test_inference_without_a_production_model_says_so(ml_db: MlDb, clean_ml_tables: None, tmp_path: Path) -> None:
     with pytest.raises(PredictionError, match="BTC-USD: no production model"):
-        predict_hour(ml_db.engine, ml_db.schemas, ModelStore(tmp_path), PRODUCT,  # type: ignore[arg-type]
+        predict_hour(ml_db.engine, ml_db.schemas, ModelStore(tmp_path), PRODUCT,
                      datetime(2024, 1, 9, 22))
 
 

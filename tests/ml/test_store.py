@@ -65,7 +65,7 @@ def test_a_modified_model_file_fails_its_checksum(tmp_path: Path) -> None:
         store.load(version)
 
 
-def test_a_failure_before_the_rename_leaves_no_version_and_no_temp(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_failure_before_the_rename_leaves_no_version_and_no_temp(tmp_path: Path, monkeypatch) -> None:
     def crash(tmp: Path, final: Path) -> None:
         assert (tmp / "metadata.json").exists()  # everything was written; only the commit point fails
         raise OSError("disk gone")

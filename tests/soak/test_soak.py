@@ -82,7 +82,7 @@ def test_re_running_the_labelled_hours_gives_forecasts_where_the_candle_came_bac
     plan = findings.plan
     came_back = [*range(plan.outage_at, plan.outage_at + plan.outage_hours), plan.late_at]
     after = findings.after_heal
-    assert {k: after[k] and after[k].outcome for k in came_back} == {k: "model" for k in came_back}
+    assert {k: (o.outcome if (o := after[k]) else None) for k in came_back} == {k: "model" for k in came_back}
     never = after[plan.missing_at]  # still no candle: still the labelled fallback
     assert never is not None and never.outcome == "fallback" and never.reason_code == "candle_missing"
 

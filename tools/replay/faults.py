@@ -41,7 +41,7 @@ class Fault:
     status: int = 200
     retry_after: str | None = None
     delay_s: float = 0.0
-    mutate: Callable[[list[list[object]]], list[object]] | None = None
+    mutate: Callable[[list[list[object]]], object] | None = None  # returns the body to send, as JSON
     action: Callable[[], None] | None = None
     from_clock: Moment | None = None
     until_clock: Moment | None = None
@@ -120,7 +120,7 @@ class Fault:
         return cls("wrong_shape", times=times, **kw)
 
     @classmethod
-    def malformed_candles(cls, mutate: Callable[[list[list[object]]], list[object]], times: int = 1,
+    def malformed_candles(cls, mutate: Callable[[list[list[object]]], object], times: int = 1,
                           **kw: Unpack[FaultOptions]) -> Fault:
         """The right answer passed through ``mutate`` (rows are ``[time, low, high, open, close, volume]``
         with ``int`` time and ``Decimal`` values, newest first) before it is sent."""
