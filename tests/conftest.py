@@ -19,12 +19,17 @@ _test_port = os.environ.get("CANDLECAST_TEST_DB_PORT", "3408")
 # Two checkouts on one machine can run their suites side by side with other ports.
 _test_airflow_port = os.environ.get("CANDLECAST_TEST_AIRFLOW_PORT", "18180")
 _test_kill_port = os.environ.get("CANDLECAST_TEST_KILL_DB_PORT", "3409")  # the killed-database test's own server
+_test_soak_port = os.environ.get("CANDLECAST_TEST_SOAK_DB_PORT", "3410")  # the soak's own server (tests/soak)
+_soak = os.environ.get("CANDLECAST_SOAK")  # `make soak`: which soak tests/soak runs
 for _key in [k for k in os.environ if k.startswith("CANDLECAST_")]:
     del os.environ[_key]
 os.environ["CANDLECAST_LOCAL_DIR"] = str(TEST_LOCAL_DIR)
 os.environ["CANDLECAST_DB_PORT"] = _test_port
 os.environ["CANDLECAST_TEST_AIRFLOW_PORT"] = _test_airflow_port
 os.environ["CANDLECAST_TEST_KILL_DB_PORT"] = _test_kill_port
+os.environ["CANDLECAST_TEST_SOAK_DB_PORT"] = _test_soak_port
+if _soak is not None:
+    os.environ["CANDLECAST_SOAK"] = _soak
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
 
 
