@@ -66,6 +66,37 @@ def parse_products(raw: str, source: str) -> tuple[str, ...]:
     return products
 
 
+RECOMPUTE_VAR = "recompute_hours"
+
+
+def dbt_recompute_hours(project_dir: Path) -> int:
+    """The dbt var ``recompute_hours`` of ``dbt_project.yml``: how many hours behind its newest built hour
+    each incremental feature run recomputes."""
+    import yaml
+
+    path = project_dir / "dbt_project.yml"
+    try:
+        project = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CycleConfigError(f"cannot read the dbt var {RECOMPUTE_VAR} from {path}: {exc}") from exc
+    value = ((project or {}).get("vars") or {}).get(RECOMPUTE_VAR) if isinstance(project, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CycleConfigError(f"{path}: vars.{RECOMPUTE_VAR} must be a whole number of hours, got {value!r}")
+    return value
+
+
+def check_refetch_within_recompute(refetch_hours: int, recompute_hours: int, where: Path | str) -> None:
+    """Late and corrected candles land up to ``refetch_hours`` behind the interval's end; the incremental
+    feature run recomputes ``recompute_hours`` behind the newest built hour. With the re-fetch window not
+    below that, a late candle lands where the features are never recomputed: silently stale features and
+    forecasts until a full refresh. Refused before anything runs."""
+    if refetch_hours >= recompute_hours:
+        raise CycleConfigError(
+            f"CANDLECAST_EXTRACT_REFETCH_HOURS={refetch_hours} must be below the dbt var {RECOMPUTE_VAR}="
+            f"{recompute_hours} ({where}): candles re-fetched {recompute_hours} h or more behind the newest hour "
+            f"would never reach the features; lower CANDLECAST_EXTRACT_REFETCH_HOURS or raise {RECOMPUTE_VAR}")
+
+
 @dataclass(frozen=True)
 class RunContext:
     """The environment the steps read their connection settings from (and hand to dbt), and what they work on."""
@@ -81,11 +112,16 @@ class RunContext:
     def resolve(cls, env: Mapping[str, str] | None = None, *, products: Sequence[str] | None = None,
                 model_store: Path | str | None = None) -> RunContext:
         """From ``env`` (default: the process's, over the local credentials file); ``products`` and
-        ``model_store`` override ``CANDLECAST_EXTRACT_PRODUCTS`` and ``CANDLECAST_MODEL_STORE`` when given."""
-        from candlecast.settings import ExtractSettings, effective_env, ml_settings
+        ``model_store`` override ``CANDLECAST_EXTRACT_PRODUCTS`` and ``CANDLECAST_MODEL_STORE`` when given.
+        Refuses (``CycleConfigError``) an extractor re-fetch window not below the dbt var ``recompute_hours``."""
+        from candlecast.settings import ExtractSettings, dbt_settings, effective_env, ml_settings
 
         full = effective_env(env)
-        chosen = tuple(products) if products else ExtractSettings.from_env(full).products
+        extract = ExtractSettings.from_env(full)
+        project_dir = dbt_settings(full).project_dir
+        check_refetch_within_recompute(extract.refetch_hours, dbt_recompute_hours(project_dir),
+                                       project_dir / "dbt_project.yml")
+        chosen = tuple(products) if products else extract.products
         if not chosen:
             raise CycleConfigError("no product to run: set CANDLECAST_EXTRACT_PRODUCTS")
         store = Path(model_store) if model_store else ml_settings(full).store_dir
