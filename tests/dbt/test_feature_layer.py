@@ -54,6 +54,7 @@ def test_marts_and_spine_have_their_primary_key_and_indexes(built_layer: BuiltLa
             "PRIMARY": ["product_id", "hour"],
             "ix_fct_candle_features_hour": ["hour"],
             "ix_fct_candle_features_complete": ["is_complete", "product_id", "hour"],
+            "ix_fct_candle_features_forecastable": ["is_forecastable", "product_id", "hour"],
         },
         f"{s.intermediate}.int_candles__hourly_spine": {"PRIMARY": ["product_id", "hour"]},
     }
@@ -178,15 +179,17 @@ def test_a_gap_blanks_only_the_features_whose_windows_hold_it(built_layer: Built
     assert mart.loc[datetime(2023, 3, 11, 20), "is_complete"] == 0
 
 
-def test_features_latest_is_the_newest_complete_row_per_product(built_layer: BuiltLayer, admin_engine) -> None:
+def test_features_latest_is_the_newest_forecastable_row_per_product(built_layer: BuiltLayer, admin_engine) -> None:
     s = built_layer.schemas
     latest = _frame(admin_engine, f"select * from {s.marts}.features_latest")
     assert list(latest["product_id"]) == ["BTC-USD"]
-    newest = _frame(admin_engine, f"select * from {s.marts}.fct_candle_features where is_complete = 1 "
+    newest = _frame(admin_engine, f"select * from {s.marts}.fct_candle_features where is_forecastable = 1 "
                                   f"order by hour desc limit 1")
     assert latest.iloc[0]["hour"] == newest.iloc[0]["hour"] == datetime(2024, 1, 9, 23)
     row = latest.iloc[0]
-    assert row["is_complete"] == 1 and row["target_close_1h"] is None
+    assert row["is_forecastable"] == 1 and row["target_close_1h"] is None
+    # far from the 2023 gap every window is whole: every feature is there
+    assert row["is_complete"] == 1
     assert not any(isinstance(row[c], float) and math.isnan(row[c]) for c in FEATURE_COLUMNS)
 
 

@@ -41,6 +41,7 @@ class Scenario:
     first_build: Rows  # fct rows computed from candles up to T0 only
     after_one_hour: DbtResult
     before_late_fct: Rows  # after the third run, LATE still absent
+    before_late_latest: Rows  # features_latest then: (product_id, hour, is_complete, is_forecastable)
     incremental_fct: Rows
     incremental_spine: Rows
     guard: DbtResult
@@ -97,6 +98,8 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterat
         load_raw_candles(loader, schemas, eth, product_id="ETH-USD")
         run_dbt("run", select=SELECT, base=BASE, name="incr-c")
         before_late_fct = _rows(admin_engine, fct)
+        before_late_latest = _rows(admin_engine, f"(select product_id, hour, is_complete, is_forecastable "
+                                                 f"from {schemas.marts}.features_latest) as latest")
 
         # No new hour: the trailing re-fetch brings the late candle and a corrected one.
         late = next(c for c in btc if c.bucket_start == LATE)
@@ -111,7 +114,7 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterat
         guard = run_dbt("run", select=SELECT, base=BASE, name="incr-guard", check=False)
 
         run_dbt("run", select=SELECT, args=("--full-refresh",), base=BASE, name="incr-full")
-        yield Scenario(first_build, after_one_hour, before_late_fct, incremental_fct, incremental_spine, guard,
+        yield Scenario(first_build, after_one_hour, before_late_fct, before_late_latest, incremental_fct, incremental_spine, guard,
                        _rows(admin_engine, fct), _rows(admin_engine, spine))
     finally:
         loader.dispose()
@@ -194,3 +197,9 @@ def test_late_and_corrected_candles_inside_the_trailing_window_heal_incrementall
     assert after[("BTC-USD", LATE)][7] == 0 and after[("BTC-USD", LATE)][-3] == 1  # is_forecastable
     assert after[("BTC-USD", LATE + timedelta(hours=2))][-4] == 1  # is_complete again
     assert after[("BTC-USD", CORRECTED_LATE)][5] == after[("BTC-USD", CORRECTED_LATE)][4]  # close = low now
+
+
+def test_features_latest_shows_the_newest_hour_right_after_a_missing_one(scenario: Scenario) -> None:
+    # With LATE absent, every BTC-USD hour after it has a window holding a missing hour (is_complete = 0) for a
+    # week; the view still shows the newest hour, the one the hourly step forecasts from, not LATE - 1 h.
+    assert scenario.before_late_latest == [("BTC-USD", END, 0, 1), ("ETH-USD", END, 1, 1)]

@@ -8,6 +8,7 @@
             indexes={
                 'ix_fct_candle_features_hour': ['hour'],
                 'ix_fct_candle_features_complete': ['is_complete', 'product_id', 'hour'],
+                'ix_fct_candle_features_forecastable': ['is_forecastable', 'product_id', 'hour'],
             },
         ) }}",
     )
