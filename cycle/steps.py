@@ -102,17 +102,28 @@ def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
     """Record an outcome for the hour starting at the interval's end, per product (``ml.predict.forecast_hour``):
     the production model's forecast from the just-closed hour, or, when that hour's candle is missing, a
     labelled persistence fallback (or "none") with its reason; the step succeeds either way. It fails when the
-    model path itself fails (no production model, a model that will not load)."""
-    from ml.predict import forecast_hour
+    model path itself fails (no production model, a model that will not load).
+
+    Then it heals (``ml.predict.heal_forecasts``): the earlier hours of the extractor's trailing re-fetch window
+    (``CANDLECAST_EXTRACT_REFETCH_HOURS`` before the interval's end, where late candles land) that got a
+    fallback and whose candle has since arrived get the model's forecast, so no interval needs re-running by
+    hand. Each product's summary lists the hours it healed."""
+    from extract.settings import ExtractSettings
+    from ml.predict import ModelCache, forecast_hour, heal_forecasts
     from ml.store import ModelStore
 
     feature_hour = interval.end - HOUR
-    store = ModelStore(ctx.model_store)
+    refetch_hours = ExtractSettings.from_env(ctx.env).refetch_hours
+    # the feature hours whose candles this interval's extract re-fetched, the just-closed one (above) excepted
+    heal_start = min(interval.end - refetch_hours * HOUR, feature_hour)
+    store, cache = ModelStore(ctx.model_store), ModelCache()
     out = []
     with _engine("ml", ctx.env) as (engine, schemas):
-        for product in ctx.products:
-            outcome = forecast_hour(engine, schemas, store, product, feature_hour)
-            out.append({**outcome.as_json(), "summary": outcome.summary()})
+        outcomes = [forecast_hour(engine, schemas, store, product, feature_hour, cache) for product in ctx.products]
+        healed = heal_forecasts(engine, schemas, store, ctx.products, heal_start, feature_hour, cache)
+    for outcome in outcomes:
+        hours = [o.feature_hour.isoformat() for o in healed.get(outcome.product_id, [])]
+        out.append({**outcome.as_json(), "summary": outcome.summary(), "healed": hours})
     return out
 
 
@@ -224,7 +235,10 @@ def _describe_extract(summary: Summary) -> str:
 
 
 def _describe_predict(summary: Summary) -> str:
-    return "; ".join(s["summary"] for s in summary)
+    def healed(s: dict[str, Any]) -> str:
+        return f" (healed {len(s['healed'])} earlier hour(s) that had a fallback)" if s.get("healed") else ""
+
+    return "; ".join(s["summary"] + healed(s) for s in summary)
 
 
 def _describe_dbt(summary: Summary) -> str:

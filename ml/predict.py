@@ -11,6 +11,9 @@ Two entry points:
   known close, labelled with its reason), or *none* when no close of the product is known at all. A re-run
   once the candle has arrived supersedes the fallback with the model's forecast; a further re-run changes
   nothing.
+- ``heal_forecasts``: what the hourly cycle calls after it, so nobody has to re-run those intervals: the hours
+  of a given range (the extractor's trailing re-fetch window) that got a fallback and whose candle has since
+  arrived are forecast again (``forecast_hours``), found with one query (``healable_hours``).
 - ``predict_hour`` / ``predict_range``: strict backfills with the model. A missing row, a row that is not
   forecastable, or any row other than the requested hours is refused with an error that names product and
   hour, and nothing is written: never a silent forecast from an older row.
@@ -355,3 +358,68 @@ def forecast_hours(engine: Engine, schemas: Schemas, store: ModelStore, product:
     cache = cache or ModelCache()
     return [forecast_hour(engine, schemas, store, product, start + i * HOUR, cache)
             for i in range(int((end - start) / HOUR))]
+
+
+# --- healing: hours that got a fallback, once their candle has arrived ------------------------------------
+
+def healable_hours(engine: Engine, schemas: Schemas, products: list[str] | tuple[str, ...], start: datetime,
+                   end: datetime) -> dict[str, list[datetime]]:
+    """Per product, the feature hours in [start, end) recorded with a ``fallback`` or ``none`` outcome whose
+    feature row has since become forecastable (the candle arrived late, or after an outage): one query for
+    every product, both tables read through their primary keys over a range of hours."""
+    from sqlalchemy import bindparam, text
+
+    from ml.features import FEATURE_TABLE, FORECASTABLE_COLUMN
+
+    start, end = _hour(start, "start hour"), _hour(end, "end hour")
+    found: dict[str, list[datetime]] = {}
+    if end <= start or not products:
+        return found
+    sql = text(
+        f"select o.product_id, o.feature_hour from `{schemas.ml}`.forecast_outcomes o "
+        f"join `{schemas.marts}`.`{FEATURE_TABLE}` f on f.product_id = o.product_id and f.hour = o.feature_hour "
+        "where o.product_id in :products and o.target_hour > :start and o.target_hour <= :end "
+        f"and o.outcome in ('{FALLBACK}', '{NO_FORECAST}') and f.{FORECASTABLE_COLUMN} = 1 "
+        "order by o.product_id, o.feature_hour"
+    ).bindparams(bindparam("products", expanding=True))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sql, {"products": list(products), "start": start, "end": end}).all()
+    except Exception as exc:
+        raise PredictionError(f"cannot look for healable hours {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} UTC in "
+                              f"{schemas.ml}.forecast_outcomes: {exc}") from exc
+    for product, hour in rows:
+        found.setdefault(product, []).append(naive_utc(hour))
+    return found
+
+
+def _runs(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
+    """Sorted hours as [start, end) ranges of consecutive hours."""
+    ranges: list[tuple[datetime, datetime]] = []
+    for hour in hours:
+        if ranges and ranges[-1][1] == hour:
+            ranges[-1] = (ranges[-1][0], hour + HOUR)
+        else:
+            ranges.append((hour, hour + HOUR))
+    return ranges
+
+
+def heal_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, products: list[str] | tuple[str, ...],
+                   start: datetime, end: datetime, cache: ModelCache | None = None) -> dict[str, list[ForecastOutcome]]:
+    """Re-forecast (``forecast_hours``) every feature hour in [start, end) whose recorded outcome is a fallback
+    or none and whose candle has since arrived and is forecastable; the outcomes written, per product.
+
+    What an operator would otherwise do by re-running those intervals, done by the hourly step itself: the
+    caller passes the hours the extractor's trailing re-fetch covers, where late candles land. Idempotent: a
+    healed hour is a ``model`` outcome (its ``replaced_outcome`` keeps what was served at cycle time) and is
+    not found again; an hour whose candle is still missing is not touched.
+    """
+    cache = cache or ModelCache()
+    healed: dict[str, list[ForecastOutcome]] = {}
+    for product, hours in healable_hours(engine, schemas, products, start, end).items():
+        outcomes = [o for first, last in _runs(hours) for o in forecast_hours(engine, schemas, store, product,
+                                                                               first, last, cache)]
+        log.info("%s: healed %d hour(s) that had a fallback: %s", product, len(outcomes),
+                 _hours_text([o.feature_hour for o in outcomes]))
+        healed[product] = outcomes
+    return healed
