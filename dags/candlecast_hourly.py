@@ -8,8 +8,9 @@ An Airflow DAG driven by its data interval ``[start, end)`` (UTC):
    Airflow task per model, rendered by Cosmos.
 3. ``predict``: the production model forecasts the hour that starts at the interval's end, from the
    feature row of the hour that just closed (``ml.predict.forecast_hour``); when that hour's candle is
-   missing it records a labelled persistence fallback instead, and clearing the run once the candle has
-   arrived replaces it with the model's forecast.
+   missing it records a labelled persistence fallback instead. The hours of the extractor's trailing re-fetch
+   window that got a fallback and whose candle has since arrived get the model's forecast in the same task
+   (``ml.predict.heal_forecasts``): no run needs clearing for a late candle.
 4. ``accuracy``: the accuracy marts (``fct_prediction_accuracy``, ``model_leaderboard``,
    ``fct_forecast_outcomes``), via Cosmos.
 
