@@ -108,7 +108,7 @@ def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
     (``CANDLECAST_EXTRACT_REFETCH_HOURS`` before the interval's end, where late candles land) that got a
     fallback and whose candle has since arrived get the model's forecast, so no interval needs re-running by
     hand. Each product's summary lists the hours it healed."""
-    from extract.settings import ExtractSettings
+    from candlecast.settings import ExtractSettings
     from ml.predict import ModelCache, forecast_hour, heal_forecasts
     from ml.store import ModelStore
 

@@ -114,8 +114,8 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterat
         guard = run_dbt("run", select=SELECT, base=BASE, name="incr-guard", check=False)
 
         run_dbt("run", select=SELECT, args=("--full-refresh",), base=BASE, name="incr-full")
-        yield Scenario(first_build, after_one_hour, before_late_fct, before_late_latest, incremental_fct, incremental_spine, guard,
-                       _rows(admin_engine, fct), _rows(admin_engine, spine))
+        yield Scenario(first_build, after_one_hour, before_late_fct, before_late_latest, incremental_fct,
+                       incremental_spine, guard, _rows(admin_engine, fct), _rows(admin_engine, spine))
     finally:
         loader.dispose()
 
