@@ -109,18 +109,18 @@ def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
     fallback and whose candle has since arrived get the model's forecast, so no interval needs re-running by
     hand. Each product's summary lists the hours it healed."""
     from candlecast.settings import ExtractSettings
-    from ml.predict import ModelCache, forecast_hour, heal_forecasts
+    from ml.predict import forecast_hour, heal_forecasts
     from ml.store import ModelStore
 
     feature_hour = interval.end - HOUR
     refetch_hours = ExtractSettings.from_env(ctx.env).refetch_hours
     # the feature hours whose candles this interval's extract re-fetched, the just-closed one (above) excepted
     heal_start = min(interval.end - refetch_hours * HOUR, feature_hour)
-    store, cache = ModelStore(ctx.model_store), ModelCache()
+    store = ModelStore(ctx.model_store)
     out = []
     with _engine("ml", ctx.env) as (engine, schemas):
-        outcomes = [forecast_hour(engine, schemas, store, product, feature_hour, cache) for product in ctx.products]
-        healed = heal_forecasts(engine, schemas, store, ctx.products, heal_start, feature_hour, cache)
+        outcomes = [forecast_hour(engine, schemas, store, product, feature_hour) for product in ctx.products]
+        healed = heal_forecasts(engine, schemas, store, ctx.products, heal_start, feature_hour)
     for outcome in outcomes:
         hours = [o.feature_hour.isoformat() for o in healed.get(outcome.product_id, [])]
         out.append({**outcome.as_json(), "summary": outcome.summary(), "healed": hours})

@@ -412,9 +412,10 @@ def heal_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, products
     What an operator would otherwise do by re-running those intervals, done by the hourly step itself: the
     caller passes the hours the extractor's trailing re-fetch covers, where late candles land. Idempotent: a
     healed hour is a ``model`` outcome (its ``replaced_outcome`` keeps what was served at cycle time) and is
-    not found again; an hour whose candle is still missing is not touched.
+    not found again; an hour whose candle is still missing is not touched. ``cache`` defaults to the process's
+    (``forecast_hour``'s), so the hour's own forecast and the healing load the model once.
     """
-    cache = cache or ModelCache()
+    cache = cache or DEFAULT_CACHE
     healed: dict[str, list[ForecastOutcome]] = {}
     for product, hours in healable_hours(engine, schemas, products, start, end).items():
         outcomes = [o for first, last in _runs(hours) for o in forecast_hours(engine, schemas, store, product,
