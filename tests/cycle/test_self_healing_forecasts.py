@@ -39,14 +39,14 @@ class Healing:
     tables_again: tuple[Any, Any]
 
 
-def _rows(engine, sql: str) -> Rows:  # type: ignore[no-untyped-def]
+def _rows(engine, sql: str) -> Rows:
     from sqlalchemy import text
 
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(text(sql)).mappings().all()]
 
 
-def _has_production_model(engine) -> bool:  # type: ignore[no-untyped-def]
+def _has_production_model(engine) -> bool:
     from sqlalchemy.exc import DatabaseError
 
     try:
@@ -56,7 +56,7 @@ def _has_production_model(engine) -> bool:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def healing(cycle_env: dict[str, str], admin_engine) -> Iterator[Healing]:  # type: ignore[no-untyped-def]
+def healing(cycle_env: dict[str, str], admin_engine) -> Iterator[Healing]:
     from cycle.context import RunContext
     from cycle.run import run_hourly, run_weekly
     from tools.replay import LateCandle, ReplayServer
