@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from candlecast.db import check_connection, make_engine  # noqa: E402
+from candlecast.hours import HOUR, naive_utc  # noqa: E402
 from candlecast.settings import (  # noqa: E402
     ExtractSettings,
     Schemas,
@@ -44,7 +45,7 @@ from extract.pipeline import backfill  # noqa: E402
 from extract.records import Candle  # noqa: E402
 from extract.schema import ensure_raw_tables  # noqa: E402
 from extract.validate import parse_candle  # noqa: E402
-from extract.windows import HOUR, MAX_CANDLES_PER_REQUEST, from_unix, naive_utc  # noqa: E402
+from extract.windows import MAX_CANDLES_PER_REQUEST, from_unix  # noqa: E402
 from tools.replay import ReplayServer, bundled_series  # noqa: E402
 
 SCRATCH = Schemas("bench_extract")

@@ -30,6 +30,7 @@ from pathlib import Path
 from candlecast.pidfile import live_pid
 from candlecast.settings import ROLES, DbServer, LocalServices, Schemas, credentials_file, read_env_file
 from candlecast.settings.db import DEFAULT_DB_HOST
+from candlecast.sql import quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +220,6 @@ def _ensure_credentials(server: LocalServer) -> dict[str, str]:
     return values
 
 
-def _quote_ident(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
 def _quote_str(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -235,13 +232,13 @@ def bootstrap_sql(schemas: Schemas, creds: Mapping[str, str]) -> str:
 
     write = "select, insert, update, delete, create, drop, index, alter"
     dbt_rights = write + ", create view, show view, create temporary tables, lock tables, references"
-    lines = [f"create database if not exists {_quote_ident(db)} character set utf8mb4 collate utf8mb4_unicode_ci;"
+    lines = [f"create database if not exists {quote_ident(db)} character set utf8mb4 collate utf8mb4_unicode_ci;"
              for db in schemas.all()]
     for role in ROLES:
         password = _quote_str(creds[f"CANDLECAST_{role.upper()}_PASSWORD"])
         lines.append(f"create user if not exists {user(role)} identified by {password};")
         lines.append(f"alter user {user(role)} identified by {password};")
-    q = _quote_ident
+    q = quote_ident
     lines += [
         f"grant all privileges on *.* to {user('admin')} with grant option;",
         f"grant {write} on {q(schemas.raw)}.* to {user('loader')};",

@@ -13,7 +13,9 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from cycle.context import HOUR, CycleConfigError, Interval, RunContext, utc_hour
+from candlecast.hours import HOUR, cli_time, floor_hour
+from candlecast.settings import SettingsError
+from cycle.context import Interval, RunContext
 from cycle.run import WEEK, CycleError, StepFailed, StepOutcome, run_hourly, run_weekly
 from cycle.steps import HOURLY_STEPS, WEEKLY_STEPS
 
@@ -35,11 +37,8 @@ crontab (UTC):
 """
 
 
-def parse_time(raw: str) -> datetime:
-    # One rule for CLI times across the project's commands (the extractor's).
-    from extract.cli import parse_time as extract_parse_time
-
-    return extract_parse_time(raw)
+# ISO 8601, with or without an offset (none: UTC): the rule of every CLI (candlecast.hours).
+parse_time = cli_time()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,13 +64,13 @@ def cycle_end(requested: datetime | None, now: datetime) -> datetime:
     """The interval's end: ``requested`` floored to the hour, or the current hour (the last closed hour ends
     there). An end after the current hour would take the still-open hour for closed and store its partial
     candle, so it is refused."""
-    current = utc_hour(now)
+    current = floor_hour(now)
     if requested is None:
         return current
-    end = utc_hour(requested)
+    end = floor_hour(requested)
     if end > current:
-        raise CycleConfigError(f"--end {end:%Y-%m-%d %H:%M} UTC is after the current hour {current:%Y-%m-%d %H:%M} "
-                               "UTC: the hours before it have not all closed yet")
+        raise SettingsError(f"--end {end:%Y-%m-%d %H:%M} UTC is after the current hour {current:%Y-%m-%d %H:%M} "
+                            "UTC: the hours before it have not all closed yet")
     return end
 
 
@@ -82,10 +81,10 @@ def cycle_ends(start: datetime | None, end: datetime | None, now: datetime, week
     if start is None:
         return [last]
     if weekly:
-        raise CycleConfigError("--start runs consecutive hourly cycles; it does not go with --weekly")
-    first = utc_hour(start)
+        raise SettingsError("--start runs consecutive hourly cycles; it does not go with --weekly")
+    first = floor_hour(start)
     if first >= last:
-        raise CycleConfigError(f"--start {first:%Y-%m-%d %H:%M} UTC must be before the end {last:%Y-%m-%d %H:%M} UTC")
+        raise SettingsError(f"--start {first:%Y-%m-%d %H:%M} UTC must be before the end {last:%Y-%m-%d %H:%M} UTC")
     return [first + (i + 1) * HOUR for i in range(int((last - first) / HOUR))]
 
 
@@ -123,12 +122,12 @@ def main(argv: list[str] | None = None, now: Callable[[], datetime] = lambda: da
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         ends = cycle_ends(args.start, args.end, now(), weekly=args.weekly)
-    except CycleConfigError as exc:
+    except SettingsError as exc:
         parser.error(str(exc))
     name = "weekly" if args.weekly else "hourly"
     try:
         ctx = RunContext.resolve(products=args.products)
-    except (CycleConfigError, ValueError, RuntimeError) as exc:
+    except (SettingsError, ValueError, RuntimeError) as exc:
         print(f"error: {name} cycle: settings: {exc}", file=sys.stderr)
         return 1
     for end in ends:

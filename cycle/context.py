@@ -9,26 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
-HOUR = timedelta(hours=1)
-
-
-class CycleConfigError(ValueError):
-    """A setting of the cycle is invalid; the message names where it came from and the bad value."""
-
-
-def utc_hour(value: datetime) -> datetime:
-    """Floor to the hour as a plain tz-aware UTC ``datetime`` (naive means UTC).
-
-    Airflow hands pendulum datetimes, whose differences the libraries' ``timedelta`` arithmetic does not
-    accept, so the edge converts once.
-    """
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    return datetime(value.year, value.month, value.day, value.hour, tzinfo=UTC)
+from candlecast.hours import HOUR, floor_hour
+from candlecast.settings import SettingsError
 
 
 @dataclass(frozen=True)
@@ -40,12 +25,12 @@ class Interval:
 
     @classmethod
     def of(cls, start: datetime, end: datetime) -> Interval:
-        return cls(utc_hour(start), utc_hour(end))
+        return cls(floor_hour(start), floor_hour(end))
 
     @classmethod
     def hour_ending(cls, end: datetime) -> Interval:
         """The one closed hour that ends at ``end``."""
-        end = utc_hour(end)
+        end = floor_hour(end)
         return cls(end - HOUR, end)
 
     def __str__(self) -> str:
@@ -62,7 +47,7 @@ def schema_base(env: Mapping[str, str]) -> str:
 def parse_products(raw: str, source: str) -> tuple[str, ...]:
     products = tuple(p.strip() for p in raw.split(",") if p.strip())
     if not products:
-        raise CycleConfigError(f"{source} is set but names no product: {raw!r}")
+        raise SettingsError(f"{source} is set but names no product: {raw!r}")
     return products
 
 
@@ -78,10 +63,10 @@ def dbt_recompute_hours(project_dir: Path) -> int:
     try:
         project = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise CycleConfigError(f"cannot read the dbt var {RECOMPUTE_VAR} from {path}: {exc}") from exc
+        raise SettingsError(f"cannot read the dbt var {RECOMPUTE_VAR} from {path}: {exc}") from exc
     value = ((project or {}).get("vars") or {}).get(RECOMPUTE_VAR) if isinstance(project, dict) else None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise CycleConfigError(f"{path}: vars.{RECOMPUTE_VAR} must be a whole number of hours, got {value!r}")
+        raise SettingsError(f"{path}: vars.{RECOMPUTE_VAR} must be a whole number of hours, got {value!r}")
     return value
 
 
@@ -91,7 +76,7 @@ def check_refetch_within_recompute(refetch_hours: int, recompute_hours: int, whe
     below that, a late candle lands where the features are never recomputed: silently stale features and
     forecasts until a full refresh. Refused before anything runs."""
     if refetch_hours >= recompute_hours:
-        raise CycleConfigError(
+        raise SettingsError(
             f"CANDLECAST_EXTRACT_REFETCH_HOURS={refetch_hours} must be below the dbt var {RECOMPUTE_VAR}="
             f"{recompute_hours} ({where}): candles re-fetched {recompute_hours} h or more behind the newest hour "
             f"would never reach the features; lower CANDLECAST_EXTRACT_REFETCH_HOURS or raise {RECOMPUTE_VAR}")
@@ -113,7 +98,7 @@ class RunContext:
                 model_store: Path | str | None = None) -> RunContext:
         """From ``env`` (default: the process's, over the local credentials file); ``products`` and
         ``model_store`` override ``CANDLECAST_EXTRACT_PRODUCTS`` and ``CANDLECAST_MODEL_STORE`` when given.
-        Refuses (``CycleConfigError``) an extractor re-fetch window not below the dbt var ``recompute_hours``."""
+        Refuses (``SettingsError``) an extractor re-fetch window not below the dbt var ``recompute_hours``."""
         from candlecast.settings import ExtractSettings, dbt_settings, effective_env, ml_settings
 
         full = effective_env(env)
@@ -123,6 +108,6 @@ class RunContext:
                                        project_dir / "dbt_project.yml")
         chosen = tuple(products) if products else extract.products
         if not chosen:
-            raise CycleConfigError("no product to run: set CANDLECAST_EXTRACT_PRODUCTS")
+            raise SettingsError("no product to run: set CANDLECAST_EXTRACT_PRODUCTS")
         store = Path(model_store) if model_store else ml_settings(full).store_dir
         return cls(env=full, products=chosen, model_store=store)

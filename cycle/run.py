@@ -23,7 +23,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cycle.context import Interval, RunContext, schema_base, utc_hour
+from candlecast.hours import floor_hour
+from cycle.context import Interval, RunContext, schema_base
 from cycle.steps import HOURLY_STEPS, WEEKLY_STEPS, Step
 
 log = logging.getLogger(__name__)
@@ -167,5 +168,5 @@ def run_weekly(end: datetime, ctx: RunContext | None = None, *, env: Mapping[str
     train on hours before ``end - CANDLECAST_HOLDOUT_HOURS``, score every stored model on that holdout,
     promote the best."""
     ctx = ctx or RunContext.resolve(env)
-    end = utc_hour(end)
+    end = floor_hour(end)
     return run_steps("weekly", WEEKLY_STEPS, ctx, Interval(end - WEEK, end), on_step, lock_timeout_s)

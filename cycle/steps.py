@@ -19,7 +19,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cycle.context import HOUR, Interval, RunContext, schema_base, utc_hour
+from candlecast.hours import HOUR, floor_hour
+from cycle.context import Interval, RunContext, schema_base
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -158,7 +159,7 @@ def dbt_build(select: Sequence[str]) -> Callable[[RunContext, Interval], Summary
 
 def training_cutoff(window_end: datetime, holdout_hours: int) -> datetime:
     """The new models train before this, leaving the last ``holdout_hours`` for the evaluation every model faces."""
-    return utc_hour(window_end) - timedelta(hours=holdout_hours)
+    return floor_hour(window_end) - timedelta(hours=holdout_hours)
 
 
 def train_products(ctx: RunContext, interval: Interval) -> Summary:

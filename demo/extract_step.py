@@ -12,9 +12,10 @@ def backfill_bundled_sample(env: Mapping[str, str] | None = None) -> str:
     extractor's rate and retry settings); only the API URL is pointed at the in-process replay server.
     """
     from candlecast.db import check_connection, make_engine
+    from candlecast.hours import HOUR
     from candlecast.settings import ExtractSettings, db_settings
     from extract.pipeline import backfill, describe_hours
-    from extract.windows import HOUR, from_unix
+    from extract.windows import from_unix
     from tools.replay import ReplayServer, bundled_series
 
     series = bundled_series()

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, SupportsFloat
 
+from candlecast.hours import HOUR
 from candlecast.settings import effective_env
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from candlecast.settings import MlSettings, Schemas
     from ml.store import ModelStore
 
-HOUR = timedelta(hours=1)
 PREDICT_HOURS = 48
 
 

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from extract.windows import clamp_end, floor_hour, to_utc
+from candlecast.hours import cli_time, floor_hour
+from extract.windows import clamp_end
 
 if TYPE_CHECKING:
     from extract.pipeline import WindowReport
@@ -35,11 +36,8 @@ examples:
 """
 
 
-def parse_time(raw: str) -> datetime:
-    try:
-        return to_utc(datetime.fromisoformat(raw.strip().replace("Z", "+00:00")))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {raw!r}") from exc
+# ISO 8601, with or without an offset (none: UTC): the rule of every CLI (candlecast.hours).
+parse_time = cli_time()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,10 +16,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, TypeVar
 
+from candlecast.hours import naive_utc
 from candlecast.settings import Schemas
+from candlecast.sql import quote_ident
 from extract.errors import LoadError
 from extract.records import Candle, Reject
-from extract.windows import Window, naive_utc
+from extract.windows import Window
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -38,10 +40,6 @@ class UpsertCounts:
         return UpsertCounts(
             self.inserted + other.inserted, self.updated + other.updated, self.unchanged + other.unchanged
         )
-
-
-def _q(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
 
 
 CandleRow = tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]  # bucket_start, open, high, low, close, volume
@@ -119,7 +117,7 @@ def upsert_candles(
     """Insert new hours, update changed ones, leave identical ones untouched; inside the caller's transaction."""
     if not candles:
         return UpsertCounts()
-    table = f"{_q(schemas.raw)}.candles"
+    table = f"{quote_ident(schemas.raw)}.candles"
     counts = UpsertCounts()
     by_product: dict[str, list[Candle]] = {}
     for candle in candles:
@@ -162,7 +160,7 @@ def insert_rejects(conn: Connection, schemas: Schemas, run_id: str, rejects: Seq
         return
     rejected_at = _db_now(conn)
     conn.exec_driver_sql(
-        f"insert into {_q(schemas.raw)}.candle_rejects "
+        f"insert into {quote_ident(schemas.raw)}.candle_rejects "
         "(run_id, product_id, bucket_start, raw_payload, reason, rejected_at) "
         "values (%s, %s, %s, %s, %s, %s)",
         [
@@ -217,7 +215,7 @@ def run_lock(engine: Engine, run_id: str) -> Iterator[None]:
 
 def abandon_orphaned_runs(engine: Engine, schemas: Schemas, found_by: str) -> list[str]:
     """Mark ``running`` rows whose run lock is free ``abandoned``, with the reason; returns their run ids."""
-    table = f"{_q(schemas.raw)}.extract_runs"
+    table = f"{quote_ident(schemas.raw)}.extract_runs"
     with engine.begin() as conn:
         orphans = list(conn.exec_driver_sql(
             f"select run_id from {table} where status = 'running' and is_used_lock(concat(%s, run_id)) is null",
@@ -236,7 +234,7 @@ def abandon_orphaned_runs(engine: Engine, schemas: Schemas, found_by: str) -> li
 def start_run(engine: Engine, schemas: Schemas, run_id: str, product_id: str, mode: str, span: Window) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            f"insert into {_q(schemas.raw)}.extract_runs "
+            f"insert into {quote_ident(schemas.raw)}.extract_runs "
             "(run_id, product_id, mode, window_start, window_end, requested, status, started_at) "
             "values (%s, %s, %s, %s, %s, %s, 'running', utc_timestamp(6))",
             (run_id, product_id, mode, naive_utc(span.start), naive_utc(span.end), span.hours),
@@ -248,7 +246,7 @@ def add_window_counts(
 ) -> None:
     """Bump the run's counters in the window's own transaction, so they always match what was committed."""
     conn.exec_driver_sql(
-        f"update {_q(schemas.raw)}.extract_runs set received = received + %s, inserted = inserted + %s, "
+        f"update {quote_ident(schemas.raw)}.extract_runs set received = received + %s, inserted = inserted + %s, "
         "updated = updated + %s, rejected = rejected + %s, gaps = gaps + %s where run_id = %s",
         (received, counts.inserted, counts.updated, rejected, gaps, run_id),
     )
@@ -259,7 +257,7 @@ def finish_run(
 ) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            f"update {_q(schemas.raw)}.extract_runs set status = %s, error = %s, "
+            f"update {quote_ident(schemas.raw)}.extract_runs set status = %s, error = %s, "
             "finished_at = utc_timestamp(6), duration_s = %s where run_id = %s",
             (status, error, duration_s, run_id),
         )
@@ -273,7 +271,8 @@ def stored_range(engine: Engine, schemas: Schemas, product_id: str) -> tuple[dat
     """The first and newest stored hour of a product (naive UTC), or (None, None) when it has none."""
     with engine.connect() as conn:
         first, last = conn.exec_driver_sql(
-            f"select min(bucket_start), max(bucket_start) from {_q(schemas.raw)}.candles where product_id = %s",
+            f"select min(bucket_start), max(bucket_start) from {quote_ident(schemas.raw)}.candles "
+            "where product_id = %s",
             (product_id,),
         ).one()
     return first, last

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from candlecast.hours import HOUR, floor_hour, to_utc
 from candlecast.settings import ExtractSettings, Schemas
 from extract import load
 from extract.coinbase import CoinbaseClient
 from extract.errors import ExtractError, LoadError, NothingToResume, TooFarBehind
 from extract.schema import ensure_raw_tables
 from extract.validate import validate_window
-from extract.windows import HOUR, Window, clamp_end, floor_hour, split_windows, to_utc
+from extract.windows import Window, clamp_end, split_windows
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

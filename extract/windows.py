@@ -10,20 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-HOUR = timedelta(hours=1)
+from candlecast.hours import HOUR, floor_hour, to_utc
+
 GRANULARITY_S = 3600
 MAX_CANDLES_PER_REQUEST = 300  # Coinbase rejects (HTTP 400) a range that would return more
-
-
-def to_utc(moment: datetime) -> datetime:
-    """An aware UTC datetime; a naive one is taken to be UTC already (the project's convention)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def floor_hour(moment: datetime) -> datetime:
-    return to_utc(moment).replace(minute=0, second=0, microsecond=0)
 
 
 def ceil_hour(moment: datetime) -> datetime:
@@ -50,13 +40,6 @@ def to_unix(moment: datetime) -> int:
 
 def from_unix(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
-
-
-def naive_utc(moment: datetime) -> datetime:
-    """What a MariaDB DATETIME column holds: UTC without tzinfo."""
-    if moment.tzinfo is UTC:  # the common case, and hot in the loader
-        return moment.replace(tzinfo=None)
-    return to_utc(moment).replace(tzinfo=None)
 
 
 @dataclass(frozen=True, order=True)

@@ -17,10 +17,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from candlecast.hours import naive_utc
 from ml.features import TARGET_CLOSE_COLUMN, gap_affected, usable_rows
 from ml.metrics import Scores, score, to_prices
 from ml.model import DRIFT, LIGHTGBM, PERSISTENCE
-from ml.train import TrainConfig, naive_utc, train_candidates
+from ml.train import TrainConfig, train_candidates
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from candlecast.hours import HOUR, cli_time, naive_utc
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
@@ -21,23 +23,17 @@ if TYPE_CHECKING:
     from ml.evaluate import EvaluationReport
     from ml.store import ModelStore
 
-HOUR = timedelta(hours=1)
-
 
 class CliError(RuntimeError):
     pass
 
 
+_utc_hour = cli_time(on_the_hour=True)
+
+
 def parse_hour(value: str) -> datetime:
-    for fmt in ("%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H", "%Y-%m-%d %H", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"):
-        try:
-            parsed = datetime.strptime(value.rstrip("Z"), fmt)
-        except ValueError:
-            continue
-        if parsed.minute or parsed.second:
-            raise argparse.ArgumentTypeError(f"{value!r} is not on the hour")
-        return parsed
-    raise argparse.ArgumentTypeError(f"{value!r} is not a UTC hour like 2024-01-09T23:00")
+    """An hour on the command line, by the rule of every CLI (ISO 8601; no offset: UTC), naive as MariaDB's."""
+    return naive_utc(_utc_hour(value))
 
 
 def _data_end(engine: Engine, schemas: Schemas, product: str) -> datetime:

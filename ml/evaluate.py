@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from candlecast.hours import naive_utc
 from candlecast.settings import Schemas
 from ml.features import FEATURE_COLUMNS, TARGET_CLOSE_COLUMN, feature_hash, table_columns, usable_rows
 from ml.metrics import Scores, score_rows
 from ml.store import ModelStore, StoreError, parse_time
-from ml.train import naive_utc
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -27,21 +27,19 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from candlecast.hours import HOUR, naive_utc
 from candlecast.settings import Schemas
 from ml.metrics import to_prices
 from ml.store import LoadedModel, ModelStore
-from ml.train import naive_utc
 
 if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
-
-HOUR = timedelta(hours=1)
 
 
 class PredictionError(RuntimeError):

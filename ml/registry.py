@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from candlecast.settings import Schemas
+from candlecast.sql import quote_ident
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -131,10 +132,6 @@ class RegistryError(RuntimeError):
     pass
 
 
-def _q(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
 def ensure_ml_tables(target: Engine | Connection, schemas: Schemas) -> None:
     """Create the ML tables if missing; safe on every run."""
     from sqlalchemy import text
@@ -142,7 +139,7 @@ def ensure_ml_tables(target: Engine | Connection, schemas: Schemas) -> None:
 
     def _apply(conn: Connection) -> None:
         for statement in DDL:
-            conn.execute(text(statement.format(ml=_q(schemas.ml))))
+            conn.execute(text(statement.format(ml=quote_ident(schemas.ml))))
 
     if isinstance(target, Engine):
         with target.begin() as conn:
@@ -157,7 +154,7 @@ def register(conn: Connection, schemas: Schemas, meta: dict[str, Any]) -> bool:
 
     result = conn.execute(
         text(
-            f"insert ignore into {_q(schemas.ml)}.model_registry (model_version, product_id, kind, status, "
+            f"insert ignore into {quote_ident(schemas.ml)}.model_registry (model_version, product_id, kind, status, "
             "training_cutoff, trained_at, feature_hash, checksum, train_rows, metadata, registered_at, "
             "status_changed_at) values (:v, :p, :k, 'candidate', :cutoff, :trained, :fh, :cs, :rows, :meta, "
             "utc_timestamp(6), utc_timestamp(6))"
@@ -177,7 +174,7 @@ def production_version(conn: Connection | Engine, schemas: Schemas, product: str
     from sqlalchemy import text
     from sqlalchemy.engine import Engine
 
-    sql = text(f"select model_version from {_q(schemas.ml)}.model_registry "
+    sql = text(f"select model_version from {quote_ident(schemas.ml)}.model_registry "
                "where product_id = :p and status = 'production'")
     if isinstance(conn, Engine):
         with conn.connect() as c:
@@ -195,7 +192,7 @@ def switch_production(engine: Engine, schemas: Schemas, product: str, to_version
     """
     from sqlalchemy import text
 
-    ml = _q(schemas.ml)
+    ml = quote_ident(schemas.ml)
     with engine.begin() as conn:
         if to_metadata is not None:  # a stored model not mirrored yet (e.g. a store copied from elsewhere)
             register(conn, schemas, to_metadata)
@@ -234,7 +231,8 @@ def record_evaluations(conn: Connection, schemas: Schemas, product: str, window:
             "pinball_10", "pinball_90")
     conn.execute(
         text(
-            f"insert into {_q(schemas.ml)}.model_evaluations (model_version, product_id, window_start, window_end, "
+            f"insert into {quote_ident(schemas.ml)}.model_evaluations "
+            "(model_version, product_id, window_start, window_end, "
             f"status, reason, {', '.join(cols)}, evaluated_at) values (:v, :p, :ws, :we, :status, :reason, "
             f"{', '.join(':' + c for c in cols)}, utc_timestamp(6)) on duplicate key update status = values(status), "
             f"reason = values(reason), {', '.join(f'{c} = values({c})' for c in cols)}, "
@@ -254,7 +252,8 @@ def upsert_predictions(conn: Connection, schemas: Schemas, rows: list[dict[str, 
         return 0
     conn.execute(
         text(
-            f"insert into {_q(schemas.ml)}.predictions (product_id, target_hour, model_version, predicted_close, "
+            f"insert into {quote_ident(schemas.ml)}.predictions "
+            "(product_id, target_hour, model_version, predicted_close, "
             "lower_80, upper_80, feature_hour, created_at) values (:product_id, :target_hour, :model_version, "
             ":predicted_close, :lower_80, :upper_80, :feature_hour, utc_timestamp(6)) on duplicate key update "
             "predicted_close = values(predicted_close), lower_80 = values(lower_80), "
@@ -279,7 +278,8 @@ def upsert_outcomes(conn: Connection, schemas: Schemas, rows: list[dict[str, Any
     changed = " or ".join(f"not ({c} <=> values({c}))" for c in OUTCOME_COLUMNS)
     conn.execute(
         text(
-            f"insert into {_q(schemas.ml)}.forecast_outcomes (product_id, target_hour, {', '.join(OUTCOME_COLUMNS)}, "
+            f"insert into {quote_ident(schemas.ml)}.forecast_outcomes "
+            f"(product_id, target_hour, {', '.join(OUTCOME_COLUMNS)}, "
             f"replaced_outcome, created_at, updated_at) values (:product_id, :target_hour, "
             f"{', '.join(':' + c for c in OUTCOME_COLUMNS)}, null, utc_timestamp(6), utc_timestamp(6)) "
             "on duplicate key update "

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from candlecast.hours import HOUR, naive_utc
 from candlecast.settings import Schemas
 from ml.baselines import naive_drift, naive_persistence
 from ml.features import FEATURE_COLUMNS, TARGET_CLOSE_COLUMN, TARGET_COLUMN, feature_hash, usable_rows
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from ml.store import ModelStore
 
 log = logging.getLogger(__name__)
-
-HOUR = timedelta(hours=1)
 
 
 class TrainingError(RuntimeError):
@@ -110,13 +109,6 @@ class Split:
         v0, v1 = bounds(self.valid)
         return {"train_first_hour": t0, "train_last_hour": t1, "valid_first_hour": v0,
                 "valid_last_hour": v1, "cutoff": self.cutoff}
-
-
-def naive_utc(value: datetime) -> datetime:
-    """Every time in the project is a naive UTC datetime (as MariaDB DATETIME returns it)."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
 
 
 def time_split(features: pd.DataFrame, cutoff: datetime, config: TrainConfig) -> Split:

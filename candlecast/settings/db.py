@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field, create_model, field_validator
 from pydantic_settings import NoDecode
 
 from candlecast.settings.base import EnvSettings
+from candlecast.sql import check_identifier
 
 Role = Literal["admin", "loader", "transformer", "ml", "reader"]
 ROLES: tuple[Role, ...] = ("admin", "loader", "transformer", "ml", "reader")
@@ -80,6 +81,14 @@ class DbServer(EnvSettings):
     @classmethod
     def _schemas_from_base(cls, value: Any) -> Any:
         return Schemas(value.strip()) if isinstance(value, str) else value
+
+    @field_validator("schemas")
+    @classmethod
+    def _quotable(cls, value: Schemas) -> Schemas:
+        # Checked here, so a bad base fails at start-up naming the variable, not in the first statement.
+        for name in value.all():
+            check_identifier(name)
+        return value
 
 
 class RoleLogin(DbServer):

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from candlecast.settings import SettingsError
 from cycle.cli import build_parser, cycle_end, cycle_ends
-from cycle.context import CycleConfigError, Interval
+from cycle.context import Interval
 
 NOW = datetime(2024, 1, 8, 13, 5, 42, tzinfo=UTC)
 
@@ -29,7 +30,7 @@ def test_end_without_offset_is_utc_and_with_an_offset_is_converted() -> None:
 
 
 def test_an_end_after_the_current_hour_is_refused() -> None:
-    with pytest.raises(CycleConfigError, match="after the current hour"):
+    with pytest.raises(SettingsError, match="after the current hour"):
         cycle_end(datetime(2024, 1, 8, 14, tzinfo=UTC), NOW)
 
 
@@ -44,7 +45,7 @@ def test_a_start_runs_every_interval_up_to_the_end_one_hour_at_a_time() -> None:
     ends = cycle_ends(datetime(2024, 1, 8, 9, 30, tzinfo=UTC), datetime(2024, 1, 8, 12, tzinfo=UTC), NOW)
     assert ends == [datetime(2024, 1, 8, h, tzinfo=UTC) for h in (10, 11, 12)]
     assert cycle_ends(None, None, NOW) == [datetime(2024, 1, 8, 13, tzinfo=UTC)]
-    with pytest.raises(CycleConfigError, match="must be before the end"):
+    with pytest.raises(SettingsError, match="must be before the end"):
         cycle_ends(datetime(2024, 1, 8, 12, tzinfo=UTC), datetime(2024, 1, 8, 12, tzinfo=UTC), NOW)
-    with pytest.raises(CycleConfigError, match="--weekly"):
+    with pytest.raises(SettingsError, match="--weekly"):
         cycle_ends(datetime(2024, 1, 1, tzinfo=UTC), None, NOW, weekly=True)

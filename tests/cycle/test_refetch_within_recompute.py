@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from candlecast.settings import SettingsError
 from cycle.cli import main
-from cycle.context import CycleConfigError, RunContext, dbt_recompute_hours
+from cycle.context import RunContext, dbt_recompute_hours
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,14 +24,14 @@ def test_the_dbt_project_recomputes_more_than_the_default_refetch_window() -> No
 
 
 def test_a_refetch_window_reaching_the_recompute_window_is_refused_naming_both(tmp_path: Path) -> None:
-    with pytest.raises(CycleConfigError) as refused:
+    with pytest.raises(SettingsError) as refused:
         RunContext.resolve({**os.environ, "CANDLECAST_EXTRACT_REFETCH_HOURS": "216"})
     message = str(refused.value)
     assert "CANDLECAST_EXTRACT_REFETCH_HOURS=216" in message and "recompute_hours=216" in message
     assert "dbt_project.yml" in message
     # the var is read from the project dbt runs, not assumed: a project recomputing 12 h refuses the default 24
     (tmp_path / "dbt_project.yml").write_text("name: candlecast\nvars:\n  recompute_hours: 12\n", encoding="utf-8")
-    with pytest.raises(CycleConfigError, match=r"REFETCH_HOURS=24 must be below the dbt var recompute_hours=12"):
+    with pytest.raises(SettingsError, match=r"REFETCH_HOURS=24 must be below the dbt var recompute_hours=12"):
         RunContext.resolve({**os.environ, "CANDLECAST_DBT_PROJECT_DIR": str(tmp_path)})
 
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
+from candlecast.hours import HOUR
 from tests.cycle.conftest import BASE
 from tests.support import differences, snapshot
 
 pytestmark = pytest.mark.integration
 
-HOUR = timedelta(hours=1)
 LATE = datetime(2024, 1, 9, 6)  # UTC; its candle appears 20 minutes after the hour closes
 AFTER_CRON = timedelta(minutes=5)
 

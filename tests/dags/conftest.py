@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ import pytest
 
 from candlecast import dbt_runner
 from candlecast.airflow_local import LocalAirflow, airflow_env
+from candlecast.hours import HOUR
 
 if TYPE_CHECKING:
     from tests.dags.test_running_airflow_api import _Boot
@@ -41,7 +42,6 @@ WEEKLY_RUN_AFTER = datetime(2024, 1, 7, 23, 30, tzinfo=UTC)
 # The hourly run for the hour 2024-01-08 12:00 (data interval [12:00, 13:00)), then the next one via the API.
 HOURLY_START = datetime(2024, 1, 8, 12, tzinfo=UTC)
 
-HOUR = timedelta(hours=1)
 
 TEST_AIRFLOW = LocalAirflow(home=TEST_LOCAL_DIR / "airflow", port=int(os.environ["CANDLECAST_TEST_AIRFLOW_PORT"]))
 

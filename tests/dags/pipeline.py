@@ -6,14 +6,13 @@ second base. Airflow, Cosmos (one dbt task per model) and the data interval must
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from candlecast.hours import HOUR
 from tests.dags.conftest import store_dir
 from tests.support import backfill_history, differences, snapshot
 
 __all__ = ["DirectRun", "base_env", "differences", "snapshot"]
-
-HOUR = timedelta(hours=1)
 
 
 def base_env(base: str, env: Mapping[str, str]) -> dict[str, str]:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 
+from candlecast.hours import HOUR
 from tests.dags import pipeline
 from tests.dags.conftest import BASE, DIRECT_BASE, HOURLY_START, run_dag
 
 pytestmark = pytest.mark.integration
-
-HOUR = timedelta(hours=1)
 
 
 def test_weekly_run_trains_evaluates_and_promotes_on_the_last_week(weekly_run, admin_engine) -> None:

@@ -14,18 +14,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from candlecast.airflow_local import LocalAirflow, local_airflow, start, stop
+from candlecast.hours import HOUR
 from tests.dags import pipeline
 from tests.dags.conftest import BASE, DIRECT_BASE, HOURLY_START, TEST_LOCAL_DIR
 
 pytestmark = pytest.mark.integration
 
-HOUR = timedelta(hours=1)
 DAG_ID = "candlecast_hourly"
 
 

@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import pytest
 
+from candlecast.hours import HOUR, naive_utc
 from candlecast.settings import ExtractSettings, Schemas
-from extract.windows import HOUR, from_unix, naive_utc
+from extract.windows import from_unix
 from tools.replay import ReplayServer, bundled_series
 from tools.replay.data import CandleSeries
 

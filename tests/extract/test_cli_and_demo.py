@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from candlecast.db import engine_for
+from candlecast.hours import HOUR
 from candlecast.settings import Schemas
-from extract.windows import HOUR, from_unix
+from extract.windows import from_unix
 from tests.extract.conftest import BASE, expected_rows, stored_rows
 from tools.replay import Fault, ReplayServer
 from tools.replay.data import CandleSeries

@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from candlecast.hours import HOUR
 from candlecast.settings import ExtractSettings
 from extract.coinbase import CoinbaseClient, parse_retry_after
 from extract.errors import FetchError, MalformedResponse
-from extract.windows import HOUR, Window, from_unix
+from extract.windows import Window, from_unix
 from tests.extract.conftest import fast_settings
 from tools.replay import Fault, ReplayServer
 from tools.replay.data import CandleSeries

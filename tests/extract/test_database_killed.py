@@ -18,11 +18,11 @@ import pytest
 
 from candlecast import mariadb as local
 from candlecast.db import make_engine
+from candlecast.hours import HOUR
 from candlecast.settings import Schemas, db_settings
 from extract import pipeline
 from extract.pipeline import RunFailed
 from extract.schema import ensure_raw_tables
-from extract.windows import HOUR
 from tests.extract.conftest import PRODUCT, expected_rows, fast_settings, sample_bounds, stored_rows
 from tests.support import free_port
 from tools.replay import Fault, ReplayServer

@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from candlecast.hours import HOUR
 from candlecast.settings import ExtractSettings
 from extract.errors import NothingToResume, TooFarBehind
 from extract.pipeline import incremental_span
-from extract.windows import HOUR, Window
+from extract.windows import Window
 
 END = datetime(2024, 1, 9, 13, tzinfo=UTC)
 FIRST = datetime(2023, 1, 1, tzinfo=UTC)

@@ -17,9 +17,10 @@ import pytest
 from sqlalchemy.pool import NullPool
 
 from candlecast.db import make_engine
+from candlecast.hours import HOUR
 from candlecast.settings import Schemas, db_settings
 from extract import load, pipeline
-from extract.windows import HOUR, Window, from_unix
+from extract.windows import Window, from_unix
 from tests.extract.conftest import BASE, PRODUCT, expected_rows, fast_settings, stored_rows
 from tests.extract.test_pipeline import run_log
 from tools.replay import Fault, ReplayServer

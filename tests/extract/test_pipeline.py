@@ -7,11 +7,12 @@ from decimal import Decimal
 
 import pytest
 
+from candlecast.hours import HOUR, naive_utc
 from candlecast.settings import Schemas
 from extract import pipeline
 from extract.errors import ExtractError
 from extract.pipeline import RunFailed
-from extract.windows import HOUR, from_unix, naive_utc
+from extract.windows import from_unix
 from tests.extract.conftest import PRODUCT, expected_rows, fast_settings, sample_bounds, stored_rows
 from tools.replay import Fault, ReplayServer
 from tools.replay.data import CandleSeries

@@ -14,11 +14,12 @@ from decimal import Decimal
 
 import pytest
 
+from candlecast.hours import HOUR, naive_utc
 from candlecast.settings import Schemas
 from extract import pipeline
 from extract.errors import ExtractError
 from extract.pipeline import ExtractResult
-from extract.windows import HOUR, Window, from_unix, naive_utc, to_unix
+from extract.windows import Window, from_unix, to_unix
 from tests.extract.conftest import PRODUCT, expected_rows, fast_settings, stored_rows
 from tests.extract.test_pipeline import GAPS, run_log
 from tools.replay import Fault, ReplayServer

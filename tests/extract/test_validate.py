@@ -8,9 +8,10 @@ from decimal import Decimal
 
 import pytest
 
+from candlecast.hours import HOUR
 from extract import jsonnum
 from extract.validate import CandleError, parse_candle, validate_window
-from extract.windows import HOUR, Window
+from extract.windows import Window
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 TS = int(T0.timestamp())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
+from candlecast.hours import HOUR
 from ml.predict import (
     CANDLE_MISSING,
     FALLBACK,
@@ -37,7 +38,6 @@ pytestmark = pytest.mark.integration
 
 BASE = "ct_ml_gaps"
 PRODUCT = "BTC-USD"
-HOUR = timedelta(hours=1)
 GAP = [datetime(2023, 3, 4, h) for h in (17, 18, 19, 20)]  # the 4 hours Coinbase left out
 # The 168 hours after the gap that used to be refused (a window held a missing hour) until 2023-03-11 21:00.
 BLACKOUT = (datetime(2023, 3, 4, 21), datetime(2023, 3, 11, 21))

@@ -11,6 +11,8 @@ import re
 import threading
 from datetime import UTC, datetime, timedelta
 
+from candlecast.hours import parse_time
+
 HOUR_S = 3600
 
 Moment = datetime | int | str
@@ -27,7 +29,7 @@ def to_unix(moment: Moment) -> int:
         if re.fullmatch(r"-?\d+", text):
             return int(text)
         try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = parse_time(text)  # the rule of every CLI: ISO 8601, no offset means UTC
         except ValueError as exc:
             raise ValueError(f"not an ISO 8601 time or UNIX seconds: {text!r}") from exc
     if isinstance(moment, datetime):

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from candlecast.hours import HOUR
 from tools.replay import CorrectedCandle, Fault, LateCandle, MissingCandle, ReplayServer
 
-HOUR = timedelta(hours=1)
 PRODUCT = "BTC-USD"
 
 
