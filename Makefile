@@ -102,6 +102,13 @@ airflow: db-start dbt-parse  ## start the local Airflow in the background; print
 airflow-stop:  ## stop the Airflow that `make airflow` started
 	@$(PY) -m candlecast.airflow_local stop
 
+# The same steps without Airflow (cycle/): what a crontab line runs. END is the interval's end (default: the
+# current hour); START runs every hour from there; WEEKLY=1 the retrain.
+.PHONY: cycle
+
+cycle: db-start  ## one hourly cycle without Airflow (END=2024-01-08T13:00, START=... for a range, WEEKLY=1)
+	@$(PY) -m cycle $(if $(END),--end "$(END)") $(if $(START),--start "$(START)") $(if $(WEEKLY),--weekly)
+
 # --- extract: Coinbase candles and the offline replay server (extract/) --------------------------
 # The extractor reads COINBASE_API_URL (default: the real Coinbase Exchange API). Offline, run `make replay`
 # in one shell and `export COINBASE_API_URL=http://127.0.0.1:8765` in another.
