@@ -2,7 +2,8 @@
 
 The only place the cycle reads the clock: without ``--end``, the end is the current hour, so the interval is
 the hour that closed last. Exit 0 when every step succeeded; 1 with ``error: ... failed at step NAME: ...``
-on stderr when one failed (the steps after it are not run); 2 for a usage error.
+on stderr when one failed (the steps after it are not run, except after a failed extract: see ``cycle.run``);
+2 for a usage error.
 """
 
 from __future__ import annotations
@@ -100,8 +101,10 @@ def _run_one(name: str, end: datetime, ctx: RunContext) -> int:
     try:
         result = run(end, ctx, on_step=_print_line)
     except StepFailed as exc:
-        for later in steps[len(exc.outcomes):]:
-            print(f"{later.name:<9} {'-':<6} {'':>8}  not run: {exc.step} failed", flush=True)
+        ran = {o.name for o in exc.outcomes}
+        for later in steps:
+            if later.name not in ran:
+                print(f"{later.name:<9} {'-':<6} {'':>8}  not run: {exc.step} failed", flush=True)
         print(f"error: {exc}", file=sys.stderr)
         cause = exc.__cause__
         details = str(cause).strip().splitlines()[1:] if cause else []

@@ -2,8 +2,10 @@
 weekly retrain (dbt features → train → evaluate → promote), exactly the steps of the two DAGs.
 
 The caller gives the time (``end``: the end of the interval, exclusive, like Airflow's data interval end);
-nothing in here reads the clock. A step that fails stops the cycle: ``StepFailed`` names it and carries the
-outcomes so far; the steps after it are not run (each depends on the one before). Every step is idempotent,
+nothing in here reads the clock. A step that fails stops the cycle (each depends on the one before), except
+the extract: its failure (an API outage, say) leaves the stored data as it was, so the features, the forecast
+step (which then records a labelled fallback for the hour) and the accuracy marts still run on it. Either way
+``StepFailed`` names the first failed step and carries the outcomes. Every step is idempotent,
 so running the same ``end`` again changes nothing, and the next run heals what this one could not do.
 
 Two cycles on one database base would write the same dbt tables at once (dbt-mysql then fails on
@@ -58,7 +60,8 @@ class StepOutcome:
 
 
 class StepFailed(CycleError):
-    """A step of the cycle raised; ``step`` names it, ``outcomes`` holds every step run (the failed one last)."""
+    """A step of the cycle raised; ``step`` names the first that did, ``outcomes`` holds every step run, in order
+    (the failed one last, unless its failure did not stop the cycle)."""
 
     def __init__(self, cycle: str, interval: Interval, step: str, outcomes: list[StepOutcome],
                  cause: BaseException) -> None:
@@ -125,8 +128,14 @@ def cycle_lock(path: Path, timeout_s: float) -> Iterator[int]:
 
 def run_steps(cycle: str, steps: Sequence[Step], ctx: RunContext, interval: Interval,
               on_step: OnStep | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> CycleResult:
-    """Run ``steps`` in order over ``interval``; raise ``StepFailed`` at the first that fails."""
+    """Run ``steps`` in order over ``interval``; raise ``StepFailed`` naming the first that failed.
+
+    A failed step stops the cycle, unless it is one whose failure leaves the stored data as it was
+    (``Step.stops_cycle`` false: the extract): then the steps after it still run on what is stored, so an hour
+    the API could not deliver still gets its labelled outcome, and ``StepFailed`` is raised at the end.
+    """
     outcomes: list[StepOutcome] = []
+    failure: tuple[str, Exception] | None = None
     with cycle_lock(lock_path(ctx.env), lock_timeout_s) as lock_fd:
         ctx = replace(ctx, inherit_fds=(*ctx.inherit_fds, lock_fd))
         log.info("%s cycle %s: %s", cycle, interval, ", ".join(s.name for s in steps))
@@ -143,11 +152,17 @@ def run_steps(cycle: str, steps: Sequence[Step], ctx: RunContext, interval: Inte
                     on_step(outcome)
                 # The caller reports it (StepFailed); the traceback is for whoever asked for INFO logs.
                 log.info("%s cycle %s: step %s failed", cycle, interval, step.name, exc_info=True)
-                raise StepFailed(cycle, interval, step.name, outcomes, exc) from exc
+                failure = failure or (step.name, exc)
+                if step.stops_cycle:
+                    break
+                continue
             outcome = StepOutcome(step.name, "ok", time.perf_counter() - started, summary, step.describe(summary))
             outcomes.append(outcome)
             if on_step:
                 on_step(outcome)
+    if failure is not None:
+        name, exc = failure
+        raise StepFailed(cycle, interval, name, outcomes, exc) from exc
     return CycleResult(cycle, interval, outcomes)
 
 

@@ -275,6 +275,10 @@ class Step:
     run: Callable[[RunContext, Interval], Summary]
     describe: Callable[[Summary], str]
     select: tuple[str, ...] = ()  # the dbt selection, for the steps Cosmos renders in the DAGs
+    # Whether a failure of this step stops the cycle. Only the extract's does not: it leaves the stored data as
+    # it was, and the steps after it still give the hour a labelled outcome from that (the DAG: the features
+    # group runs when extract is done, failed or not).
+    stops_cycle: bool = True
 
     @property
     def is_dbt(self) -> bool:
@@ -287,7 +291,7 @@ def _dbt_step(name: str, select: tuple[str, ...]) -> Step:
 
 # The DAGs' tasks, in their order (tests/dags checks the DAGs against these tables).
 HOURLY_STEPS: tuple[Step, ...] = (
-    Step("extract", "loader", extract_interval, _describe_extract),
+    Step("extract", "loader", extract_interval, _describe_extract, stops_cycle=False),
     _dbt_step("features", FEATURE_SELECT),
     Step("predict", "ml", predict_interval_end, _describe_predict),
     _dbt_step("accuracy", ACCURACY_SELECT),

@@ -24,7 +24,7 @@ runs its step's function, each Cosmos group renders its step's dbt selection.
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
-from candlecast_orchestration.dbt import dbt_task_group
+from candlecast_orchestration.dbt import dbt_task_group, run_even_if_upstream_failed
 
 from candlecast.settings.dags import HOURLY_DAG_ID, dag_settings
 from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT
@@ -57,7 +57,10 @@ def candlecast_hourly() -> None:
 
         return run_step("predict", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
-    features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
+    # A failed extract (an API outage, say) leaves the stored data as it was: the features, the forecast (a
+    # labelled fallback for the hour) and the accuracy marts still run on it, as in the cycle command. The
+    # failed extract task is what the operator sees; the next run catches the hours up.
+    features = run_even_if_upstream_failed(dbt_task_group("features", FEATURE_SELECT, SETTINGS))
     accuracy = dbt_task_group("accuracy", ACCURACY_SELECT, SETTINGS)
     extract() >> features >> predict() >> accuracy
 

@@ -135,26 +135,39 @@ def test_a_range_runs_the_hourly_cycle_of_each_interval_in_turn(hourly, cycle_en
     assert targets == [datetime(2024, 1, 8, h) for h in (13, 14, 15)]
 
 
-@pytest.mark.parametrize("failing,env_change", [
-    # The API is down (nothing listens there): the first step fails, nothing after it runs.
-    ("extract", {"COINBASE_API_URL": "http://127.0.0.1:9", "CANDLECAST_EXTRACT_MAX_ATTEMPTS": "1"}),
-    # dbt cannot be started: the extract step has run (idempotently), the feature build fails.
-    ("features", {"CANDLECAST_DBT_EXECUTABLE": "/nonexistent/dbt"}),
-])
-def test_a_failing_step_exits_non_zero_naming_it_and_runs_nothing_after_it(
-        hourly, cycle_env, admin_engine, failing: str, env_change: dict[str, str]) -> None:
+def test_an_api_outage_fails_the_cycle_at_extract_and_still_records_a_labelled_fallback(
+        hourly, cycle_env, admin_engine) -> None:
+    """The API is down (nothing listens there): extract fails, the cycle exits 1 naming it, and the steps after it
+    run on what is stored, so the hour gets a labelled persistence fallback instead of silence."""
+    from sqlalchemy import text
+
     before = snapshot(admin_engine, BASE)
-    proc = run_cycle(["--end", "2024-01-08T17:00"], {**cycle_env, **env_change})
+    down = {"COINBASE_API_URL": "http://127.0.0.1:9", "CANDLECAST_EXTRACT_MAX_ATTEMPTS": "1"}
+    proc = run_cycle(["--end", "2024-01-08T17:00"], {**cycle_env, **down})
     assert proc.returncode == 1
-    assert f"hourly cycle 2024-01-08 16:00..2024-01-08 17:00 UTC failed at step {failing}:" in proc.stderr
+    assert "hourly cycle 2024-01-08 16:00..2024-01-08 17:00 UTC failed at step extract:" in proc.stderr
     lines = step_lines(proc.stdout)
-    order = ["extract", "features", "predict", "accuracy"]
-    at = order.index(failing)
-    assert lines[failing].split()[1] == "failed"
-    assert all(lines[name].split()[1] == "ok" for name in order[:at])
-    assert all("not run" in lines[name] for name in order[at + 1:])
-    # No forecast for 17:00 was written; with the API down nothing changed at all.
+    assert [lines[name].split()[1] for name in ("extract", "features", "predict", "accuracy")] == \
+        ["failed", "ok", "ok", "ok"]
+    assert "FALLBACK" in lines["predict"]
+    with admin_engine.connect() as conn:
+        outcome = conn.execute(text(f"select outcome, reason_code from `{BASE}_ml`.forecast_outcomes "
+                                    "where target_hour = '2024-01-08 17:00:00'")).one()
+    assert tuple(outcome) == ("fallback", "candle_missing")
     after = snapshot(admin_engine, BASE)
-    assert after["_ml.predictions"] == before["_ml.predictions"]
-    if failing == "extract":
-        assert differences(after, before, ("after", "before")) == []
+    assert after["_raw.candles"] == before["_raw.candles"]
+    assert after["_ml.predictions"] == before["_ml.predictions"]  # no model forecast without the candle
+
+
+def test_a_failing_dbt_step_exits_non_zero_naming_it_and_runs_nothing_after_it(
+        hourly, cycle_env, admin_engine) -> None:
+    before = snapshot(admin_engine, BASE)
+    proc = run_cycle(["--end", "2024-01-08T18:00"], {**cycle_env, "CANDLECAST_DBT_EXECUTABLE": "/nonexistent/dbt"})
+    assert proc.returncode == 1
+    assert "hourly cycle 2024-01-08 17:00..2024-01-08 18:00 UTC failed at step features:" in proc.stderr
+    lines = step_lines(proc.stdout)
+    assert [lines[name].split()[1] for name in ("extract", "features")] == ["ok", "failed"]
+    assert all("not run: features failed" in lines[name] for name in ("predict", "accuracy"))
+    after = snapshot(admin_engine, BASE)
+    for table in ("_ml.predictions", "_ml.forecast_outcomes", "_marts.fct_candle_features"):
+        assert after[table] == before[table], table

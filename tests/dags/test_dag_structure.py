@@ -127,6 +127,15 @@ def test_each_dag_runs_the_steps_of_the_cycle_command_in_its_order(dagbag, dag_i
     assert named == {step.name for step in expected}
 
 
+def test_after_a_failed_extract_the_hourly_dag_still_builds_features_and_records_an_outcome(dagbag) -> None:  # type: ignore[no-untyped-def]
+    """As in the cycle command (``Step.stops_cycle``): the feature group's first tasks run once extract is
+    done, failed or not; every other task still needs its upstream to succeed."""
+    dag = dagbag.dags[HOURLY]
+    for task in dag.tasks:
+        expected = "all_done" if task.upstream_task_ids == {"extract"} else "all_success"
+        assert task.trigger_rule == expected, task.task_id
+
+
 @pytest.mark.parametrize("dag_id,group", [(HOURLY, "features"), (HOURLY, "accuracy"), (WEEKLY, "features")])
 def test_cosmos_renders_one_dbt_build_per_model_which_runs_its_tests(dagbag, dbt_manifest: Path,
                                                                     dag_id: str, group: str) -> None:

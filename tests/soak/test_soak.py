@@ -62,8 +62,6 @@ def test_the_hour_after_a_missing_one_is_forecast_by_the_model_at_once(findings:
     assert after is not None and after.outcome == "model"
 
 
-@pytest.mark.xfail(strict=True, reason="the cycle stops at a failed extract, so an API outage leaves its hours "
-                   "without an outcome (predict never runs); see the soak's findings in the README")
 def test_every_hour_has_a_forecast_or_a_labelled_outcome(findings: Findings) -> None:
     assert findings.unlabelled == []
 
