@@ -161,8 +161,8 @@ def run_steps(cycle: str, steps: Sequence[Step], ctx: RunContext, interval: Inte
             if on_step:
                 on_step(outcome)
     if failure is not None:
-        name, exc = failure
-        raise StepFailed(cycle, interval, name, outcomes, exc) from exc
+        failed_step, cause = failure
+        raise StepFailed(cycle, interval, failed_step, outcomes, cause) from cause
     return CycleResult(cycle, interval, outcomes)
 
 

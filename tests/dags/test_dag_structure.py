@@ -127,7 +127,7 @@ def test_each_dag_runs_the_steps_of_the_cycle_command_in_its_order(dagbag, dag_i
     assert named == {step.name for step in expected}
 
 
-def test_after_a_failed_extract_the_hourly_dag_still_builds_features_and_records_an_outcome(dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_after_a_failed_extract_the_hourly_dag_still_builds_features_and_records_an_outcome(dagbag) -> None:
     """As in the cycle command (``Step.stops_cycle``): the feature group's first tasks run once extract is
     done, failed or not; every other task still needs its upstream to succeed."""
     dag = dagbag.dags[HOURLY]
