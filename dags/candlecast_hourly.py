@@ -2,8 +2,9 @@
 
 An Airflow DAG driven by its data interval ``[start, end)`` (UTC):
 
-1. ``extract``: fetch and upsert the interval's closed hour(s) for every configured product (Variable
-   ``candlecast_products``, else ``CANDLECAST_EXTRACT_PRODUCTS``; ``COINBASE_API_URL`` says where from).
+1. ``extract``: bring every configured product (Variable ``candlecast_products``, else
+   ``CANDLECAST_EXTRACT_PRODUCTS``; ``COINBASE_API_URL`` says where from) up to the interval's end: the
+   self-healing incremental run, which catches up after an outage and re-fetches the trailing day.
 2. ``features``: the dbt models up to ``fct_candle_features`` / ``features_latest`` with their tests, one
    Airflow task per model, rendered by Cosmos.
 3. ``predict``: the production model forecasts the hour that starts at the interval's end, from the
