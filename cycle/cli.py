@@ -2,8 +2,8 @@
 
 The only place the cycle reads the clock: without ``--end``, the end is the current hour, so the interval is
 the hour that closed last. Exit 0 when every step succeeded; 1 with ``error: ... failed at step NAME: ...``
-on stderr when one failed (the steps after it are not run, except after a failed extract: see ``cycle.run``);
-2 for a usage error.
+on stderr when one failed (NAME the first; the hourly cycle's later steps still run, so a failed extract
+still records the hour's forecast outcome, the weekly one's do not); 2 for a usage error.
 """
 
 from __future__ import annotations

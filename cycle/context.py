@@ -92,6 +92,10 @@ class RunContext:
     # File descriptors the steps' child processes (dbt) inherit: the cycle's lock, set by ``cycle.run`` while it
     # holds it, so a dbt that outlives a killed cycle keeps the next cycle waiting instead of colliding with it.
     inherit_fds: tuple[int, ...] = ()
+    # The steps of this run that failed before the current one (set by ``cycle.run``, and in Airflow from the
+    # run's task states): a step that runs after a failure (``Step.runs_after_failure``) can say why its data
+    # is missing, e.g. the forecast's fallback naming the failed extract.
+    failed_steps: tuple[str, ...] = ()
 
     @classmethod
     def resolve(cls, env: Mapping[str, str] | None = None, *, products: Sequence[str] | None = None,

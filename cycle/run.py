@@ -2,11 +2,12 @@
 weekly retrain (dbt features → train → evaluate → promote), exactly the steps of the two DAGs.
 
 The caller gives the time (``end``: the end of the interval, exclusive, like Airflow's data interval end);
-nothing in here reads the clock. A step that fails stops the cycle (each depends on the one before), except
-the extract: its failure (an API outage, say) leaves the stored data as it was, so the features, the forecast
-step (which then records a labelled fallback for the hour) and the accuracy marts still run on it. Either way
-``StepFailed`` names the first failed step and carries the outcomes. Every step is idempotent,
-so running the same ``end`` again changes nothing, and the next run heals what this one could not do.
+nothing in here reads the clock. A step that fails fails the cycle: ``StepFailed`` names the first failed step
+and carries the outcomes of every step run. The steps after a failure still run when they are marked
+``runs_after_failure`` (Airflow's ``trigger_rule="all_done"``: the hourly cycle's dbt builds and forecast, so
+an API outage still gets its hour a labelled fallback forecast); the first step not so marked stops the cycle
+there. Every step is idempotent, so running the same ``end`` again changes nothing, and the next run heals
+what this one could not do.
 
 Two cycles on one database base would write the same dbt tables at once (dbt-mysql then fails on
 ``__dbt_tmp already exists``), so a cycle holds a lock file per base for its whole run; a second one waits.
@@ -60,8 +61,8 @@ class StepOutcome:
 
 
 class StepFailed(CycleError):
-    """A step of the cycle raised; ``step`` names the first that did, ``outcomes`` holds every step run, in order
-    (the failed one last, unless its failure did not stop the cycle)."""
+    """A step of the cycle raised; ``step`` names the first that did, ``outcomes`` holds every step run, in
+    order (those that ran after the failure included)."""
 
     def __init__(self, cycle: str, interval: Interval, step: str, outcomes: list[StepOutcome],
                  cause: BaseException) -> None:
@@ -130,16 +131,17 @@ def run_steps(cycle: str, steps: Sequence[Step], ctx: RunContext, interval: Inte
               on_step: OnStep | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> CycleResult:
     """Run ``steps`` in order over ``interval``; raise ``StepFailed`` naming the first that failed.
 
-    A failed step stops the cycle, unless it is one whose failure leaves the stored data as it was
-    (``Step.stops_cycle`` false: the extract): then the steps after it still run on what is stored, so an hour
-    the API could not deliver still gets its labelled outcome, and ``StepFailed`` is raised at the end.
+    After a failure, the steps marked ``runs_after_failure`` still run (told which failed, through
+    ``RunContext.failed_steps``); the first one not marked ends the run there, and it and the rest are not run.
     """
     outcomes: list[StepOutcome] = []
-    failure: tuple[str, Exception] | None = None
+    first_failure: tuple[str, BaseException] | None = None
     with cycle_lock(lock_path(ctx.env), lock_timeout_s) as lock_fd:
         ctx = replace(ctx, inherit_fds=(*ctx.inherit_fds, lock_fd))
         log.info("%s cycle %s: %s", cycle, interval, ", ".join(s.name for s in steps))
         for step in steps:
+            if first_failure is not None and not step.runs_after_failure:
+                break
             started = time.perf_counter()
             try:
                 summary = step.run(ctx, interval)
@@ -152,16 +154,15 @@ def run_steps(cycle: str, steps: Sequence[Step], ctx: RunContext, interval: Inte
                     on_step(outcome)
                 # The caller reports it (StepFailed); the traceback is for whoever asked for INFO logs.
                 log.info("%s cycle %s: step %s failed", cycle, interval, step.name, exc_info=True)
-                failure = failure or (step.name, exc)
-                if step.stops_cycle:
-                    break
+                first_failure = first_failure or (step.name, exc)
+                ctx = replace(ctx, failed_steps=(*ctx.failed_steps, step.name))
                 continue
             outcome = StepOutcome(step.name, "ok", time.perf_counter() - started, summary, step.describe(summary))
             outcomes.append(outcome)
             if on_step:
                 on_step(outcome)
-    if failure is not None:
-        failed_step, cause = failure
+    if first_failure is not None:
+        failed_step, cause = first_failure
         raise StepFailed(cycle, interval, failed_step, outcomes, cause) from cause
     return CycleResult(cycle, interval, outcomes)
 

@@ -99,11 +99,18 @@ def extract_interval(ctx: RunContext, interval: Interval) -> Summary:
     return summaries
 
 
+_FAILED_BEFORE_PREDICT = {
+    "extract": "not fetched: this run's extract step failed (API outage or database unreachable)",
+    "features": "not built: this run's features step failed",
+}
+
+
 def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
     """Record an outcome for the hour starting at the interval's end, per product (``ml.predict.forecast_hour``):
     the production model's forecast from the just-closed hour, or, when that hour's candle is missing, a
     labelled persistence fallback (or "none") with its reason; the step succeeds either way. It fails when the
-    model path itself fails (no production model, a model that will not load).
+    model path itself fails (no production model, a model that will not load). It runs after a failed extract
+    too (``runs_after_failure``): then a missing candle's fallback says so in its reason.
 
     Then it heals (``ml.predict.heal_forecasts``): the earlier hours of the extractor's trailing re-fetch window
     (``CANDLECAST_EXTRACT_REFETCH_HOURS`` before the interval's end, where late candles land) that got a
@@ -118,9 +125,13 @@ def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
     # the feature hours whose candles this interval's extract re-fetched, the just-closed one (above) excepted
     heal_start = min(interval.end - refetch_hours * HOUR, feature_hour)
     store = ModelStore(ctx.model_store)
+    # a fallback's reason then says why the candle is missing for sure, not the usual guess
+    upstream = "; ".join(_FAILED_BEFORE_PREDICT.get(name, f"this run's {name} step failed")
+                         for name in ctx.failed_steps) or None
     out = []
     with _engine("ml", ctx.env) as (engine, schemas):
-        outcomes = [forecast_hour(engine, schemas, store, product, feature_hour) for product in ctx.products]
+        outcomes = [forecast_hour(engine, schemas, store, product, feature_hour, upstream_failure=upstream)
+                    for product in ctx.products]
         healed = heal_forecasts(engine, schemas, store, ctx.products, heal_start, feature_hour)
     for outcome in outcomes:
         hours = [o.feature_hour.isoformat() for o in healed.get(outcome.product_id, [])]
@@ -275,26 +286,29 @@ class Step:
     run: Callable[[RunContext, Interval], Summary]
     describe: Callable[[Summary], str]
     select: tuple[str, ...] = ()  # the dbt selection, for the steps Cosmos renders in the DAGs
-    # Whether a failure of this step stops the cycle. Only the extract's does not: it leaves the stored data as
-    # it was, and the steps after it still give the hour a labelled outcome from that (the DAG: the features
-    # group runs when extract is done, failed or not).
-    stops_cycle: bool = True
+    # Runs even when an earlier step of the run failed (Airflow's trigger_rule "all_done"; the DAGs set it from
+    # here): the run still ends failed. For steps that make sense on whatever the tables hold, so that a failed
+    # extract (an API outage) still gets its hour a labelled forecast outcome instead of silence.
+    runs_after_failure: bool = False
 
     @property
     def is_dbt(self) -> bool:
         return bool(self.select)
 
 
-def _dbt_step(name: str, select: tuple[str, ...]) -> Step:
-    return Step(name, "transformer", dbt_build(select), _describe_dbt, select)
+def _dbt_step(name: str, select: tuple[str, ...], runs_after_failure: bool = False) -> Step:
+    return Step(name, "transformer", dbt_build(select), _describe_dbt, select, runs_after_failure)
 
 
 # The DAGs' tasks, in their order (tests/dags checks the DAGs against these tables).
+# After a failed extract the hourly cycle goes on: dbt rebuilds from what raw holds, predict records the
+# model's forecast or a labelled fallback, the accuracy marts keep it apart; the run still ends failed. The
+# weekly steps each need the one before to have succeeded (no model to evaluate, no scores to promote on).
 HOURLY_STEPS: tuple[Step, ...] = (
-    Step("extract", "loader", extract_interval, _describe_extract, stops_cycle=False),
-    _dbt_step("features", FEATURE_SELECT),
-    Step("predict", "ml", predict_interval_end, _describe_predict),
-    _dbt_step("accuracy", ACCURACY_SELECT),
+    Step("extract", "loader", extract_interval, _describe_extract),
+    _dbt_step("features", FEATURE_SELECT, runs_after_failure=True),
+    Step("predict", "ml", predict_interval_end, _describe_predict, runs_after_failure=True),
+    _dbt_step("accuracy", ACCURACY_SELECT, runs_after_failure=True),
 )
 WEEKLY_STEPS: tuple[Step, ...] = (
     _dbt_step("features", FEATURE_SELECT),

@@ -285,7 +285,7 @@ def _last_real_candle(engine: Engine, schemas: Schemas, product: str, at_or_befo
 
 
 def _fallback(product: str, feature_hour: datetime, last: _LastCandle | None, newest: datetime | None,
-              table: str) -> ForecastOutcome:
+              table: str, upstream_failure: str | None = None) -> ForecastOutcome:
     target = feature_hour + HOUR
     if last is None:
         return ForecastOutcome(product, feature_hour, target, NO_FORECAST, reason_code=NO_HISTORY,
@@ -302,7 +302,10 @@ def _fallback(product: str, feature_hour: datetime, last: _LastCandle | None, ne
             where = "the API left it out (a missing hour)"
         else:
             stored = f"newest stored hour {newest:%Y-%m-%d %H:%M} UTC" if newest else "nothing stored"
-            where = f"not in {table} yet ({stored}: API outage, late candle, or features not rebuilt)"
+            if upstream_failure:
+                where = f"{upstream_failure}; {stored} in {table}"
+            else:
+                where = f"not in {table} yet ({stored}: API outage, late candle, or features not rebuilt)"
         why = (f"no candle for {feature_hour:%Y-%m-%d %H:%M} UTC: {where}; persistence from the last known close, "
                f"{last.hour:%Y-%m-%d %H:%M} UTC ({gap} h earlier)")
     return ForecastOutcome(product, feature_hour, target, FALLBACK, predicted_close=last.close,
@@ -310,7 +313,7 @@ def _fallback(product: str, feature_hour: datetime, last: _LastCandle | None, ne
 
 
 def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: str, feature_hour: datetime,
-                  cache: ModelCache | None = None) -> ForecastOutcome:
+                  cache: ModelCache | None = None, upstream_failure: str | None = None) -> ForecastOutcome:
     """The hourly step for one interval: forecast ``feature_hour + 1h`` and record the outcome, always.
 
     ``feature_hour`` is the just-closed hour (the interval's start; the caller's time, never the clock).
@@ -320,6 +323,8 @@ def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: 
     close at all. Idempotent: a re-run gives the same rows; a re-run after the candle arrived replaces the
     fallback with the model's forecast. Raises ``PredictionError`` when the model path itself fails (no
     production model, a model that will not load): that is a fault to fix, not a data gap to label.
+    ``upstream_failure`` (why the caller knows the candle is missing, e.g. "not fetched: this run's extract
+    step failed") replaces the guess at why in a missing candle's reason.
     """
     from ml.features import FEATURE_TABLE, newest_hour
 
@@ -337,7 +342,7 @@ def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: 
         return outcome
     # the product has rows here (a real candle before the hour), so its newest hour exists
     newest = None if last is None or last.hour == feature_hour else newest_hour(engine, schemas, product)
-    outcome = _fallback(product, feature_hour, last, newest, table)
+    outcome = _fallback(product, feature_hour, last, newest, table, upstream_failure)
     _write(engine, schemas, [], [outcome])
     log.warning("%s", outcome.summary())
     return outcome

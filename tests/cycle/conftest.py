@@ -10,8 +10,12 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tools.replay import ReplayServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE = "ct_cycle"
@@ -28,11 +32,17 @@ def run_cycle(args: list[str], env: dict[str, str], timeout: float = 600) -> sub
 
 
 @pytest.fixture(scope="package")
-def replay_url() -> Iterator[str]:
+def replay() -> Iterator[ReplayServer]:
+    """The replay server (its clock and faults, for the tests that schedule an outage)."""
     from tools.replay import ReplayServer
 
     with ReplayServer(rate=None) as server:
-        yield server.url
+        yield server
+
+
+@pytest.fixture(scope="package")
+def replay_url(replay: ReplayServer) -> str:
+    return replay.url
 
 
 @pytest.fixture(scope="package")

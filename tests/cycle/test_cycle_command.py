@@ -3,7 +3,7 @@ hour, re-run, and steps that fail. The DAG tests (``tests/dags``) hold the DAGs 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 
@@ -135,39 +135,58 @@ def test_a_range_runs_the_hourly_cycle_of_each_interval_in_turn(hourly, cycle_en
     assert targets == [datetime(2024, 1, 8, h) for h in (13, 14, 15)]
 
 
-def test_an_api_outage_fails_the_cycle_at_extract_and_still_records_a_labelled_fallback(
-        hourly, cycle_env, admin_engine) -> None:
-    """The API is down (nothing listens there): extract fails, the cycle exits 1 naming it, and the steps after it
-    run on what is stored, so the hour gets a labelled persistence fallback instead of silence."""
+def test_an_api_outage_fails_the_cycle_at_extract_and_the_hour_still_gets_a_labelled_fallback(
+        hourly, cycle_env, replay, admin_engine) -> None:
     from sqlalchemy import text
 
+    from tools.replay import Fault
+
     before = snapshot(admin_engine, BASE)
-    down = {"COINBASE_API_URL": "http://127.0.0.1:9", "CANDLECAST_EXTRACT_MAX_ATTEMPTS": "1"}
-    proc = run_cycle(["--end", "2024-01-08T17:00"], {**cycle_env, **down})
-    assert proc.returncode == 1
+    # The cycle for [16:00, 17:00) runs at 17:05, inside an API outage from 17:00 to 18:00 (503 to everything).
+    replay.set_clock(datetime(2024, 1, 8, 17, 5, tzinfo=UTC))
+    replay.inject(Fault.outage(datetime(2024, 1, 8, 17, tzinfo=UTC), datetime(2024, 1, 8, 18, tzinfo=UTC)))
+    try:
+        proc = run_cycle(["--end", "2024-01-08T17:00"], {**cycle_env, "CANDLECAST_EXTRACT_MAX_ATTEMPTS": "1"})
+    finally:
+        replay.set_clock(None)
+        replay.faults.clear()
+    # Failed, for cron's mail and monitoring, naming the extract ...
+    assert proc.returncode == 1, proc.stdout
     assert "hourly cycle 2024-01-08 16:00..2024-01-08 17:00 UTC failed at step extract:" in proc.stderr
     lines = step_lines(proc.stdout)
-    assert [lines[name].split()[1] for name in ("extract", "features", "predict", "accuracy")] == \
-        ["failed", "ok", "ok", "ok"]
-    assert "FALLBACK" in lines["predict"]
+    assert [(name, line.split()[1]) for name, line in lines.items()] == [
+        ("extract", "failed"), ("features", "ok"), ("predict", "ok"), ("accuracy", "ok")]
+    # ... and the hour is not silent: a persistence fallback saying why, kept out of the model's predictions.
+    assert "FALLBACK" in lines["predict"] and "extract step failed" in lines["predict"]
     with admin_engine.connect() as conn:
-        outcome = conn.execute(text(f"select outcome, reason_code from `{BASE}_ml`.forecast_outcomes "
-                                    "where target_hour = '2024-01-08 17:00:00'")).one()
-    assert tuple(outcome) == ("fallback", "candle_missing")
-    after = snapshot(admin_engine, BASE)
-    assert after["_raw.candles"] == before["_raw.candles"]
-    assert after["_ml.predictions"] == before["_ml.predictions"]  # no model forecast without the candle
+        outcome = conn.execute(text(f"select outcome, reason_code, reason, base_hour "
+                                    f"from `{BASE}_ml`.forecast_outcomes where target_hour = '2024-01-08 17:00'")).one()
+        model_rows = conn.execute(text(f"select count(*) from `{BASE}_ml`.predictions "
+                                       "where target_hour = '2024-01-08 17:00'")).scalar()
+        served = conn.execute(text(f"select outcome from `{BASE}_marts`.fct_forecast_outcomes "
+                                   "where target_hour = '2024-01-08 17:00'")).scalars().all()
+    assert (outcome.outcome, outcome.reason_code) == ("fallback", "candle_missing")
+    assert "extract step failed" in outcome.reason
+    assert outcome.base_hour == datetime(2024, 1, 8, 14)  # the newest candle stored before the outage
+    assert model_rows == 0
+    assert served == ["fallback"]  # the accuracy step ran after the failure too
+    assert snapshot(admin_engine, BASE)["_raw.candles"] == before["_raw.candles"]
 
 
-def test_a_failing_dbt_step_exits_non_zero_naming_it_and_runs_nothing_after_it(
+def test_a_failing_dbt_step_exits_non_zero_naming_it_and_the_forecast_still_gets_an_outcome(
         hourly, cycle_env, admin_engine) -> None:
-    before = snapshot(admin_engine, BASE)
+    """dbt cannot be started: the extract runs, the feature build fails, predict still records the hour's
+    outcome, the accuracy build fails too; the cycle fails naming the first failed step."""
+    from sqlalchemy import text
+
     proc = run_cycle(["--end", "2024-01-08T18:00"], {**cycle_env, "CANDLECAST_DBT_EXECUTABLE": "/nonexistent/dbt"})
     assert proc.returncode == 1
-    assert "hourly cycle 2024-01-08 17:00..2024-01-08 18:00 UTC failed at step features:" in proc.stderr
+    assert "hourly cycle 2024-01-08 17:00..2024-01-08 18:00 UTC failed at step features: DbtError" in proc.stderr
     lines = step_lines(proc.stdout)
-    assert [lines[name].split()[1] for name in ("extract", "features")] == ["ok", "failed"]
-    assert all("not run: features failed" in lines[name] for name in ("predict", "accuracy"))
-    after = snapshot(admin_engine, BASE)
-    for table in ("_ml.predictions", "_ml.forecast_outcomes", "_marts.fct_candle_features"):
-        assert after[table] == before[table], table
+    assert [(name, line.split()[1]) for name, line in lines.items()] == [
+        ("extract", "ok"), ("features", "failed"), ("predict", "ok"), ("accuracy", "failed")]
+    with admin_engine.connect() as conn:
+        outcome = conn.execute(text(f"select outcome, reason from `{BASE}_ml`.forecast_outcomes "
+                                    "where target_hour = '2024-01-08 18:00'")).one()
+    # The candle is in raw but the features were not rebuilt: no model forecast from stale rows.
+    assert outcome.outcome == "fallback" and "features step failed" in outcome.reason
