@@ -15,6 +15,12 @@ An Airflow DAG driven by its data interval ``[start, end)`` (UTC):
 4. ``accuracy``: the accuracy marts (``fct_prediction_accuracy``, ``model_leaderboard``,
    ``fct_forecast_outcomes``), via Cosmos.
 
+After a failed ``extract`` (an API outage past the retries) the run goes on: ``features``, ``predict`` and
+``accuracy`` run anyway (their first tasks' trigger rule is ``all_done``, from the step table's
+``runs_after_failure``), so the hour gets its labelled fallback, whose reason names the failed extract. The
+run still ends failed: the last task, ``all_steps_ok``, succeeds only when every step's tasks did (Airflow
+judges a run by its leaf tasks). The same as ``python -m cycle``, which goes on and exits 1.
+
 Every step is idempotent, so a re-run, a catch-up or ``airflow backfill create`` gives the same rows as a
 direct run of the same hours. One run at a time: two runs writing the same dbt tables collide.
 
@@ -25,10 +31,11 @@ runs its step's function, each Cosmos group renders its step's dbt selection.
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
-from candlecast_orchestration.dbt import dbt_task_group, run_even_if_upstream_failed
+from candlecast_orchestration.dbt import dbt_task_group
+from candlecast_orchestration.rules import all_steps_ok, trigger_rule, wire_after_failure
 
 from candlecast.settings.dags import HOURLY_DAG_ID, dag_settings
-from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT
+from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT, HOURLY_STEPS
 
 SETTINGS = dag_settings()
 
@@ -52,18 +59,21 @@ def candlecast_hourly() -> None:
 
         return run_step("extract", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
-    @task
+    @task(trigger_rule=trigger_rule(HOURLY_STEPS, "predict"))
     def predict(data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 
         return run_step("predict", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
-    # A failed extract (an API outage, say) leaves the stored data as it was: the features, the forecast (a
-    # labelled fallback for the hour) and the accuracy marts still run on it, as in the cycle command. The
-    # failed extract task is what the operator sees; the next run catches the hours up.
-    features = run_even_if_upstream_failed(dbt_task_group("features", FEATURE_SELECT, SETTINGS))
+    features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
     accuracy = dbt_task_group("accuracy", ACCURACY_SELECT, SETTINGS)
-    extract() >> features >> predict() >> accuracy
+    extracted, predicted = extract(), predict()
+    extracted >> features >> predicted >> accuracy
+    # A failed extract (an API outage, say) leaves the stored data as it was: the features, the forecast (a
+    # labelled fallback for the hour) and the accuracy marts still run on it, as in the cycle command, and
+    # all_steps_ok keeps the run failed.
+    wire_after_failure(HOURLY_STEPS, features, accuracy)
+    [extracted, features, predicted, accuracy] >> all_steps_ok()
 
 
 candlecast_hourly()

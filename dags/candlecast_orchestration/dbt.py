@@ -87,14 +87,3 @@ def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, 
         )
     return group
 
-
-def run_even_if_upstream_failed(group: DbtTaskGroup) -> DbtTaskGroup:
-    """Let the group's first tasks run once what comes before them is done, failed or not (``all_done``); the
-    tasks inside the group keep the default, so a failed model still stops what reads it. Call before wiring
-    the group to its upstream."""
-    from airflow.sdk import BaseOperator, TriggerRule
-
-    for task in group.children.values():
-        if isinstance(task, BaseOperator) and not task.upstream_task_ids:
-            task.trigger_rule = TriggerRule.ALL_DONE
-    return group

@@ -11,6 +11,7 @@ SQLAlchemy and LightGBM stay out of the DAG processor.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,25 @@ def run_context(role: Role, conn_prefix: str | None) -> RunContext:
                               model_store=variables.get(VAR_MODEL_STORE) or None)
 
 
+FAILED_STATES = frozenset({"failed", "upstream_failed"})
+
+
+def failed_earlier_steps(name: str) -> tuple[str, ...]:
+    """The steps before ``name`` in this task's DAG run with a failed task (the run's task states, read through
+    the Task SDK), as ``cycle.run`` tells a step that runs after a failure. A Cosmos task counts for its group."""
+    from airflow.sdk import get_current_context
+
+    from cycle.steps import HOURLY_STEPS, WEEKLY_STEPS
+
+    ti = get_current_context()["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    failed = {task_id.split(".")[0] for task_id, state in states.items()
+              if getattr(state, "value", state) in FAILED_STATES}
+    steps = HOURLY_STEPS if any(s.name == name for s in HOURLY_STEPS) else WEEKLY_STEPS
+    earlier = [s.name for s in steps[:[s.name for s in steps].index(name)]]
+    return tuple(s for s in earlier if s in failed)
+
+
 def run_step(name: str, data_interval_start: datetime, data_interval_end: datetime,
              conn_prefix: str | None) -> list[dict[str, Any]]:
     """Run the cycle step ``name`` over the run's data interval; its summary becomes the task's XCom."""
@@ -61,6 +81,9 @@ def run_step(name: str, data_interval_start: datetime, data_interval_end: dateti
 
     chosen = step(name)
     interval = Interval.of(data_interval_start, data_interval_end)
-    summary = chosen.run(run_context(chosen.role, conn_prefix), interval)
+    ctx = run_context(chosen.role, conn_prefix)
+    if chosen.runs_after_failure:
+        ctx = replace(ctx, failed_steps=failed_earlier_steps(name))
+    summary = chosen.run(ctx, interval)
     logging.getLogger(__name__).info("%s %s: %s", name, interval, chosen.describe(summary))
     return summary

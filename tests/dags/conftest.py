@@ -24,6 +24,7 @@ from candlecast.hours import HOUR
 
 if TYPE_CHECKING:
     from tests.dags.test_running_airflow_api import _Boot
+    from tools.replay import ReplayServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_LOCAL_DIR = REPO_ROOT / ".local" / "test"
@@ -83,11 +84,11 @@ def dagbag(dbt_manifest: Path):
 
 
 @pytest.fixture(scope="package")
-def replay_server() -> Iterator[str]:
+def replay_server() -> Iterator[ReplayServer]:
     from tools.replay import ReplayServer
 
     with ReplayServer(rate=None) as server:
-        yield server.url
+        yield server
 
 
 def store_dir(base: str) -> Path:
@@ -95,7 +96,7 @@ def store_dir(base: str) -> Path:
 
 
 @pytest.fixture(scope="package")
-def dag_env(admin_engine, provision_schemas, replay_server: str) -> Iterator[dict[str, str]]:
+def dag_env(admin_engine, provision_schemas, replay_server: ReplayServer) -> Iterator[dict[str, str]]:
     """The run-time env of the DAGs' tasks, in this process (dag.test runs tasks in-process; dbt inherits it).
 
     Both bases start empty, so every session compares runs made from the same nothing.
@@ -115,7 +116,7 @@ def dag_env(admin_engine, provision_schemas, replay_server: str) -> Iterator[dic
         "CANDLECAST_DB_SCHEMA": BASE,
         "CANDLECAST_MODEL_STORE": str(store_dir(BASE)),
         "CANDLECAST_EXTRACT_PRODUCTS": "BTC-USD",
-        "COINBASE_API_URL": replay_server,
+        "COINBASE_API_URL": replay_server.url,
     }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)

@@ -77,18 +77,29 @@ def test_hourly_runs_extract_then_features_then_predict_then_accuracy(dagbag, db
     dag = dagbag.dags[HOURLY]
     features, accuracy = dbt_tasks(dag, "features"), dbt_tasks(dag, "accuracy")
     python_tasks = {t.task_id for t in dag.tasks} - set(features) - set(accuracy)
-    assert python_tasks == {"extract", "predict"}
+    assert python_tasks == {"extract", "predict", "all_steps_ok"}
 
     extract, predict = dag.get_task("extract"), dag.get_task("predict")
     assert extract.upstream_task_ids == set()
     # extract feeds the roots of the feature group; predict waits for all of its leaves.
     roots = {tid for tid, t in features.items() if not (t.upstream_task_ids & set(features))}
     leaves = {tid for tid, t in features.items() if not (t.downstream_task_ids & set(features))}
-    assert extract.downstream_task_ids == roots
+    assert extract.downstream_task_ids == roots | {"all_steps_ok"}
     assert predict.upstream_task_ids == leaves
     acc_roots = {tid for tid, t in accuracy.items() if not (t.upstream_task_ids & set(accuracy))}
-    assert predict.downstream_task_ids == acc_roots
-    assert all(t.downstream_task_ids <= set(accuracy) for t in accuracy.values())
+    acc_leaves = {tid for tid, t in accuracy.items() if not (t.downstream_task_ids & set(accuracy))}
+    assert predict.downstream_task_ids == acc_roots | {"all_steps_ok"}
+    assert all(t.downstream_task_ids <= set(accuracy) | {"all_steps_ok"} for t in accuracy.values())
+    # A failed extract (an API outage) must not silence the hour: the steps after it run once it is done,
+    # failed or not; inside a dbt group a failed model still stops what is built on it.
+    assert {features[t].trigger_rule for t in roots} == {"all_done"}
+    assert {features[t].trigger_rule for t in set(features) - roots} == {"all_success"}
+    assert predict.trigger_rule == "all_done"
+    assert {accuracy[t].trigger_rule for t in acc_roots} == {"all_done"}
+    # ... and the run still fails: its only leaf waits on every step's tasks, all succeeded.
+    check = dag.get_task("all_steps_ok")
+    assert check.trigger_rule == "all_success" and check.downstream_task_ids == set()
+    assert check.upstream_task_ids == {"extract", "predict"} | leaves | acc_leaves
 
 
 def test_weekly_runs_features_then_train_evaluate_promote(dagbag) -> None:
@@ -118,22 +129,17 @@ def test_each_dag_runs_the_steps_of_the_cycle_command_in_its_order(dagbag, dag_i
             ids = set(group)
             roots = {tid for tid, t in group.items() if not (t.upstream_task_ids & ids)}
             assert all(dag.get_task(tid).upstream_task_ids - ids == previous for tid in roots)
+            if previous:  # the cycle command runs the step after an earlier failure exactly when Airflow does
+                assert {dag.get_task(tid).trigger_rule for tid in roots} == {
+                    "all_done" if step.runs_after_failure else "all_success"}
             previous = {tid for tid, t in group.items() if not (t.downstream_task_ids & ids)}
         else:
             assert dag.get_task(step.name).upstream_task_ids == previous
+            assert dag.get_task(step.name).trigger_rule == ("all_done" if step.runs_after_failure else "all_success")
             previous = {step.name}
-    assert all(not dag.get_task(tid).downstream_task_ids for tid in previous)
-    named = {t.task_id.split(".")[0] for t in dag.tasks}
+    assert all(dag.get_task(tid).downstream_task_ids <= {"all_steps_ok"} for tid in previous)
+    named = {t.task_id.split(".")[0] for t in dag.tasks} - {"all_steps_ok"}
     assert named == {step.name for step in expected}
-
-
-def test_after_a_failed_extract_the_hourly_dag_still_builds_features_and_records_an_outcome(dagbag) -> None:
-    """As in the cycle command (``Step.stops_cycle``): the feature group's first tasks run once extract is
-    done, failed or not; every other task still needs its upstream to succeed."""
-    dag = dagbag.dags[HOURLY]
-    for task in dag.tasks:
-        expected = "all_done" if task.upstream_task_ids == {"extract"} else "all_success"
-        assert task.trigger_rule == expected, task.task_id
 
 
 @pytest.mark.parametrize("dag_id,group", [(HOURLY, "features"), (HOURLY, "accuracy"), (WEEKLY, "features")])
