@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from candlecast.pidfile import live_pid
+from candlecast import pidfile
 from candlecast.settings import REPO_ROOT, DbtSettings, LocalServices, SettingsError, effective_env
 from candlecast.settings.dbt import NO_POOL, POOL_DESCRIPTION
 
@@ -121,8 +121,12 @@ def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> 
     return result
 
 
+# What the process ``start`` launches looks like; a pid file naming anything else is stale.
+STANDALONE = pidfile.Identity(os.path.realpath(sys.executable), ("-m", "airflow", "standalone"))
+
+
 def running_pid(airflow: LocalAirflow) -> int | None:
-    return live_pid(airflow.pid_file)
+    return pidfile.our_pid(airflow.pid_file, STANDALONE)
 
 
 def health(airflow: LocalAirflow, timeout: float = 2.0) -> dict[str, object] | None:
@@ -163,6 +167,7 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 300.0) -> Local
     airflow = local_airflow(values)
     pid = running_pid(airflow)
     if pid is None:
+        pidfile.discard_stale(airflow.pid_file, STANDALONE)
         airflow.home.mkdir(parents=True, exist_ok=True)
         child_env = {**values, **airflow_env(airflow, values)}
         with airflow.log_file.open("ab") as log_fh:
@@ -232,7 +237,7 @@ def stop(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> bool:
     airflow = local_airflow(env)
     pid = running_pid(airflow)
     if pid is None:
-        airflow.pid_file.unlink(missing_ok=True)
+        pidfile.discard_stale(airflow.pid_file, STANDALONE)  # a recycled pid is never signalled
         return False
     # standalone stops its components in order on SIGINT; whatever outlives it in its process group (a task
     # process, a slow API server) is terminated, then killed.
@@ -265,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
             print("Airflow stopped" if stop() else "Airflow was not running")
         elif args.command == "status":
             pid = running_pid(airflow)
+            stale = None if pid else pidfile.discard_stale(airflow.pid_file, STANDALONE)
             answer = health(airflow)
             state = "healthy" if is_healthy(answer) else ("starting or unhealthy" if pid else "not running")
-            print(f"Airflow {state}: {airflow.url} (pid {pid or '-'})")
+            print(f"Airflow {state}: {airflow.url} (pid {pid or '-'})" + (f"; {stale}" if stale else ""))
             return 0 if pid else 1
         else:
             for key, value in sorted(airflow_env(airflow).items()):
