@@ -58,18 +58,10 @@ def dbt_parse() -> None:
 
 
 def fresh_base() -> None:
-    from sqlalchemy import text
-
     from candlecast import mariadb
-    from candlecast.db import engine_for
     from candlecast.settings import Schemas
 
-    admin = engine_for("admin")
-    with admin.begin() as conn:
-        for database in Schemas(BASE).all():
-            conn.execute(text(f"drop database if exists `{database}`"))
-    admin.dispose()
-    mariadb.provision(Schemas(BASE))
+    mariadb.provision(Schemas(BASE), fresh=True)
     shutil.rmtree(WORK / "models", ignore_errors=True)
 
 

@@ -6,33 +6,58 @@ and everything is utf8mb4 and UTC. ``start`` is idempotent: it initialises the d
 generates the role passwords once (into a 0600 credentials file), and re-applies databases, users
 and grants every time, so a second start changes nothing.
 
+Started by root, the server runs as Debian's unprivileged ``mysql`` user: it owns the data, its run folder
+(socket, pid file, log), its temp and file-exchange folders, nothing else; the credentials file and the TLS
+CA key stay root's. Server-side file access is confined to ``files/`` (``secure_file_priv``), no project role
+holds FILE, SUPER or GRANT, and ``local_infile`` is off. Set-up (databases, users, grants) is done by the OS
+user over the unix socket, not by a project role.
+
+Remote SQL consumers are opt-in: ``CANDLECAST_DB_TLS=1`` generates a CA and a server certificate under
+``tls/`` and makes the reader role REQUIRE SSL; ``CANDLECAST_DB_BIND_ADDRESS`` (default 127.0.0.1) binds
+another address, and refuses to do so without TLS.
+
+Layout under ``.local/mariadb``: ``credentials.env`` (0600), ``data/``, ``run/`` (``mariadbd.sock``,
+``mariadbd.pid``, ``mariadbd.log``), ``tmp/``, ``files/``, ``tls/`` (with TLS only).
+
     python -m candlecast.mariadb start|stop|status|env
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import grp
 import hashlib
+import ipaddress
 import logging
 import os
+import pwd
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from candlecast.pidfile import live_pid
+from candlecast import pidfile
 from candlecast.settings import ROLES, DbServer, LocalServices, Schemas, credentials_file, read_env_file
 from candlecast.settings.db import DEFAULT_DB_HOST
+from candlecast.settings.local import DEFAULT_DB_BIND_ADDRESS
 from candlecast.sql import quote_ident
 
 log = logging.getLogger(__name__)
+
+# Debian's mariadb-server creates this system user; root never runs the server itself.
+SERVER_OS_USER = "mysql"
+# The admin role is for set-up and test fixtures on this machine: it never accepts a remote connection.
+ADMIN_HOSTS = ("localhost", "127.0.0.1")
 
 
 class MariaDBError(RuntimeError):
@@ -44,22 +69,50 @@ class LocalServer:
     root: Path  # .local/mariadb
     port: int
     schemas: Schemas
+    bind_address: str = DEFAULT_DB_BIND_ADDRESS
+    tls: bool = False
 
     @property
     def datadir(self) -> Path:
         return self.root / "data"
 
     @property
+    def run_dir(self) -> Path:
+        """Socket, pid file and log: written by the server, so its own user's folder.
+
+        A server started before this folder existed keeps its pid file and socket in ``root`` until it stops;
+        it is found (and stopped) there.
+        """
+        legacy = self.root / "mariadbd.pid"
+        if legacy.exists() and pidfile.our_pid(legacy, self.identity) is not None:
+            return self.root
+        return self.root / "run"
+
+    @property
     def pid_file(self) -> Path:
-        return self.root / "mariadbd.pid"
+        return self.run_dir / "mariadbd.pid"
 
     @property
     def tmpdir(self) -> Path:
         return self.root / "tmp"
 
     @property
+    def files_dir(self) -> Path:
+        """``secure_file_priv``: the only folder the server reads or writes files in for SQL."""
+        return self.root / "files"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate a TLS client verifies the server with (``CANDLECAST_DB_TLS=1``)."""
+        return self.tls_dir / "ca.pem"
+
+    @property
     def log_file(self) -> Path:
-        return self.root / "mariadbd.log"
+        return self.run_dir / "mariadbd.log"
 
     @property
     def credentials(self) -> Path:
@@ -67,17 +120,39 @@ class LocalServer:
 
     @property
     def socket(self) -> Path:
-        path = self.root / "mariadbd.sock"
+        path = self.run_dir / "mariadbd.sock"
         # A unix socket path must fit in 108 bytes; deep CI checkouts can exceed that.
         if len(str(path)) < 100:
             return path
         digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"candlecast-{digest}.sock"
 
+    @property
+    def identity(self) -> pidfile.Identity:
+        """What this datadir's server process looks like (checked before any signal)."""
+        return pidfile.Identity(os.path.realpath(_binary("mariadbd")), (f"--datadir={self.datadir}",))
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
 
 def local_server(env: Mapping[str, str] | None = None) -> LocalServer:
     db = DbServer.from_env(env)
-    return LocalServer(root=LocalServices.from_env(env).mariadb_dir, port=db.port, schemas=db.schemas)
+    local = LocalServices.from_env(env)
+    server = LocalServer(root=local.mariadb_dir, port=db.port, schemas=db.schemas,
+                         bind_address=local.db_bind_address, tls=local.db_tls)
+    if not _is_loopback(server.bind_address) and not server.tls:
+        raise MariaDBError(
+            f"CANDLECAST_DB_BIND_ADDRESS={server.bind_address} accepts remote connections: set CANDLECAST_DB_TLS=1 "
+            "too (the reader role then requires TLS), or bind 127.0.0.1"
+        )
+    return server
 
 
 def _binary(name: str) -> str:
@@ -87,28 +162,13 @@ def _binary(name: str) -> str:
     raise MariaDBError(f"{name} not found: install Debian's mariadb-server (`make deps` does)")
 
 
-def _is_this_server(server: LocalServer, pid: int) -> bool:
-    """False only when ``pid`` is clearly another program (a recycled pid): its command line lacks our datadir.
-
-    An exiting process has an empty command line while it still holds its files, so "unknown" counts as ours.
-    """
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return not cmdline or f"--datadir={server.datadir}".encode() in cmdline
-
-
 def running_pid(server: LocalServer) -> int | None:
     """The pid of this datadir's mariadbd while that process exists (answering or not); None once it is gone.
 
-    A zombie (killed, not yet reaped) or a recycled pid is gone. A live pid may still be starting, or still
-    dying: only ``_answers`` says it serves.
+    A zombie (killed, not yet reaped) or a pid now naming another program is gone. A live pid may still be
+    starting, or still dying: only ``_answers`` says it serves.
     """
-    pid = live_pid(server.pid_file)
-    if pid is None or not _is_this_server(server, pid):
-        return None
-    return pid
+    return pidfile.our_pid(server.pid_file, server.identity)
 
 
 def _answers(server: LocalServer) -> bool:
@@ -153,34 +213,105 @@ def _await_predecessor(server: LocalServer, deadline: float, timeout: float) -> 
     return False, waited
 
 
-def _server_args(server: LocalServer) -> list[str]:
+def _server_account() -> pwd.struct_passwd | None:
+    """The OS user the server runs as when started by root; None when started by anyone else (runs as them)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVER_OS_USER)
+    except KeyError:
+        raise MariaDBError(
+            f"started as root, MariaDB runs as the unprivileged user {SERVER_OS_USER!r}, which does not exist: "
+            "install Debian's mariadb-server (it creates the user), or start as a non-root user"
+        ) from None
+
+
+def _blocking_dir(path: Path, account: pwd.struct_passwd) -> Path | None:
+    """The first folder from / down to ``path`` that ``account`` cannot enter (None when it reaches it)."""
+    groups = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if account.pw_name in g.gr_mem}
+    for folder in [*reversed(path.parents), path]:
+        st = folder.stat()
+        if st.st_uid == account.pw_uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return folder
+    return None
+
+
+def _chown_tree(path: Path, account: pwd.struct_passwd) -> None:
+    """Hand ``path`` (and everything below) to ``account``; a no-op when it already owns it."""
+    if path.stat().st_uid == account.pw_uid:
+        return
+    os.chown(path, account.pw_uid, account.pw_gid)
+    for parent, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(parent, name), account.pw_uid, account.pw_gid)
+
+
+def _prepare_folders(server: LocalServer, account: pwd.struct_passwd | None) -> None:
+    """The server's own folders, owned by the server's user; ``root`` (credentials, CA key) stays ours."""
+    server.root.mkdir(parents=True, exist_ok=True)
+    for folder in (server.run_dir, server.tmpdir, server.files_dir):
+        folder.mkdir(exist_ok=True)
+        os.chmod(folder, 0o755 if folder == server.run_dir else 0o700)  # the socket is reached by clients
+    if account is None:
+        return
+    # The folders we made for it (.local, .local/mariadb) must let it through; a umask of 077 would not.
+    for folder in (server.root.parent, server.root):
+        st = folder.stat()
+        if st.st_uid == os.geteuid() and not st.st_mode & stat.S_IXOTH:
+            os.chmod(folder, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+    blocked = _blocking_dir(server.root, account)
+    if blocked is not None:
+        raise MariaDBError(
+            f"MariaDB runs as the unprivileged user {account.pw_name!r}, which cannot enter {blocked} "
+            f"(mode {stat.S_IMODE(blocked.stat().st_mode):o}) on the way to {server.root}: let it through "
+            f"(chmod o+x {blocked}) or put the data elsewhere (CANDLECAST_LOCAL_DIR=/path/it/can/reach)"
+        )
+    for folder in (server.run_dir, server.tmpdir, server.files_dir):
+        _chown_tree(folder, account)
+    if server.datadir.exists():  # a datadir made by an older start that ran the server as root
+        _chown_tree(server.datadir, account)
+
+
+def _server_args(server: LocalServer, account: pwd.struct_passwd | None) -> list[str]:
     args = [
         _binary("mariadbd"),
         "--no-defaults",
         f"--datadir={server.datadir}",
         f"--socket={server.socket}",
         f"--port={server.port}",
-        "--bind-address=127.0.0.1",
+        f"--bind-address={server.bind_address}",
         f"--pid-file={server.pid_file}",
         f"--log-error={server.log_file}",
         # Its own temp dir: on-disk temp tables in a shared /tmp were seen vanishing mid-build.
         f"--tmpdir={server.tmpdir}",
+        # Server-side files (INTO OUTFILE, LOAD_FILE, LOAD DATA INFILE) only here, and no role holds FILE.
+        f"--secure-file-priv={server.files_dir}",
+        # Clients cannot make the server read their files either; a benchmark turns it on for its own run.
+        "--local-infile=0",
         # --no-defaults starts in latin1; the project is utf8mb4 end to end.
         "--character-set-server=utf8mb4",
         "--collation-server=utf8mb4_unicode_ci",
         "--default-time-zone=+00:00",
         "--skip-name-resolve",
-        "--local-infile=1",
         "--innodb-buffer-pool-size=256M",
         "--innodb-log-file-size=128M",
         "--max-connections=200",
     ]
-    if os.geteuid() == 0:
-        args.append("--user=root")
+    if server.tls:
+        args += [f"--ssl-ca={server.ca_file}", f"--ssl-cert={server.tls_dir / 'server.pem'}",
+                 f"--ssl-key={server.tls_dir / 'server.key'}"]
+    if account is not None:
+        args.append(f"--user={account.pw_name}")
     return args
 
 
-def _initialise(server: LocalServer) -> None:
+def _initialise(server: LocalServer, account: pwd.struct_passwd | None) -> None:
     if (server.datadir / "mysql").is_dir():
         return
     server.datadir.mkdir(parents=True, exist_ok=True)
@@ -191,12 +322,83 @@ def _initialise(server: LocalServer) -> None:
         "--auth-root-authentication-method=socket",
         "--skip-test-db",
     ]
-    if os.geteuid() == 0:
-        cmd.append("--user=root")
+    if account is not None:
+        _chown_tree(server.datadir, account)
+        cmd.append(f"--user={account.pw_name}")
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         shutil.rmtree(server.datadir, ignore_errors=True)
         raise MariaDBError(f"mariadb-install-db failed in {server.datadir}: {result.stderr.strip()[-2000:]}")
+
+
+def _ensure_tls(server: LocalServer, account: pwd.struct_passwd | None) -> None:
+    """A CA and a server certificate for 127.0.0.1, localhost and the bound address, made once.
+
+    The CA key stays with the user who starts the server (0600); the server key is the server's (0600).
+    """
+    server_key = server.tls_dir / "server.key"
+    if server.ca_file.exists() and server_key.exists() and (server.tls_dir / "server.pem").exists():
+        return
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)  # certificate validity is about the real clock, not a data time
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "candlecast local"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(name("candlecast local CA")).issuer_name(name("candlecast local CA"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    try:
+        bound = ipaddress.ip_address(server.bind_address)
+        if not bound.is_unspecified and not bound.is_loopback:
+            names.append(x509.IPAddress(bound))
+    except ValueError:
+        names.append(x509.DNSName(server.bind_address))
+    names += [x509.DNSName(socket.gethostname())]
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder().subject_name(name(socket.gethostname())).issuer_name(ca_cert.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server.tls_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(server.tls_dir, 0o755)
+
+    def write(path: Path, data: bytes, mode: int) -> None:
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+
+    private = serialization.PrivateFormat.PKCS8
+    plain = serialization.NoEncryption()
+    write(server.tls_dir / "ca.key", ca_key.private_bytes(serialization.Encoding.PEM, private, plain), 0o600)
+    write(server_key, key.private_bytes(serialization.Encoding.PEM, private, plain), 0o600)
+    if account is not None:
+        os.chown(server_key, account.pw_uid, account.pw_gid)
+    write(server.tls_dir / "server.pem", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write(server.ca_file, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def _ensure_credentials(server: LocalServer) -> dict[str, str]:
@@ -224,44 +426,75 @@ def _quote_str(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def bootstrap_sql(schemas: Schemas, creds: Mapping[str, str]) -> str:
+def _grant_target(database: str) -> str:
+    """``db``.* for a GRANT: ``_`` and ``%`` are wildcards there, so ``a_raw`` would also grant ``aXraw``."""
+    return quote_ident(database.replace("_", "\\_").replace("%", "\\%")) + ".*"
+
+
+# What each role may do on each of a base's databases (the README's Security section shows this table and
+# tests/foundation/test_privileges.py checks the server against it). Nothing is granted on *.*.
+WRITE = "select, insert, update, delete, create, drop, index, alter"
+DBT_RIGHTS = WRITE + ", create view, show view, create temporary tables, lock tables, references"
+
+
+def role_grants(schemas: Schemas) -> dict[str, list[tuple[str, str]]]:
+    """(privileges, database) per role for one base."""
+    return {
+        "admin": [("all privileges", db) for db in schemas.all()],
+        "loader": [(WRITE, schemas.raw)],
+        "transformer": [("select", schemas.raw), ("select", schemas.ml),
+                        *((DBT_RIGHTS, db) for db in (schemas.base, schemas.staging, schemas.intermediate,
+                                                      schemas.marts))],
+        "ml": [("select", schemas.marts), (WRITE, schemas.ml)],
+        "reader": [("select, show view", schemas.marts)],
+    }
+
+
+def bootstrap_sql(schemas: Schemas, creds: Mapping[str, str], reader_requires_tls: bool = False) -> str:
     """Databases, users and least-privilege grants; every statement is safe to re-run."""
 
-    def user(role: str) -> str:
-        return f"{_quote_str(creds[f'CANDLECAST_{role.upper()}_USER'])}@'%'"
+    def accounts(role: str) -> list[str]:
+        name = _quote_str(creds[f"CANDLECAST_{role.upper()}_USER"])
+        hosts = ADMIN_HOSTS if role == "admin" else ("%",)
+        return [f"{name}@{_quote_str(host)}" for host in hosts]
 
-    write = "select, insert, update, delete, create, drop, index, alter"
-    dbt_rights = write + ", create view, show view, create temporary tables, lock tables, references"
     lines = [f"create database if not exists {quote_ident(db)} character set utf8mb4 collate utf8mb4_unicode_ci;"
              for db in schemas.all()]
+    admin_name = _quote_str(creds["CANDLECAST_ADMIN_USER"])
+    # Older starts made the admin reachable from anywhere with every privilege and GRANT: that account goes.
+    lines.append(f"drop user if exists {admin_name}@'%';")
     for role in ROLES:
         password = _quote_str(creds[f"CANDLECAST_{role.upper()}_PASSWORD"])
-        lines.append(f"create user if not exists {user(role)} identified by {password};")
-        lines.append(f"alter user {user(role)} identified by {password};")
-    q = quote_ident
-    lines += [
-        f"grant all privileges on *.* to {user('admin')} with grant option;",
-        f"grant {write} on {q(schemas.raw)}.* to {user('loader')};",
-        f"grant select on {q(schemas.raw)}.* to {user('transformer')};",
-        f"grant select on {q(schemas.ml)}.* to {user('transformer')};",
-        *(f"grant {dbt_rights} on {q(db)}.* to {user('transformer')};"
-          for db in (schemas.base, schemas.staging, schemas.intermediate, schemas.marts)),
-        f"grant select on {q(schemas.marts)}.* to {user('ml')};",
-        f"grant {write} on {q(schemas.ml)}.* to {user('ml')};",
-        f"grant select, show view on {q(schemas.marts)}.* to {user('reader')};",
-        "flush privileges;",
-    ]
+        for account in accounts(role):
+            lines.append(f"create user if not exists {account} identified by {password};")
+            lines.append(f"alter user {account} identified by {password};")
+    for account in accounts("reader"):
+        lines.append(f"alter user {account} require {'ssl' if reader_requires_tls else 'none'};")
+    for account in accounts("admin"):
+        # To see what other sessions run (a test arms a kill on a loader's query it watches).
+        lines.append(f"grant process on *.* to {account};")
+    users = ", ".join(_quote_str(creds[f"CANDLECAST_{role.upper()}_USER"]) for role in ROLES)
+    wild = ", ".join(_quote_str(db) for db in schemas.all() if "_" in db or "%" in db)
+    # Older starts granted on the unescaped names (wildcards): those grants go before the exact ones are made.
+    lines += [f"delete from mysql.db where User in ({users}) and Db in ({wild});", "flush privileges;"] if wild else []
+    for role, grants in role_grants(schemas).items():
+        for privileges, database in grants:
+            for account in accounts(role):
+                lines.append(f"grant {privileges} on {_grant_target(database)} to {account};")
+    lines.append("flush privileges;")
     return "\n".join(lines) + "\n"
 
 
-def _run_sql_as_superuser(server: LocalServer, sql: str) -> None:
-    # The OS user that initialised the datadir owns a unix_socket-authenticated account of its name.
-    import getpass
-
-    cmd = [_binary("mariadb"), "--no-defaults", f"--socket={server.socket}", "-u", getpass.getuser(), "--batch"]
+def superuser_sql(server: LocalServer, sql: str) -> str:
+    """Run ``sql`` as the OS user's unix_socket account (the set-up path); returns the batch output."""
+    # Whoever initialised the datadir (root, or the developer) owns an account of their name there.
+    user = "root" if os.geteuid() == 0 else getpass.getuser()
+    cmd = [_binary("mariadb"), "--no-defaults", f"--socket={server.socket}", "-u", user, "--batch",
+           "--skip-column-names"]
     result = subprocess.run(cmd, input=sql, capture_output=True, text=True)
     if result.returncode != 0:
-        raise MariaDBError(f"bootstrap SQL failed on {server.socket}: {result.stderr.strip()}")
+        raise MariaDBError(f"set-up SQL failed on {server.socket}: {result.stderr.strip()}")
+    return result.stdout
 
 
 def start(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> LocalServer:
@@ -271,11 +504,16 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> LocalS
     deadline = time.monotonic() + timeout
     answering, waited = _await_predecessor(server, deadline, timeout)
     if not answering:
-        _initialise(server)
+        pidfile.discard_stale(server.pid_file, server.identity)
+        account = _server_account()
+        _prepare_folders(server, account)
+        _initialise(server, account)
+        os.chmod(server.datadir, 0o700)  # table files are nobody else's business
+        if server.tls:
+            _ensure_tls(server, account)
         server.socket.unlink(missing_ok=True)
-        server.tmpdir.mkdir(parents=True, exist_ok=True)
         log_size = server.log_file.stat().st_size if server.log_file.exists() else 0
-        args = _server_args(server)
+        args = _server_args(server, account)
         if waited:  # the killed predecessor's port may be released a moment after the process is gone
             args.append(f"--port-open-timeout={max(1, min(10, int(deadline - time.monotonic())))}")
         with open(server.root / "mariadbd.stdout", "ab") as out:
@@ -289,30 +527,48 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> LocalS
             if proc.poll() is not None:
                 problem = f"mariadbd exited with code {proc.returncode}"
             elif time.monotonic() > deadline:
-                problem = f"MariaDB on 127.0.0.1:{server.port} did not answer within {timeout:.0f}s"
+                problem = f"MariaDB on {server.bind_address}:{server.port} did not answer within {timeout:.0f}s"
             if problem:
                 tail = server.log_file.read_bytes()[log_size:].decode(errors="replace")[-1500:] \
                     if server.log_file.exists() else ""
                 raise MariaDBError(f"{problem}; log {server.log_file}:\n{tail}")
             time.sleep(0.2)
-    _run_sql_as_superuser(server, bootstrap_sql(server.schemas, creds))
+    superuser_sql(server, bootstrap_sql(server.schemas, creds, reader_requires_tls=server.tls))
     return server
 
 
-def provision(schemas: Schemas, env: Mapping[str, str] | None = None) -> None:
+def provision(schemas: Schemas, env: Mapping[str, str] | None = None, fresh: bool = False) -> None:
     """Create another set of databases (another ``CANDLECAST_DB_SCHEMA`` base) with the same grants.
 
-    The tests give each area its own base so that one area's fixtures never clobber another's tables.
+    The tests give each area its own base so that one area's fixtures never clobber another's tables;
+    ``fresh`` drops the base's databases first (set-up's job: the admin role cannot drop what it was never
+    granted).
     """
     server = local_server(env)
-    _run_sql_as_superuser(server, bootstrap_sql(schemas, _ensure_credentials(server)))
+    drops = "".join(f"drop database if exists {quote_ident(db)};\n" for db in schemas.all()) if fresh else ""
+    superuser_sql(server, drops + bootstrap_sql(schemas, _ensure_credentials(server), reader_requires_tls=server.tls))
+
+
+@contextmanager
+def local_infile_enabled(env: Mapping[str, str] | None = None) -> Iterator[None]:
+    """``local_infile`` on for the block only (the benchmark that compares with LOAD DATA LOCAL), then off."""
+    server = local_server(env)
+    superuser_sql(server, "set global local_infile = 1;")
+    try:
+        yield
+    finally:
+        superuser_sql(server, "set global local_infile = 0;")
 
 
 def stop(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> bool:
-    """Shut the server down cleanly by its pid; returns False when it was not running."""
+    """Shut the server down cleanly by its pid; returns False when it was not running.
+
+    A pid file naming any other process (a recycled pid) is removed, and that process left alone.
+    """
     server = local_server(env)
     pid = running_pid(server)
     if pid is None:
+        pidfile.discard_stale(server.pid_file, server.identity)
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -327,15 +583,17 @@ def status(env: Mapping[str, str] | None = None) -> str:
     server = local_server(env)
     pid = running_pid(server)
     if pid is None:
-        return f"stopped (data {server.datadir})"
+        stale = pidfile.discard_stale(server.pid_file, server.identity)
+        return f"stopped (data {server.datadir})" + (f"; {stale}" if stale else "")
     state = "answering" if _answers(server) else "NOT answering"
-    return f"running pid {pid} on 127.0.0.1:{server.port}, {state} (data {server.datadir})"
+    return f"running pid {pid} on {server.bind_address}:{server.port}, {state} (data {server.datadir})"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m candlecast.mariadb", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status", "env"])
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         if args.command == "start":
             server = start()

@@ -59,13 +59,31 @@ def provision_schemas(mariadb: dict[str, str]):
     """Factory: ``provision_schemas("ct_extract")`` gives a test area databases of its own.
 
     Returns the ``Schemas``; pass ``{"CANDLECAST_DB_SCHEMA": base}`` to subprocesses such as dbt.
+    ``fresh=True`` drops the base's databases first (set-up does it: the admin role drops only what it was granted).
     """
     from candlecast import mariadb as local
     from candlecast.settings import Schemas
 
-    def _provision(base: str) -> Schemas:
+    def _provision(base: str, fresh: bool = False) -> Schemas:
         schemas = Schemas(base)
-        local.provision(schemas)
+        local.provision(schemas, fresh=fresh)
         return schemas
 
     return _provision
+
+
+@pytest.fixture
+def server_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A folder for a private server's CANDLECAST_LOCAL_DIR that the server's own user can reach.
+
+    Started by root, mariadbd runs as ``mysql``, which cannot enter pytest's tmp_path (its root is 0700).
+    """
+    import shutil
+    import tempfile
+
+    parent = TEST_LOCAL_DIR / "private"
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=request.node.name[:20] + "-", dir=parent))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -16,17 +16,21 @@ from candlecast.settings.base import DEFAULT_LOCAL_DIR, EnvSettings
 from candlecast.settings.db import Port
 
 DEFAULT_AIRFLOW_PORT = 8080
+DEFAULT_DB_BIND_ADDRESS = "127.0.0.1"
 
 
 class LocalServices(EnvSettings):
     """``CANDLECAST_LOCAL_DIR``, ``CANDLECAST_AIRFLOW_HOME`` (default ``$CANDLECAST_LOCAL_DIR/airflow``),
-    ``CANDLECAST_AIRFLOW_PORT``."""
+    ``CANDLECAST_AIRFLOW_PORT``; the local MariaDB's ``CANDLECAST_DB_BIND_ADDRESS`` and ``CANDLECAST_DB_TLS``
+    (remote SQL consumers, opt-in: see the README's Security section)."""
 
     reads_credentials_file = True
 
     local_dir: Path = Field(DEFAULT_LOCAL_DIR, validation_alias="CANDLECAST_LOCAL_DIR")
     airflow_home: Path = Field(validation_alias="CANDLECAST_AIRFLOW_HOME")
     airflow_port: Port = Field(DEFAULT_AIRFLOW_PORT, validation_alias="CANDLECAST_AIRFLOW_PORT")
+    db_bind_address: str = Field(DEFAULT_DB_BIND_ADDRESS, validation_alias="CANDLECAST_DB_BIND_ADDRESS")
+    db_tls: bool = Field(False, validation_alias="CANDLECAST_DB_TLS")
 
     @model_validator(mode="before")
     @classmethod

@@ -49,15 +49,9 @@ def replay_url(replay: ReplayServer) -> str:
 def cycle_env(admin_engine, provision_schemas, replay_url: str) -> dict[str, str]:
     """An empty base holding the history before FIRST_HOUR (set-up through the extractor, not under test),
     and the environment a cron job would have: the connection (the tests' credentials), products, API, store."""
-    from sqlalchemy import text
-
-    from candlecast.settings import Schemas
     from tests.support import backfill_history
 
-    with admin_engine.begin() as conn:
-        for database in Schemas(BASE).all():
-            conn.execute(text(f"drop database if exists `{database}`"))
-    provision_schemas(BASE)
+    provision_schemas(BASE, fresh=True)
     shutil.rmtree(STORE, ignore_errors=True)
     env = {**os.environ, "CANDLECAST_DB_SCHEMA": BASE, "CANDLECAST_MODEL_STORE": str(STORE),
            "CANDLECAST_EXTRACT_PRODUCTS": "BTC-USD", "COINBASE_API_URL": replay_url,

@@ -101,16 +101,8 @@ def dag_env(admin_engine, provision_schemas, replay_server: ReplayServer) -> Ite
 
     Both bases start empty, so every session compares runs made from the same nothing.
     """
-    from sqlalchemy import text
-
-    from candlecast.settings import Schemas
-
-    with admin_engine.begin() as conn:
-        for base in (BASE, DIRECT_BASE):
-            for database in Schemas(base).all():
-                conn.execute(text(f"drop database if exists `{database}`"))
     for base in (BASE, DIRECT_BASE):
-        provision_schemas(base)
+        provision_schemas(base, fresh=True)
         shutil.rmtree(store_dir(base), ignore_errors=True)
     values = {
         "CANDLECAST_DB_SCHEMA": BASE,

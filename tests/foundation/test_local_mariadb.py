@@ -60,9 +60,9 @@ def test_unreachable_database_names_the_server() -> None:
 
 
 def test_private_server_starts_stops_cleanly_and_refuses_a_taken_port(
-    tmp_path, mariadb: dict[str, str]
+    server_dir: Path, mariadb: dict[str, str]
 ) -> None:
-    env = {"CANDLECAST_LOCAL_DIR": str(tmp_path / "own"), "CANDLECAST_DB_PORT": str(free_port())}
+    env = {"CANDLECAST_LOCAL_DIR": str(server_dir / "own"), "CANDLECAST_DB_PORT": str(free_port())}
     server = local.start(env=env)
     try:
         assert "running" in local.status(env=env)
@@ -75,15 +75,15 @@ def test_private_server_starts_stops_cleanly_and_refuses_a_taken_port(
     assert local.running_pid(server) is None
 
     # Same port as the shared test server: the error must say so instead of hanging or lying.
-    clash = {"CANDLECAST_LOCAL_DIR": str(tmp_path / "clash"), "CANDLECAST_DB_PORT": mariadb["CANDLECAST_DB_PORT"]}
+    clash = {"CANDLECAST_LOCAL_DIR": str(server_dir / "clash"), "CANDLECAST_DB_PORT": mariadb["CANDLECAST_DB_PORT"]}
     with pytest.raises(local.MariaDBError, match="Address already in use"):
         local.start(env=clash, timeout=30)
 
 
 def test_start_right_after_a_sigkill_waits_for_the_dying_server_and_starts_a_fresh_one(
-    tmp_path, mariadb: dict[str, str]
+    server_dir: Path, mariadb: dict[str, str]
 ) -> None:
-    env = {"CANDLECAST_LOCAL_DIR": str(tmp_path / "killed"), "CANDLECAST_DB_PORT": str(free_port())}
+    env = {"CANDLECAST_LOCAL_DIR": str(server_dir / "killed"), "CANDLECAST_DB_PORT": str(free_port())}
     # Started by another process, as `make db-start` does, so the killed server is not this process's child.
     subprocess.run([sys.executable, "-m", "candlecast.mariadb", "start"], env={**os.environ, **env}, check=True,
                    capture_output=True, timeout=120)
@@ -103,9 +103,9 @@ def test_start_right_after_a_sigkill_waits_for_the_dying_server_and_starts_a_fre
         local.stop(env=env)
 
 
-def test_a_pid_file_naming_a_zombie_or_another_program_is_not_a_running_server(tmp_path) -> None:
+def test_a_pid_file_naming_a_zombie_or_another_program_is_not_a_running_server(tmp_path: Path) -> None:
     server = local.local_server({"CANDLECAST_LOCAL_DIR": str(tmp_path), "CANDLECAST_DB_PORT": "1"})
-    server.root.mkdir(parents=True)
+    server.pid_file.parent.mkdir(parents=True)
     other = subprocess.Popen(["sleep", "30"])  # a recycled pid: alive, but not this datadir's mariadbd
     try:
         deadline = time.monotonic() + 10
