@@ -65,12 +65,13 @@ def _write_batches(
     """Multi-row ``INSERT ... ON DUPLICATE KEY UPDATE`` statements of ``batch_size`` rows.
 
     The literals are rendered here rather than by the driver: PyMySQL's per-value escaping cost three times
-    the server's own work. That is safe because every value is typed by validation: a finite ``Decimal``
-    prints as digits, a datetime through str(), and the product id is escaped by the driver.
+    the server's own work. That is safe because every rendered value is typed by validation: a finite
+    ``Decimal`` prints as digits, a datetime through str(). The one string, the product id, is never rendered:
+    it is bound once into a session variable (escaping by hand would depend on the server's SQL mode, e.g.
+    NO_BACKSLASH_ESCAPES).
     """
-    from pymysql.converters import escape_string
-
-    prefix = f"('{escape_string(product_id)}','"
+    conn.exec_driver_sql("set @candlecast_product_id = %s", (product_id,))
+    prefix = "(@candlecast_product_id,'"
     suffix = f",'{ingested_at:%Y-%m-%d %H:%M:%S.%f}')"
 
     def row(h: datetime, o: Decimal, hi: Decimal, lo: Decimal, c: Decimal, v: Decimal) -> str:
