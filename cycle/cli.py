@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from candlecast.hours import HOUR, cli_time, floor_hour
+from candlecast.inputs import product_id_arg
 from candlecast.settings import SettingsError
 from cycle.context import Interval, RunContext
 from cycle.run import WEEK, CycleError, StepFailed, StepOutcome, run_hourly, run_weekly
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the hourly cycle of every interval from here to --end, one hour after the other "
                              "(re-running hours after an outage, say)")
     parser.add_argument("--weekly", action="store_true", help="run the weekly retrain instead of the hourly cycle")
-    parser.add_argument("--product", action="append", dest="products", metavar="ID",
+    parser.add_argument("--product", action="append", dest="products", metavar="ID", type=product_id_arg,
                         help="product id, repeatable (default: CANDLECAST_EXTRACT_PRODUCTS or BTC-USD)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
     return parser

@@ -45,10 +45,13 @@ def schema_base(env: Mapping[str, str]) -> str:
 
 
 def parse_products(raw: str, source: str) -> tuple[str, ...]:
-    products = tuple(p.strip() for p in raw.split(",") if p.strip())
-    if not products:
-        raise SettingsError(f"{source} is set but names no product: {raw!r}")
-    return products
+    """Comma-separated product ids from ``source`` (an Airflow Variable, say), each checked at this edge."""
+    from candlecast.inputs import InvalidInput, product_ids
+
+    try:
+        return product_ids(raw, source)
+    except InvalidInput as exc:
+        raise SettingsError(str(exc)) from None
 
 
 RECOMPUTE_VAR = "recompute_hours"
@@ -113,5 +116,6 @@ class RunContext:
         chosen = tuple(products) if products else extract.products
         if not chosen:
             raise SettingsError("no product to run: set CANDLECAST_EXTRACT_PRODUCTS")
+        chosen = parse_products(",".join(chosen), "--product" if products else "CANDLECAST_EXTRACT_PRODUCTS")
         store = Path(model_store) if model_store else ml_settings(full).store_dir
         return cls(env=full, products=chosen, model_store=store)

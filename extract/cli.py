@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from candlecast.hours import cli_time, floor_hour
+from candlecast.inputs import product_id_arg
 from extract.windows import clamp_end
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="mode", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--product", action="append", dest="products", metavar="ID",
+        p.add_argument("--product", action="append", dest="products", metavar="ID", type=product_id_arg,
                        help="product id, repeatable (default: CANDLECAST_EXTRACT_PRODUCTS or BTC-USD)")
         p.add_argument("--api-url", help="API base URL (default: COINBASE_API_URL)")
         p.add_argument("--rate", type=float, help="requests per second (default: CANDLECAST_EXTRACT_RATE or 10)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from candlecast.hours import naive_utc
+from candlecast.inputs import product_id
 from ml.features import TARGET_CLOSE_COLUMN, gap_affected, usable_rows
 from ml.metrics import Scores, score, to_prices
 from ml.model import DRIFT, LIGHTGBM, PERSISTENCE
@@ -201,7 +202,7 @@ def draw_chart(result: BacktestResult, path: Path) -> Path:
 
 def write_outputs(result: BacktestResult, out_dir: Path) -> BacktestResult:
     """The chart, the hourly forecasts and weekly metrics (CSV) and the overall summary (JSON)."""
-    stem = f"backtest-{result.product.lower()}-{result.start:%Y%m%dT%H}-{result.end:%Y%m%dT%H}"
+    stem = f"backtest-{product_id(result.product).lower()}-{result.start:%Y%m%dT%H}-{result.end:%Y%m%dT%H}"
     out_dir.mkdir(parents=True, exist_ok=True)
     chart = draw_chart(result, out_dir / f"{stem}.png")
     result.hourly.to_csv(out_dir / f"{stem}-hourly.csv", index=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from candlecast.hours import HOUR, cli_time, naive_utc
+from candlecast.inputs import product_id_arg
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -168,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_: str, func: Callable[[argparse.Namespace], str]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--product", help="Coinbase product id (default CANDLECAST_PRODUCT or BTC-USD)")
+        p.add_argument("--product", type=product_id_arg,
+                       help="Coinbase product id (default CANDLECAST_PRODUCT or BTC-USD)")
         p.set_defaults(func=func)
         return p
 

@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from candlecast.inputs import product_id
 from ml.model import Forecaster, forecaster_from_files
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class ModelStore:
         Returns the version. Saving a model whose files are identical to a stored one of the same
         product, cutoff and kind returns the existing version and writes nothing.
         """
+        # The product names the version's folder: a '/' or '..' would put it outside the store.
+        product_id(str(metadata["product"]), "the model's metadata")
         files = forecaster.files()
         hashes = {name: sha256_text(text) for name, text in files.items()}
         checksum = combined_checksum(hashes)
@@ -189,6 +192,7 @@ class ModelStore:
                        if p.is_dir() and not p.name.startswith(".") and (p / METADATA_FILE).is_file())
         if product is None:
             return names
+        product_id(product)
         # product, then the cutoff: "btc-usd-2024..." must not match a product called "btc-usd-perp"
         pattern = re.compile(re.escape(product.lower()) + r"-\d{8}T\d{4}Z-")
         return [n for n in names if pattern.match(n)]
