@@ -17,7 +17,8 @@ PIP_FLAGS := --disable-pip-version-check --quiet
 export CANDLECAST_LOCAL_DIR ?= $(LOCAL)
 export DBT_PROFILES_DIR := $(CURDIR)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := False
-# Runs a command with the connection env vars, taking the local server's generated file as the default.
+# Runs a command as one database role (`$(RUN) loader ...`): the connection env vars, taking the local server's
+# generated file as the default, with that role's password only (candlecast.role_env).
 RUN := $(PY) -m candlecast.withenv
 
 .PHONY: help deps system-deps venvs db-start db-stop db-status demo test test-db-stop test-unit lint bench soak \
@@ -67,7 +68,7 @@ db-status:  ## is the project's MariaDB running?
 # --- the two commands ---------------------------------------------------------------------------
 
 demo: db-start  ## run the whole offline pipeline on the bundled real data and say where the results are
-	@$(RUN) $(PY) -m demo
+	@$(PY) -m demo
 
 test: deps  ## the whole test suite (starts its own MariaDB on port 3408 under .local/test)
 	@$(PY) -m pytest
@@ -83,7 +84,7 @@ lint: $(VENV)/.installed  ## ruff, then mypy over the project's packages ([tool.
 	@$(VENV)/bin/mypy
 
 bench: db-start  ## every benchmark; prints figure and target (bench_soak.py alone takes about an hour)
-	@for b in bench/bench_*.py; do echo "== $$b"; $(RUN) $(PY) $$b; done
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
 
 soak: deps  ## the replayed fortnight: 336 hourly cycles through every fault, 24 via Airflow (about an hour)
 	@CANDLECAST_SOAK=fortnight $(PY) -m pytest tests/soak -v
@@ -94,10 +95,11 @@ clean:  ## remove caches (keeps .local data; `make db-stop && rm -rf .local` for
 # --- orchestration: the local Airflow (dags/) --------------------------------------------------
 # Airflow standalone (scheduler, DAG processor, triggerer, API server + UI) with AIRFLOW_HOME under
 # .local/airflow, SQLite metadata, LocalExecutor with 4 slots, on 127.0.0.1:$CANDLECAST_AIRFLOW_PORT (8080).
-# It runs through candlecast.withenv, so tasks (and dbt under Cosmos) get the DB settings from the env.
+# Each role's login becomes an Airflow Connection (candlecast_<role>, never the admin); Airflow itself holds no
+# password, so a task holds its step's role only and dbt under Cosmos the transformer's (see README, Security).
 
 airflow: db-start dbt-parse  ## start the local Airflow in the background; prints its URL and the admin password file
-	@$(RUN) $(PY) -m candlecast.airflow_local start
+	@$(PY) -m candlecast.airflow_local start
 
 airflow-stop:  ## stop the Airflow that `make airflow` started
 	@$(PY) -m candlecast.airflow_local stop
@@ -122,10 +124,10 @@ replay: deps  ## serve the bundled candles as the Coinbase API on 127.0.0.1:$REP
 
 extract-backfill: db-start  ## fetch START..END (UTC, ISO 8601) into raw: make extract-backfill START=2021-12-14 END=2024-01-10
 	@[ -n "$(START)" ] && [ -n "$(END)" ] || { echo "usage: make extract-backfill START=2021-12-14 END=2024-01-10" >&2; exit 2; }
-	@$(RUN) $(PY) -m extract backfill --start "$(START)" --end "$(END)"
+	@$(RUN) loader $(PY) -m extract backfill --start "$(START)" --end "$(END)"
 
 extract-incremental: db-start  ## catch every product up to the last closed hour (or END=...)
-	@$(RUN) $(PY) -m extract incremental $(if $(END),--end "$(END)")
+	@$(RUN) loader $(PY) -m extract incremental $(if $(END),--end "$(END)")
 
 # --- dbt: the feature layer (dbt_project/) -------------------------------------------------------
 # dbt runs through candlecast.dbt_runner (the one way the project starts dbt): the dbt of
@@ -157,13 +159,13 @@ docs-serve: docs  ## serve the dbt docs on http://127.0.0.1:$DOCS_PORT (8580) un
 .PHONY: ml-train ml-promote ml-predict backtest
 
 ml-train: db-start  ## train LightGBM + baselines, cutoff = newest hour - CANDLECAST_HOLDOUT_HOURS (168)
-	@$(RUN) $(PY) -m ml train
+	@$(RUN) ml $(PY) -m ml train
 
 ml-promote: db-start  ## score every stored model on the holdout; the lowest MAE serves (persistence competes)
-	@$(RUN) $(PY) -m ml promote
+	@$(RUN) ml $(PY) -m ml promote
 
 ml-predict: db-start  ## forecasts from the newest LAST feature hours (default 48) with the production model
-	@$(RUN) $(PY) -m ml predict --last $(or $(LAST),48)
+	@$(RUN) ml $(PY) -m ml predict --last $(or $(LAST),48)
 
 backtest: db-start  ## walk-forward backtest over the last WEEKS weeks (52): metrics vs persistence + PNG chart
-	@$(RUN) $(PY) -m ml backtest --weeks $(or $(WEEKS),52)
+	@$(RUN) ml $(PY) -m ml backtest --weeks $(or $(WEEKS),52)

@@ -7,7 +7,7 @@ Runs against the project's MariaDB (``make bench`` starts it) under a base of it
 Airflow home of its own (``.local/bench/airflow``); candles come over HTTP from an in-process replay server.
 Set-up (not timed): 68 days of history, then one weekly retrain so a production model exists.
 
-    make bench        # or: .venv/bin/python -m candlecast.withenv .venv/bin/python bench/bench_dags.py
+    make bench        # or: .venv/bin/python bench/bench_dags.py
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ created with the project's grants (`cb_bench_bundled`, `cb_bench_3m`, `cb_bench_
 `_staging`, `_intermediate`, `_marts` databases), so the local server is needed for provisioning. dbt writes
 its target/ and logs under .local/bench/dbt/. Prints figures and targets; never fails on timing.
 
-    make bench        # or: .venv/bin/python -m candlecast.withenv .venv/bin/python bench/bench_dbt.py
+    make bench        # or: .venv/bin/python bench/bench_dbt.py
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Runs against the project's local MariaDB (``make bench``) as the admin role, in 
 server; it is turned on for the LOAD DATA side of this run only, and off again. Prints figures and targets;
 never fails on timing.
 
-    make bench        # or: .venv/bin/python -m candlecast.withenv .venv/bin/python bench/bench_extract.py
+    make bench        # or: .venv/bin/python bench/bench_extract.py
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Runs against the database in the env settings (``make bench`` = the project's Ma
 dbt. Best of N runs with medians: on a shared machine the best run is the least disturbed one. Prints figures
 and targets; never fails on timing.
 
-    make bench        # or: .venv/bin/python -m candlecast.withenv .venv/bin/python bench/bench_ml.py
+    make bench        # or: .venv/bin/python bench/bench_ml.py
 """
 
 from __future__ import annotations

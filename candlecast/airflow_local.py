@@ -5,9 +5,12 @@ metadata database, ``airflow.cfg`` (with the secrets Airflow generates on first 
 Cosmos cache, the generated admin password, and this launcher's pid and log files. The API server and UI
 listen on 127.0.0.1 only, on ``CANDLECAST_AIRFLOW_PORT`` (default 8080).
 
-The DB credentials reach the tasks through the environment: the launcher inherits the connection env vars
-(``make airflow`` runs it through ``python -m candlecast.withenv``), Airflow hands its environment to every
-task process, and Cosmos passes it on to dbt (``profiles.yml`` reads it with ``env_var()``).
+The DB credentials reach the tasks as one Airflow Connection per role (``candlecast_loader``,
+``candlecast_transformer``, ``candlecast_ml``, ``candlecast_reader``; never the admin), imported into
+Airflow's metadata database before it starts, from the env vars over the local credentials file. Airflow itself
+is started with no role's password in its environment (and no credentials file to fall back on), so a task
+holds only the login of the Connection its step asks for, and dbt under Cosmos only the transformer's
+(rendered from that Connection into dbt's environment when the task runs).
 
     python -m candlecast.airflow_local start|stop|status|env
 """
@@ -29,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from candlecast import pidfile
-from candlecast.settings import REPO_ROOT, DbtSettings, LocalServices, SettingsError, effective_env
+from candlecast.role_env import role_env
+from candlecast.settings import REPO_ROOT, DbtSettings, LocalServices, Role, SettingsError, db_settings, effective_env
 from candlecast.settings.dbt import NO_POOL, POOL_DESCRIPTION
 
 log = logging.getLogger(__name__)
@@ -125,6 +129,52 @@ def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> 
 STANDALONE = pidfile.Identity(os.path.realpath(sys.executable), ("-m", "airflow", "standalone"))
 
 
+# The Connections ``start`` creates are ``{prefix}_{role}``; the DAGs read them when this is set in their env.
+DEFAULT_CONN_PREFIX = "candlecast"
+CONNECTION_ROLES: tuple[Role, ...] = ("loader", "transformer", "ml", "reader")  # never the admin (set-up)
+
+
+def role_connections(values: Mapping[str, str], prefix: str) -> dict[str, dict[str, object]]:
+    """One Airflow Connection per role, in the format ``airflow connections import`` reads."""
+    out: dict[str, dict[str, object]] = {}
+    for role in CONNECTION_ROLES:
+        try:
+            login = db_settings(role, values)
+        except SettingsError as exc:
+            raise AirflowLocalError(f"cannot write the Airflow Connection of the {role} role: {exc}") from exc
+        out[f"{prefix}_{role}"] = {
+            "conn_type": "mysql", "description": f"candlecast: the {role} role", "host": login.host,
+            "port": login.port, "schema": login.schemas.base, "login": login.user, "password": login.password,
+        }
+    return out
+
+
+def _airflow_cli(env: Mapping[str, str], *args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "airflow", *args], cwd=REPO_ROOT, env=dict(env),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AirflowLocalError(f"`airflow {' '.join(args[:2])}` failed: {proc.stderr.strip()[-800:]}")
+
+
+def install_connections(airflow: LocalAirflow, values: Mapping[str, str], child_env: Mapping[str, str],
+                        prefix: str) -> None:
+    """Migrate the metadata DB and (re)write the role Connections, before the scheduler holds SQLite's lock.
+
+    The passwords go through a 0600 file that is removed at once, never through a command line.
+    """
+    import json
+    import tempfile
+
+    _airflow_cli(child_env, "db", "migrate")
+    fd, path = tempfile.mkstemp(prefix=".connections-", suffix=".json", dir=airflow.home)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(role_connections(values, prefix), fh)
+        _airflow_cli(child_env, "connections", "import", "--overwrite", path)
+    finally:
+        os.unlink(path)
+
+
 def running_pid(airflow: LocalAirflow) -> int | None:
     return pidfile.our_pid(airflow.pid_file, STANDALONE)
 
@@ -169,7 +219,10 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 300.0) -> Local
     if pid is None:
         pidfile.discard_stale(airflow.pid_file, STANDALONE)
         airflow.home.mkdir(parents=True, exist_ok=True)
-        child_env = {**values, **airflow_env(airflow, values)}
+        prefix = values.get("CANDLECAST_AIRFLOW_CONN_PREFIX", "").strip() or DEFAULT_CONN_PREFIX
+        # No role's password in Airflow's own environment: each task gets its role's from its Connection.
+        child_env = {**role_env(None, values), **airflow_env(airflow, values), "CANDLECAST_AIRFLOW_CONN_PREFIX": prefix}
+        install_connections(airflow, values, child_env, prefix)
         with airflow.log_file.open("ab") as log_fh:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "airflow", "standalone"],
@@ -189,7 +242,7 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 300.0) -> Local
             raise AirflowLocalError(f"airflow standalone exited during start-up; last lines of {airflow.log_file}:\n"
                                     f"{_log_tail(airflow)}")
         if is_healthy(health(airflow)):
-            ensure_pool(airflow, values)
+            ensure_pool(airflow, role_env(None, values))
             return airflow
         time.sleep(1.0)
     raise AirflowLocalError(f"Airflow at {airflow.url} not healthy after {timeout:.0f} s; see {airflow.log_file}:\n"

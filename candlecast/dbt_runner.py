@@ -6,7 +6,7 @@ and exactly the environment the caller hands over. ``profiles.yml`` reads the co
 with ``env_var()``, so no secret is ever put on the command line. Cosmos starts dbt on its own inside Airflow
 (``dags/``); everything else comes through here.
 
-    .venv/bin/python -m candlecast.dbt_runner build --select +features_latest   # env: withenv's, see main()
+    .venv/bin/python -m candlecast.dbt_runner build --select +features_latest   # env vars over the credentials file
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from candlecast.role_env import role_env
 from candlecast.settings import REPO_ROOT, effective_env
 from candlecast.settings.dbt import DbtSettings, dbt_settings
 
@@ -124,7 +125,8 @@ def start_dbt(command: Sequence[str], *, env: Mapping[str, str], select: Sequenc
               pass_fds: Sequence[int] = ()) -> DbtProcess:
     """Start ``dbt <command> [--select ...] [args]`` on the project with ``env`` as its whole environment.
 
-    ``env`` carries the connection (``profiles.yml`` reads it); nothing else of this process leaks in.
+    ``env`` carries the connection (``profiles.yml`` reads it), cut down to the transformer's password (no other
+    role's reaches dbt, nor the credentials file); nothing else of this process leaks in.
     ``target_path``/``log_path`` keep a run's artifacts and logs apart (tests, benchmarks); by default dbt
     writes them under the project. ``capture=False`` lets the output go to this process's own stdout.
     ``pass_fds`` stay open in dbt (the cycle's lock: a dbt left running by a killed cycle holds it until done).
@@ -143,7 +145,9 @@ def start_dbt(command: Sequence[str], *, env: Mapping[str, str], select: Sequenc
     log.info("starting %s on %s", what, settings.project_dir)
     try:
         process = subprocess.Popen(
-            cmd, env={**env, **NO_TELEMETRY, **(NO_COLORS if capture else {})}, cwd=REPO_ROOT, text=True,
+            # dbt connects as the transformer: whatever the caller holds, dbt gets that role's password only.
+            cmd, env={**role_env("transformer", env, required=False), **NO_TELEMETRY, **(NO_COLORS if capture else {})},
+            cwd=REPO_ROOT, text=True,
             stdout=subprocess.PIPE if capture else None, stderr=subprocess.STDOUT if capture else None,
             pass_fds=tuple(pass_fds),
         )

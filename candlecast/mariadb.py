@@ -48,7 +48,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from candlecast import pidfile
-from candlecast.settings import ROLES, DbServer, LocalServices, Schemas, credentials_file, read_env_file
+from candlecast.settings import (
+    ROLES,
+    DbServer,
+    LocalServices,
+    Schemas,
+    credentials_file,
+    db_settings,
+    read_env_file,
+)
 from candlecast.settings.db import DEFAULT_DB_HOST
 from candlecast.settings.local import DEFAULT_DB_BIND_ADDRESS
 from candlecast.sql import quote_ident
@@ -570,10 +578,9 @@ def option_file(role: str, env: Mapping[str, str] | None = None) -> Path:
         raise MariaDBError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     server = local_server(env)
     _ensure_credentials(server)
-    values = effective_env(env)  # env vars win over the generated file, as everywhere
-    lines = ["[client]", f"user={values[f'CANDLECAST_{role.upper()}_USER']}",
-             f"password={values[f'CANDLECAST_{role.upper()}_PASSWORD']}",
-             f"host={values.get('CANDLECAST_DB_HOST') or DEFAULT_BIND_ADDRESS}", f"port={server.port}"]
+    login = db_settings(role, env)  # type: ignore[arg-type]  # env vars win over the generated file
+    lines = ["[client]", f"user={login.user}", f"password={login.password}", f"host={login.host}",
+             f"port={login.port}"]
     if server.tls:
         lines += [f"ssl-ca={server.ca_file}", "ssl-verify-server-cert"]
     path = server.root / f"{role}.cnf"

@@ -1,9 +1,10 @@
-"""Run a command with the connection settings in its environment (env vars win over the local file).
+"""Run a command as one database role: its login in the environment, no other role's password.
 
-dbt reads its profile through ``env_var()``; this is how `make dbt-build` and friends hand it the
-generated local credentials without them ever being written into a tracked file.
+The connection settings come from env vars over the local credentials file (env vars win); the command gets
+the role's password only (``candlecast.role_env``), never the whole file.
 
-    python -m candlecast.withenv dbt build --project-dir dbt_project --profiles-dir .
+    python -m candlecast.withenv loader .venv/bin/python -m extract incremental
+    python -m candlecast.withenv ml .venv/bin/python -m ml predict --last 48
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ from __future__ import annotations
 import os
 import sys
 
-from candlecast.settings import effective_env
+from candlecast.role_env import role_env
+from candlecast.settings import ROLES
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        print("usage: python -m candlecast.withenv COMMAND [ARGS...]", file=sys.stderr)
+    if len(argv) < 2 or argv[0] not in ROLES:
+        print(f"usage: python -m candlecast.withenv {{{','.join(ROLES)}}} COMMAND [ARGS...]", file=sys.stderr)
         return 2
-    os.execvpe(argv[0], argv, effective_env())
+    try:
+        env = role_env(argv[0])
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 1
+    os.execvpe(argv[1], argv[1:], env)
     return 127  # execvpe does not return
 
 

@@ -67,5 +67,5 @@ def _num(value: SupportsFloat | None, digits: int) -> str:
     return "NULL" if value is None else f"{float(value):.{digits}f}"
 
 
-if __name__ == "__main__":  # the step on its own: python -m candlecast.withenv .venv/bin/python -m demo.features_step
+if __name__ == "__main__":  # the step on its own: .venv/bin/python -m demo.features_step
     print(build_features_step())

@@ -5,10 +5,11 @@ Cosmos runs it as a subprocess, both to render (``dbt ls``, when that load metho
 The default load method reads ``dbt_project/target/manifest.json`` (made by ``make dbt-parse``): about 0.1 s
 per parse instead of 2-3.5 s for ``dbt ls``.
 
-The database credentials are not in here: dbt's ``profiles.yml`` reads them with ``env_var()``, and every
-Cosmos task inherits the worker's environment (``append_env``), where ``candlecast.withenv`` put them. With
-``CANDLECAST_AIRFLOW_CONN_PREFIX`` set, the same variables are rendered from the Airflow Connection
-``{prefix}_transformer`` when the task runs instead.
+The database credentials are not in here: dbt's ``profiles.yml`` reads them with ``env_var()``. With
+``CANDLECAST_AIRFLOW_CONN_PREFIX`` set (``make airflow`` sets it, and starts Airflow with no password in its
+environment), they are rendered from the Airflow Connection ``{prefix}_transformer`` into dbt's environment
+when the task runs, so dbt holds the transformer's password only; without it, Cosmos tasks inherit the worker's
+environment (``append_env``).
 """
 
 from __future__ import annotations

@@ -90,6 +90,47 @@ def api_airflow(dag_env, dbt_manifest) -> Iterator[LocalAirflow]:
         stop(boot.env)
 
 
+class ProcessWatch:
+    """Samples every process of the running Airflow (its process group: standalone, scheduler, task processes,
+    dbt under Cosmos) while a run goes on: which role passwords each one's environment and command line hold."""
+
+    def __init__(self, pgid: int, passwords: dict[str, str]) -> None:
+        import threading
+
+        self.pgid = pgid
+        self.passwords = passwords
+        self.seen: dict[int, tuple[str, frozenset[str], frozenset[str]]] = {}  # pid -> (cmdline, env roles, argv roles)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="process-watch", daemon=True)
+        self._thread.start()
+
+    def _roles_in(self, data: bytes) -> frozenset[str]:
+        return frozenset(role for role, pw in self.passwords.items() if pw.encode() in data)
+
+    def _run(self) -> None:
+        from pathlib import Path
+
+        while not self._stop.is_set():
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != self.pgid:
+                        continue
+                    cmdline = (entry / "cmdline").read_bytes()
+                    environ = (entry / "environ").read_bytes()
+                except (OSError, IndexError, ValueError):
+                    continue
+                shown = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+                self.seen[int(entry.name)] = (shown, self._roles_in(environ), self._roles_in(cmdline))
+            time.sleep(0.2)
+
+    def stop(self) -> dict[int, tuple[str, frozenset[str], frozenset[str]]]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
+
+
 class _Boot:
     def __init__(self, env: dict[str, str]) -> None:
         import threading
@@ -165,16 +206,40 @@ def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_ru
     assert datetime.fromisoformat(run["data_interval_start"]) == interval_start
     assert datetime.fromisoformat(run["data_interval_end"]) == HOURLY_START + 2 * HOUR
 
+    from candlecast.airflow_local import running_pid
+    from candlecast.settings import ROLES
+
+    passwords = {role: os.environ[f"CANDLECAST_{role.upper()}_PASSWORD"] for role in ROLES}
+    standalone = running_pid(api_airflow)
+    assert standalone is not None
+    watch = ProcessWatch(standalone, passwords)
     deadline = time.monotonic() + 420
     state = run["state"]
-    while state not in ("success", "failed") and time.monotonic() < deadline:
-        time.sleep(3)
-        state = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+    try:
+        while state not in ("success", "failed") and time.monotonic() < deadline:
+            time.sleep(3)
+            state = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+    finally:
+        seen = watch.stop()
     if state != "success":
         tis = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
         bad = sorted(f"{t['task_id']}={t['state']}" for t in tis if t["state"] != "success")
         pytest.fail(f"backfill run {run_id} ended {state}; not successful: {bad}; "
                     f"task logs under {api_airflow.logs_dir}")
+
+    # One secret per process: Airflow and its task processes hold no role's password in their environment (a
+    # task reads its step's role from its Connection); each dbt process Cosmos starts holds the transformer's
+    # only. No password on any command line, nor in any log of the run.
+    dbt = {pid: env for pid, (cmd, env, _) in seen.items() if "/dbt " in cmd or cmd.startswith("dbt ")}
+    assert dbt, f"no dbt process seen among {sorted(c for c, _, _ in seen.values())}"
+    assert all(env == {"transformer"} for env in dbt.values()), dbt
+    assert seen[standalone][1] == frozenset(), "airflow standalone holds role passwords"
+    others = {seen[pid][0]: seen[pid][1] for pid in seen if pid not in dbt and seen[pid][1]}
+    assert others == {}, f"processes holding role passwords in their environment: {others}"
+    assert [cmd for cmd, _, argv in seen.values() if argv] == []
+    leaked = [str(path) for path in api_airflow.home.rglob("*") if path.is_file() and path.suffix in (".log", ".json")
+              and any(pw.encode() in path.read_bytes() for pw in passwords.values())]
+    assert leaked == [], f"passwords in {leaked}"
 
     direct_run.wait("next_hourly")
     dag_tables = pipeline.snapshot(admin_engine, BASE)
