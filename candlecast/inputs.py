@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 # Coinbase's shape: base and quote currency, upper-case letters and digits, e.g. BTC-USD, ETH-EUR, 1INCH-USD.
 PRODUCT_ID = re.compile(r"[A-Z0-9]{2,10}-[A-Z0-9]{2,10}", re.ASCII)
@@ -63,3 +64,13 @@ def schema_base(value: str, source: str | None = None) -> str:
             "starting with a digit, at most 51 characters"
         )
     return value
+
+
+def folder_within(value: str, root: Path, source: str | None = None) -> Path:
+    """``value`` as an absolute folder inside ``root`` (for a path a less trusted hand sets: an Airflow Variable
+    that any UI user with edit rights can change); ``..``, symlink tricks and other places are refused."""
+    path = Path(value)
+    resolved = path.resolve()
+    if not path.is_absolute() or ".." in path.parts or not resolved.is_relative_to(root.resolve()):
+        raise InvalidInput(f"{_named(value, source)} must be an absolute folder inside {root}")
+    return resolved

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, create_model, field_validator
 from pydantic_settings import NoDecode
 
+from candlecast.inputs import schema_base
 from candlecast.settings.base import EnvSettings
 from candlecast.sql import check_identifier
 
@@ -33,6 +34,11 @@ class Schemas:
     """MariaDB databases ("schemas" in dbt's words), all derived from one base name."""
 
     base: str = DEFAULT_SCHEMA_BASE
+
+    def __post_init__(self) -> None:
+        # The base becomes database names in SQL and dbt schemas: a plain identifier only, wherever it came from
+        # (env var, Airflow Connection, CLI).
+        schema_base(self.base)
 
     @property
     def raw(self) -> str:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from candlecast.inputs import product_id
 from candlecast.settings.base import EnvSettings
 
 DEFAULT_API_URL = "https://api.exchange.coinbase.com"
@@ -61,7 +62,8 @@ class ExtractSettings(EnvSettings):
     def _named(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value or any(not p.strip() for p in value):
             raise ValueError("must name products (comma-separated)")
-        return value
+        # Product ids become SQL values, folder and file names: held to Coinbase's shape at this edge.
+        return tuple(product_id(p) for p in value)
 
     @field_validator("rate_per_second")
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from candlecast.inputs import product_id
 from candlecast.settings.base import DEFAULT_LOCAL_DIR, EnvSettings
 from candlecast.settings.extract import DEFAULT_PRODUCT
 
@@ -35,6 +36,11 @@ class MlSettings(EnvSettings):
             local = data.get("CANDLECAST_LOCAL_DIR") or data.get("local_dir") or DEFAULT_LOCAL_DIR
             data = {**data, "store_dir": Path(local) / "models"}
         return data
+
+    @field_validator("product")
+    @classmethod
+    def _product_id(cls, value: str) -> str:
+        return product_id(value)  # it names model folders and backtest files: Coinbase's shape only
 
     @field_validator("num_threads")
     @classmethod

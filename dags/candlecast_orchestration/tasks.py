@@ -43,13 +43,19 @@ def task_env(role: Role, conn_prefix: str | None) -> dict[str, str]:
 
 def run_context(role: Role, conn_prefix: str | None) -> RunContext:
     """The one place a task resolves what it works on (Variables win over env vars)."""
+    from candlecast.inputs import folder_within
+    from candlecast.settings import local_dir
     from cycle.context import RunContext, parse_products
 
     variables = airflow_variables()
     raw_products = variables.get(VAR_PRODUCTS)
     products = None if raw_products is None else parse_products(raw_products, f"Airflow Variable {VAR_PRODUCTS}")
-    return RunContext.resolve(task_env(role, conn_prefix), products=products,
-                              model_store=variables.get(VAR_MODEL_STORE) or None)
+    env = task_env(role, conn_prefix)
+    # Any UI user with edit rights sets Variables: the store they name must stay inside the local dir.
+    store = variables.get(VAR_MODEL_STORE) or None
+    if store is not None:
+        store = str(folder_within(store, local_dir(env), f"Airflow Variable {VAR_MODEL_STORE}"))
+    return RunContext.resolve(env, products=products, model_store=store)
 
 
 FAILED_STATES = frozenset({"failed", "upstream_failed"})

@@ -190,3 +190,15 @@ def test_a_failing_dbt_step_exits_non_zero_naming_it_and_the_forecast_still_gets
                                     "where target_hour = '2024-01-08 18:00'")).one()
     # The candle is in raw but the features were not rebuilt: no model forecast from stale rows.
     assert outcome.outcome == "fallback" and "features step failed" in outcome.reason
+
+
+def test_no_password_reaches_the_cycles_output_or_dbt_logs(weekly, hourly, cycle_env) -> None:
+    from candlecast.settings import ROLES
+    from cycle.steps import dbt_target_dir
+
+    passwords = [cycle_env[f"CANDLECAST_{role.upper()}_PASSWORD"] for role in ROLES]
+    files = [p for p in dbt_target_dir(cycle_env).rglob("*") if p.is_file()]
+    assert any(p.suffix == ".log" for p in files), "the cycle's dbt logs should be there to check"
+    for text_ in (weekly.stdout, weekly.stderr, hourly.stdout, hourly.stderr):
+        assert not any(pw in text_ for pw in passwords)
+    assert [str(p) for p in files if any(pw.encode() in p.read_bytes() for pw in passwords)] == []

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from candlecast.inputs import InvalidInput, product_id, schema_base
+from candlecast.settings import DbServer, ExtractSettings, SettingsError, ml_settings
 from cycle.context import CycleConfigError, RunContext, parse_products
 from ml.model import PERSISTENCE, ConstantForecaster
 from ml.store import ModelStore
@@ -46,11 +47,25 @@ def test_real_product_ids_pass() -> None:
     assert schema_base("candlecast") == "candlecast"
 
 
-def test_env_var_and_airflow_variable_products_are_checked_alike() -> None:
-    with pytest.raises(CycleConfigError, match=r"'\.\./\.\./etc'.*CANDLECAST_EXTRACT_PRODUCTS"):
-        RunContext.resolve({"CANDLECAST_EXTRACT_PRODUCTS": "BTC-USD,../../etc"})
-    with pytest.raises(CycleConfigError, match=r"Airflow Variable candlecast_products"):
+@pytest.mark.parametrize(("variable", "value"), [
+    ("CANDLECAST_EXTRACT_PRODUCTS", "BTC-USD,../../etc"),
+    ("CANDLECAST_PRODUCT", "ВТС-USD"),
+    ("CANDLECAST_DB_SCHEMA", "candlecast`; drop database candlecast_raw; --"),
+])
+def test_env_vars_are_checked_at_the_settings_edge(variable: str, value: str) -> None:
+    reads = {"CANDLECAST_EXTRACT_PRODUCTS": ExtractSettings.from_env, "CANDLECAST_PRODUCT": ml_settings,
+             "CANDLECAST_DB_SCHEMA": DbServer.from_env}[variable]
+    with pytest.raises(SettingsError) as refused:
+        reads({variable: value})
+    assert str(refused.value).startswith(variable)
+    assert "is not a product id" in str(refused.value) or "is not a plain identifier" in str(refused.value)
+
+
+def test_the_airflow_variable_is_checked_like_the_cli_and_env() -> None:
+    with pytest.raises(CycleConfigError, match=r"Airflow Variable candlecast_products.*is not a product id"):
         parse_products("BTC-USD'; drop table x; --", "Airflow Variable candlecast_products")
+    with pytest.raises(SettingsError, match="CANDLECAST_EXTRACT_PRODUCTS"):
+        RunContext.resolve({"CANDLECAST_EXTRACT_PRODUCTS": "../../etc"})
 
 
 def test_the_model_store_refuses_a_product_that_would_leave_its_folder(tmp_path: Path) -> None:
@@ -81,3 +96,13 @@ def test_the_clis_refuse_a_hostile_product_before_touching_anything(
         tables = tables.scalar_one()
     assert tables == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_store_variable_must_stay_inside_the_local_dir(tmp_path: Path) -> None:
+    from candlecast.inputs import folder_within
+
+    local = tmp_path / "local"
+    assert folder_within(str(local / "models"), local) == (local / "models").resolve()
+    for value in ("/etc", str(local / ".." / "elsewhere"), "models", ""):
+        with pytest.raises(InvalidInput, match="candlecast_model_store"):
+            folder_within(value, local, "Airflow Variable candlecast_model_store")

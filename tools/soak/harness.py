@@ -156,10 +156,8 @@ class Soak:
             "PYTHONPATH": str(REPO_ROOT),
         })
         self.env = env
-        with self.admin.begin() as conn:
-            for database in self.schemas.all():
-                conn.exec_driver_sql(f"drop database if exists `{database}`")
-        mariadb.provision(self.schemas, env=self.db_env)
+        # Set-up drops the base (the admin role may only drop what it was granted).
+        mariadb.provision(self.schemas, env=self.db_env, fresh=True)
         shutil.rmtree(self.config.work_dir / "models", ignore_errors=True)
         shutil.rmtree(self.config.work_dir / "cycle", ignore_errors=True)
 
