@@ -60,8 +60,16 @@ class Api:
             headers["Authorization"] = f"Bearer {self.token}"
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
+        for attempt in range(10):
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    return json.loads(resp.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                # 503: the API server met SQLite's lock (scheduler and DAG processor write the same file) and
+                # rolled back; it says to try again.
+                if exc.code != 503 or attempt == 9:
+                    raise
+                time.sleep(2)
 
     def get(self, path: str) -> Any:
         return self._call("GET", path)
@@ -91,15 +99,17 @@ def api_airflow(dag_env, dbt_manifest) -> Iterator[LocalAirflow]:
 
 
 class ProcessWatch:
-    """Samples every process of the running Airflow (its process group: standalone, scheduler, task processes,
-    dbt under Cosmos) while a run goes on: which role passwords each one's environment and command line hold."""
+    """Samples every process of the running Airflow (standalone and all its descendants: scheduler, task
+    supervisors and runners, which run in sessions of their own, dbt under Cosmos) while a run goes on: which role
+    passwords each one's environment and command line hold."""
 
-    def __init__(self, pgid: int, passwords: dict[str, str]) -> None:
+    def __init__(self, root_pid: int, passwords: dict[str, str]) -> None:
         import threading
 
-        self.pgid = pgid
+        self.root_pid = root_pid
         self.passwords = passwords
-        self.seen: dict[int, tuple[str, frozenset[str], frozenset[str]]] = {}  # pid -> (cmdline, env roles, argv roles)
+        # (pid, parent pid, command line, roles whose password its environment holds, roles in its argv)
+        self.seen: set[tuple[int, int, str, frozenset[str], frozenset[str]]] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="process-watch", daemon=True)
         self._thread.start()
@@ -110,22 +120,26 @@ class ProcessWatch:
     def _run(self) -> None:
         from pathlib import Path
 
+        import psutil
+
+        root = psutil.Process(self.root_pid)
         while not self._stop.is_set():
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for proc in tree:
                 try:
-                    if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != self.pgid:
-                        continue
-                    cmdline = (entry / "cmdline").read_bytes()
-                    environ = (entry / "environ").read_bytes()
-                except (OSError, IndexError, ValueError):
+                    cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+                    environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+                    parent = proc.ppid()
+                except (OSError, psutil.Error):
                     continue
                 shown = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
-                self.seen[int(entry.name)] = (shown, self._roles_in(environ), self._roles_in(cmdline))
-            time.sleep(0.2)
+                self.seen.add((proc.pid, parent, shown, self._roles_in(environ), self._roles_in(cmdline)))
+            time.sleep(0.1)
 
-    def stop(self) -> dict[int, tuple[str, frozenset[str], frozenset[str]]]:
+    def stop(self) -> set[tuple[int, int, str, frozenset[str], frozenset[str]]]:
         self._stop.set()
         self._thread.join()
         return self.seen
@@ -230,13 +244,20 @@ def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_ru
     # One secret per process: Airflow and its task processes hold no role's password in their environment (a
     # task reads its step's role from its Connection); each dbt process Cosmos starts holds the transformer's
     # only. No password on any command line, nor in any log of the run.
-    dbt = {pid: env for pid, (cmd, env, _) in seen.items() if "/dbt " in cmd or cmd.startswith("dbt ")}
-    assert dbt, f"no dbt process seen among {sorted(c for c, _, _ in seen.values())}"
-    assert all(env == {"transformer"} for env in dbt.values()), dbt
-    assert seen[standalone][1] == frozenset(), "airflow standalone holds role passwords"
-    others = {seen[pid][0]: seen[pid][1] for pid in seen if pid not in dbt and seen[pid][1]}
-    assert others == {}, f"processes holding role passwords in their environment: {others}"
-    assert [cmd for cmd, _, argv in seen.values() if argv] == []
+    dbt_pids = {pid for pid, _, cmd, _, _ in seen if "/dbt " in cmd or cmd.startswith("dbt ")}
+    assert dbt_pids, f"no dbt process seen among {sorted({cmd for _, _, cmd, _, _ in seen})}"
+    grown = True
+    while grown:  # what dbt starts (it runs lsb_release, say) inherits its environment: part of dbt
+        before = len(dbt_pids)
+        dbt_pids |= {pid for pid, parent, _, _, _ in seen if parent in dbt_pids}
+        grown = len(dbt_pids) > before
+    dbt = {(cmd, env) for pid, _, cmd, env, _ in seen if pid in dbt_pids}
+    assert all(env == {"transformer"} for _, env in dbt), dbt
+    running_tasks = {cmd for _, _, cmd, _, _ in seen if "LocalExecutor: " in cmd and "<idle>" not in cmd}
+    assert running_tasks, "no task process seen while the run went on"
+    holding = {cmd: env for pid, _, cmd, env, _ in seen if env and pid not in dbt_pids}
+    assert holding == {}, f"processes holding role passwords in their environment: {holding}"
+    assert [cmd for _, _, cmd, _, argv in seen if argv] == []
     leaked = [str(path) for path in api_airflow.home.rglob("*") if path.is_file() and path.suffix in (".log", ".json")
               and any(pw.encode() in path.read_bytes() for pw in passwords.values())]
     assert leaked == [], f"passwords in {leaked}"
