@@ -486,9 +486,9 @@ def bootstrap_sql(schemas: Schemas, creds: Mapping[str, str], reader_requires_tl
     wild = ", ".join(_quote_str(db) for db in schemas.all() if "_" in db or "%" in db)
     # Older starts granted on the unescaped names (wildcards): those grants go before the exact ones are made.
     lines += [f"delete from mysql.db where User in ({users}) and Db in ({wild});", "flush privileges;"] if wild else []
-    for role, grants in role_grants(schemas).items():
+    for grantee, grants in role_grants(schemas).items():
         for privileges, database in grants:
-            for account in accounts(role):
+            for account in accounts(grantee):
                 lines.append(f"grant {privileges} on {_grant_target(database)} to {account};")
     lines.append("flush privileges;")
     return "\n".join(lines) + "\n"
@@ -578,7 +578,7 @@ def option_file(role: str, env: Mapping[str, str] | None = None) -> Path:
         raise MariaDBError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     server = local_server(env)
     _ensure_credentials(server)
-    login = db_settings(role, env)  # type: ignore[arg-type]  # env vars win over the generated file
+    login = db_settings(role, env)  # env vars win over the generated file
     lines = ["[client]", f"user={login.user}", f"password={login.password}", f"host={login.host}",
              f"port={login.port}"]
     if server.tls:

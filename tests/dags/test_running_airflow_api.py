@@ -13,7 +13,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -103,7 +103,7 @@ class ProcessWatch:
     supervisors and runners, which run in sessions of their own, dbt under Cosmos) while a run goes on: which role
     passwords each one's environment and command line hold."""
 
-    def __init__(self, root_pid: int, passwords: dict[str, str]) -> None:
+    def __init__(self, root_pid: int, passwords: Mapping[str, str]) -> None:
         import threading
 
         self.root_pid = root_pid
@@ -223,7 +223,7 @@ def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_ru
     from candlecast.airflow_local import running_pid
     from candlecast.settings import ROLES
 
-    passwords = {role: os.environ[f"CANDLECAST_{role.upper()}_PASSWORD"] for role in ROLES}
+    passwords: dict[str, str] = {role: os.environ[f"CANDLECAST_{role.upper()}_PASSWORD"] for role in ROLES}
     standalone = running_pid(api_airflow)
     assert standalone is not None
     watch = ProcessWatch(standalone, passwords)

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from candlecast.inputs import InvalidInput, product_id, schema_base
 from candlecast.settings import DbServer, ExtractSettings, SettingsError, ml_settings
-from cycle.context import CycleConfigError, RunContext, parse_products
+from cycle.context import RunContext, parse_products
 from ml.model import PERSISTENCE, ConstantForecaster
 from ml.store import ModelStore
 
@@ -62,7 +62,7 @@ def test_env_vars_are_checked_at_the_settings_edge(variable: str, value: str) ->
 
 
 def test_the_airflow_variable_is_checked_like_the_cli_and_env() -> None:
-    with pytest.raises(CycleConfigError, match=r"Airflow Variable candlecast_products.*is not a product id"):
+    with pytest.raises(SettingsError, match=r"Airflow Variable candlecast_products.*is not a product id"):
         parse_products("BTC-USD'; drop table x; --", "Airflow Variable candlecast_products")
     with pytest.raises(SettingsError, match="CANDLECAST_EXTRACT_PRODUCTS"):
         RunContext.resolve({"CANDLECAST_EXTRACT_PRODUCTS": "../../etc"})
@@ -78,7 +78,7 @@ def test_the_model_store_refuses_a_product_that_would_leave_its_folder(tmp_path:
 
 @pytest.mark.integration
 def test_the_clis_refuse_a_hostile_product_before_touching_anything(
-        tmp_path: Path, provision_schemas, admin_engine) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, provision_schemas, admin_engine) -> None:
     schemas = provision_schemas("ct_hostile", fresh=True)
     env = {**os.environ, "CANDLECAST_DB_SCHEMA": schemas.base, "CANDLECAST_MODEL_STORE": str(tmp_path / "store"),
            "CANDLECAST_BACKTEST_DIR": str(tmp_path / "backtest"), "COINBASE_API_URL": "http://127.0.0.1:9",

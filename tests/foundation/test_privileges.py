@@ -63,7 +63,7 @@ def probes(mariadb: dict[str, str]) -> Iterator[Schemas]:
     local.superuser_sql(server, f"drop database if exists `{OTHER}`;")
 
 
-def _connect(role: str) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+def _connect(role: str) -> pymysql.connections.Connection:
     s = db_settings(role)  # type: ignore[arg-type]
     return pymysql.connect(host=s.host, port=s.port, user=s.user, password=s.password, autocommit=True)
 
