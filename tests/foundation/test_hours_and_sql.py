@@ -63,5 +63,5 @@ def test_identifiers_are_backtick_quoted_and_a_bad_schema_base_fails_at_the_sett
     assert quote_ident("candlecast_raw") == "`candlecast_raw`"
     assert quote_ident("over") == "`over`"  # reserved words are why everything is quoted
     env = {"CANDLECAST_CREDENTIALS_FILE": "/nonexistent", "CANDLECAST_LOADER_PASSWORD": "x"}
-    with pytest.raises(SettingsError, match="CANDLECAST_DB_SCHEMA: SQL identifier 'a`b' contains a backtick"):
+    with pytest.raises(SettingsError, match="CANDLECAST_DB_SCHEMA: schema base 'a`b' is not a plain identifier"):
         db_settings("loader", {**env, "CANDLECAST_DB_SCHEMA": "a`b"})
