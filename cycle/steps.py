@@ -114,8 +114,9 @@ def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
 
     Then it heals (``ml.predict.heal_forecasts``): the earlier hours of the extractor's trailing re-fetch window
     (``CANDLECAST_EXTRACT_REFETCH_HOURS`` before the interval's end, where late candles land) that got a
-    fallback and whose candle has since arrived get the model's forecast, so no interval needs re-running by
-    hand. Each product's summary lists the hours it healed."""
+    fallback, or no outcome at all (their cycle never ran or died before predict), and whose candle has since
+    arrived get the model's forecast, so no interval needs re-running by hand. Each product's summary lists the
+    hours it healed."""
     from candlecast.settings import ExtractSettings
     from ml.predict import forecast_hour, heal_forecasts
     from ml.store import ModelStore
@@ -248,7 +249,9 @@ def _describe_extract(summary: Summary) -> str:
 
 def _describe_predict(summary: Summary) -> str:
     def healed(s: dict[str, Any]) -> str:
-        return f" (healed {len(s['healed'])} earlier hour(s) that had a fallback)" if s.get("healed") else ""
+        if not s.get("healed"):
+            return ""
+        return f" (healed {len(s['healed'])} earlier hour(s) that had a fallback or no outcome)"
 
     return "; ".join(s["summary"] + healed(s) for s in summary)
 

@@ -12,8 +12,9 @@ Two entry points:
   once the candle has arrived supersedes the fallback with the model's forecast; a further re-run changes
   nothing.
 - ``heal_forecasts``: what the hourly cycle calls after it, so nobody has to re-run those intervals: the hours
-  of a given range (the extractor's trailing re-fetch window) that got a fallback and whose candle has since
-  arrived are forecast again (``forecast_hours``), found with one query (``healable_hours``).
+  of a given range (the extractor's trailing re-fetch window) that got a fallback, or no outcome at all (their
+  cycle never ran), and whose candle has since arrived are forecast again (``forecast_hours``), found with one
+  query (``healable_hours``).
 - ``predict_hour`` / ``predict_range``: strict backfills with the model. A missing row, a row that is not
   forecastable, or any row other than the requested hours is refused with an error that names product and
   hour, and nothing is written: never a silent forecast from an older row.
@@ -367,9 +368,11 @@ def forecast_hours(engine: Engine, schemas: Schemas, store: ModelStore, product:
 
 def healable_hours(engine: Engine, schemas: Schemas, products: list[str] | tuple[str, ...], start: datetime,
                    end: datetime) -> dict[str, list[datetime]]:
-    """Per product, the feature hours in [start, end) recorded with a ``fallback`` or ``none`` outcome whose
-    feature row has since become forecastable (the candle arrived late, or after an outage): one query for
-    every product, both tables read through their primary keys over a range of hours."""
+    """Per product, the feature hours in [start, end) whose feature row is forecastable (the candle arrived late,
+    or after an outage) and whose outcome is a ``fallback``, ``none``, or not recorded at all (the cycle died, or
+    the database was down, before predict) -- the last only from the product's first recorded outcome on, so a
+    fresh deployment does not forecast old history. One query for every product: the feature mart's primary key
+    over the range, the outcomes' primary key per hour and per product's first hour (no scan of history)."""
     from sqlalchemy import bindparam, text
 
     from ml.features import FEATURE_TABLE, FORECASTABLE_COLUMN
@@ -378,12 +381,18 @@ def healable_hours(engine: Engine, schemas: Schemas, products: list[str] | tuple
     found: dict[str, list[datetime]] = {}
     if end <= start or not products:
         return found
+    outcomes = f"`{schemas.ml}`.forecast_outcomes"
+    # The product's first outcome as one primary-key read per feature row (order by .. limit 1, not min() over a
+    # derived table, which MariaDB computes by reading every outcome of the product): cost flat in history.
     sql = text(
-        f"select o.product_id, o.feature_hour from `{schemas.ml}`.forecast_outcomes o "
-        f"join `{schemas.marts}`.`{FEATURE_TABLE}` f on f.product_id = o.product_id and f.hour = o.feature_hour "
-        "where o.product_id in :products and o.target_hour > :start and o.target_hour <= :end "
-        f"and o.outcome in ('{FALLBACK}', '{NO_FORECAST}') and f.{FORECASTABLE_COLUMN} = 1 "
-        "order by o.product_id, o.feature_hour"
+        f"select f.product_id, f.hour from `{schemas.marts}`.`{FEATURE_TABLE}` f "
+        f"left join {outcomes} o on o.product_id = f.product_id and o.target_hour = f.hour + interval 1 hour "
+        "where f.product_id in :products and f.hour >= :start and f.hour < :end "
+        f"and f.{FORECASTABLE_COLUMN} = 1 "
+        f"and (o.product_id is null or o.outcome in ('{FALLBACK}', '{NO_FORECAST}')) "
+        f"and f.hour >= (select e.target_hour from {outcomes} e where e.product_id = f.product_id "
+        "                order by e.target_hour limit 1) "
+        "order by f.product_id, f.hour"
     ).bindparams(bindparam("products", expanding=True))
     try:
         with engine.connect() as conn:
@@ -410,12 +419,14 @@ def _runs(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
 def heal_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, products: list[str] | tuple[str, ...],
                    start: datetime, end: datetime, cache: ModelCache | None = None) -> dict[str, list[ForecastOutcome]]:
     """Re-forecast (``forecast_hours``) every feature hour in [start, end) whose recorded outcome is a fallback
-    or none and whose candle has since arrived and is forecastable; the outcomes written, per product.
+    or none, or that has no outcome (after the product's first one: its cycle never ran), and whose candle has
+    since arrived and is forecastable; the outcomes written, per product.
 
     What an operator would otherwise do by re-running those intervals, done by the hourly step itself: the
     caller passes the hours the extractor's trailing re-fetch covers, where late candles land. Idempotent: a
     healed hour is a ``model`` outcome (its ``replaced_outcome`` keeps what was served at cycle time) and is
-    not found again; an hour whose candle is still missing is not touched. ``cache`` defaults to the process's
+    not found again; an hour whose candle is still missing is not touched (one with no outcome gets none: nothing
+    was served at its cycle, and a fallback recorded now would pretend otherwise). ``cache`` defaults to the process's
     (``forecast_hour``'s), so the hour's own forecast and the healing load the model once.
     """
     cache = cache or DEFAULT_CACHE
@@ -423,7 +434,7 @@ def heal_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, products
     for product, hours in healable_hours(engine, schemas, products, start, end).items():
         outcomes = [o for first, last in _runs(hours) for o in forecast_hours(engine, schemas, store, product,
                                                                                first, last, cache)]
-        log.info("%s: healed %d hour(s) that had a fallback: %s", product, len(outcomes),
+        log.info("%s: healed %d hour(s) that had a fallback or no outcome: %s", product, len(outcomes),
                  _hours_text([o.feature_hour for o in outcomes]))
         healed[product] = outcomes
     return healed
