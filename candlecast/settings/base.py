@@ -21,6 +21,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LOCAL_DIR = REPO_ROOT / ".local"
 
 
+def default_under_local_dir(data: Any, env_name: str, field_name: str, folder: str) -> Any:
+    """A ``mode="before"`` validator's input with ``field_name`` defaulted to ``$CANDLECAST_LOCAL_DIR/folder``
+    when neither the env var nor the field is given (the local dir itself may come from either)."""
+    if isinstance(data, dict) and not (data.get(env_name) or data.get(field_name)):
+        local = data.get("CANDLECAST_LOCAL_DIR") or data.get("local_dir") or DEFAULT_LOCAL_DIR
+        data = {**data, field_name: Path(local) / folder}
+    return data
+
+
 class SettingsError(RuntimeError):
     """A setting is missing or invalid; the message names the variable and the value."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from candlecast.settings.base import DEFAULT_LOCAL_DIR, EnvSettings
+from candlecast.settings.base import DEFAULT_LOCAL_DIR, EnvSettings, default_under_local_dir
 from candlecast.settings.db import Port
 
 DEFAULT_AIRFLOW_PORT = 8080
@@ -35,10 +35,7 @@ class LocalServices(EnvSettings):
     @model_validator(mode="before")
     @classmethod
     def _airflow_under_local_dir(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not (data.get("CANDLECAST_AIRFLOW_HOME") or data.get("airflow_home")):
-            local = data.get("CANDLECAST_LOCAL_DIR") or data.get("local_dir") or DEFAULT_LOCAL_DIR
-            data = {**data, "airflow_home": Path(local) / "airflow"}
-        return data
+        return default_under_local_dir(data, "CANDLECAST_AIRFLOW_HOME", "airflow_home", "airflow")
 
     @property
     def mariadb_dir(self) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from candlecast.inputs import product_id
-from candlecast.settings.base import DEFAULT_LOCAL_DIR, EnvSettings
+from candlecast.settings.base import DEFAULT_LOCAL_DIR, EnvSettings, default_under_local_dir
 from candlecast.settings.extract import DEFAULT_PRODUCT
 
 
@@ -32,10 +32,7 @@ class MlSettings(EnvSettings):
     @model_validator(mode="before")
     @classmethod
     def _store_under_local_dir(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not (data.get("CANDLECAST_MODEL_STORE") or data.get("store_dir")):
-            local = data.get("CANDLECAST_LOCAL_DIR") or data.get("local_dir") or DEFAULT_LOCAL_DIR
-            data = {**data, "store_dir": Path(local) / "models"}
-        return data
+        return default_under_local_dir(data, "CANDLECAST_MODEL_STORE", "store_dir", "models")
 
     @field_validator("product")
     @classmethod
