@@ -26,10 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.soak.__main__ import verdicts  # noqa: E402
 from tools.soak.harness import CycleRun, SoakConfig  # noqa: E402
 from tools.soak.plan import SoakPlan  # noqa: E402
-from tools.soak.run import run_soak  # noqa: E402
+from tools.soak.run import print_verdicts, run_soak  # noqa: E402
 
 AVAILABILITY_TARGET = 0.99
 CYCLE_RATIO_TARGET = 1.2
@@ -72,11 +71,7 @@ def main() -> int:
         median = airflow[len(airflow) // 2]
         print(f"through Airflow (dag.test): {len(airflow)} consecutive hours, median {median:.1f} s per hour")
     print(f"machine load after: {uptime()}")
-    ok = True
-    for what, holds, figure in verdicts(findings):
-        ok &= holds
-        print(f"{'PASS' if holds else 'FAIL'}  {what}: {figure}")
-    return 0 if ok else 1
+    return 0 if print_verdicts(findings) else 1
 
 
 if __name__ == "__main__":

@@ -15,28 +15,7 @@ from pathlib import Path
 from candlecast.settings import REPO_ROOT
 from tools.soak.harness import CycleRun, Mode, SoakConfig
 from tools.soak.plan import SoakPlan
-from tools.soak.run import Findings, run_soak
-
-
-def verdicts(f: Findings) -> list[tuple[str, bool, str]]:
-    """Each check of the soak: (what, holds, figure)."""
-    a = f.availability
-    return [
-        ("forecast availability >= 99%", a.ratio >= 0.99,
-         f"{a.ratio:.2%} ({a.forecast}/{a.served}; without: {[f'{h:%m-%d %H:%M}' for h in a.missing]})"),
-        ("every hour has a forecast or a labelled outcome", not f.unlabelled, f"outcomes {f.outcome_counts}"),
-        ("raw table equals the API's final truth", not f.truth_differences, "; ".join(f.truth_differences) or "equal"),
-        ("no extract run left running", f.running_after_soak == 0 and f.running_after_rerun == 0,
-         f"{f.running_after_soak} after the soak, {f.running_after_rerun} after the re-run"),
-        ("the SIGKILL landed in the dbt step", f.kill_landed, ""),
-        ("re-running every hour changes nothing but the forecasts a correction reached", not f.rerun_changes,
-         f"{f.reran} hours re-run in {f.rerun_seconds:.0f} s, {f.remade_forecasts} forecasts remade; "
-         + ("; ".join(f.rerun_changes) or "nothing else changed")),
-        ("re-running every hour again changes nothing", not f.second_rerun_changes,
-         "; ".join(f.second_rerun_changes) or "no change"),
-        ("feature mart equals a full refresh", not f.full_refresh_changes,
-         "; ".join(f.full_refresh_changes) or "equal"),
-    ]
+from tools.soak.run import print_verdicts, run_soak
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,11 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     timing = findings.timing()
     print("cycle wall time: median {median_s:.2f} s, p95 {p95_s:.2f} s; fault-free median {fault_free_median_s:.2f} s "
           "(median {median_ratio:.2f}x, p95 {p95_ratio:.2f}x)".format(**timing))
-    ok = True
-    for what, holds, figure in verdicts(findings):
-        ok &= holds
-        print(f"{'PASS' if holds else 'FAIL'}  {what}: {figure}")
-    return 0 if ok else 1
+    return 0 if print_verdicts(findings) else 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from candlecast.hours import naive_utc
 from tools.replay.clock import HOUR_S
 from tools.soak.plan import HOUR, PRODUCT
 
@@ -29,10 +30,6 @@ VOLATILE_COLUMNS = {"metadata", "run_id"}
 
 def _unix(moment: datetime) -> int:
     return int(moment.replace(tzinfo=UTC).timestamp()) if moment.tzinfo is None else int(moment.timestamp())
-
-
-def naive(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def served_at_cycle_time(soak: Soak) -> set[int]:
@@ -72,7 +69,7 @@ def outcomes(soak: Soak) -> dict[datetime, Outcome]:
     """What the hourly step recorded per target hour of the soak (``forecast_outcomes``; a ``predictions``
     row counts as a model outcome where that table does not exist)."""
     s, plan = soak.schemas, soak.plan
-    first, last = naive(plan.end(0)), naive(plan.end(plan.hours - 1))
+    first, last = naive_utc(plan.end(0)), naive_utc(plan.end(plan.hours - 1))
     out: dict[datetime, Outcome] = {}
     with soak.admin.connect() as conn:
         if table_exists(soak.admin, s.ml, "forecast_outcomes"):
@@ -105,7 +102,7 @@ def availability(soak: Soak) -> Availability:
     served = served_at_cycle_time(soak)
     missing = []
     for k in sorted(served):
-        target = naive(soak.plan.end(k))
+        target = naive_utc(soak.plan.end(k))
         got = recorded.get(target)
         if got is None or got.outcome != "model":
             missing.append(target)
@@ -115,7 +112,7 @@ def availability(soak: Soak) -> Availability:
 def unlabelled_hours(soak: Soak) -> list[datetime]:
     """Soak hours with neither a forecast nor a labelled outcome."""
     recorded = outcomes(soak)
-    return [naive(soak.plan.end(k)) for k in range(soak.plan.hours) if naive(soak.plan.end(k)) not in recorded]
+    return [naive_utc(soak.plan.end(k)) for k in range(soak.plan.hours) if naive_utc(soak.plan.end(k)) not in recorded]
 
 
 def raw_candles(soak: Soak) -> dict[int, tuple[Decimal, ...]]:
@@ -220,7 +217,7 @@ def correction_window(soak: Soak) -> tuple[datetime, datetime]:
     """The target hours forecast after the corrected hour closed but before the correction came out."""
     plan = soak.plan
     corrected = plan.feature_hour(plan.corrected_at)
-    return naive(corrected + HOUR), naive(corrected + HOUR + plan.corrected_after)
+    return naive_utc(corrected + HOUR), naive_utc(corrected + HOUR + plan.corrected_after)
 
 
 def feature_mart(soak: Soak) -> Table:
@@ -240,5 +237,5 @@ def fallback_cycles(soak: Soak) -> list[int]:
     """Cycles whose hour holds a labelled fallback (or nothing) rather than the model's forecast."""
     recorded = outcomes(soak)
     return [k for k in range(soak.plan.hours)
-            if (got := recorded.get(naive(soak.plan.end(k)))) is None or got.outcome != "model"]
+            if (got := recorded.get(naive_utc(soak.plan.end(k)))) is None or got.outcome != "model"]
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from candlecast.hours import naive_utc
 from tools.soak import checks
 from tools.soak.harness import CycleRun, Soak, SoakConfig
 from tools.soak.plan import SoakPlan
@@ -102,11 +103,11 @@ def run_soak(plan: SoakPlan, config: SoakConfig, on_cycle: Callable[[CycleRun], 
             faults_fired=dict(Counter(r.fault for r in soak.server.requests if r.fault)),
         )
         first = checks.outcomes(soak)
-        findings.first_outcomes = {k: first.get(checks.naive(plan.end(k))) for k in range(plan.hours)}
+        findings.first_outcomes = {k: first.get(naive_utc(plan.end(k))) for k in range(plan.hours)}
         findings.healed = checks.fallback_cycles(soak)
         findings.heal_seconds = soak.heal(findings.healed)
         healed = checks.outcomes(soak)
-        findings.after_heal = {k: healed.get(checks.naive(plan.end(k))) for k in range(plan.hours)}
+        findings.after_heal = {k: healed.get(naive_utc(plan.end(k))) for k in range(plan.hours)}
         if rerun:
             # The first re-run may only remake the forecasts a correction reached after they were made;
             # the second must change nothing at all.
@@ -129,3 +130,33 @@ def run_soak(plan: SoakPlan, config: SoakConfig, on_cycle: Callable[[CycleRun], 
     finally:
         soak.close()
         soak.stop_database()
+
+
+def verdicts(f: Findings) -> list[tuple[str, bool, str]]:
+    """Each check of the soak: (what, holds, figure)."""
+    a = f.availability
+    return [
+        ("forecast availability >= 99%", a.ratio >= 0.99,
+         f"{a.ratio:.2%} ({a.forecast}/{a.served}; without: {[f'{h:%m-%d %H:%M}' for h in a.missing]})"),
+        ("every hour has a forecast or a labelled outcome", not f.unlabelled, f"outcomes {f.outcome_counts}"),
+        ("raw table equals the API's final truth", not f.truth_differences, "; ".join(f.truth_differences) or "equal"),
+        ("no extract run left running", f.running_after_soak == 0 and f.running_after_rerun == 0,
+         f"{f.running_after_soak} after the soak, {f.running_after_rerun} after the re-run"),
+        ("the SIGKILL landed in the dbt step", f.kill_landed, ""),
+        ("re-running every hour changes nothing but the forecasts a correction reached", not f.rerun_changes,
+         f"{f.reran} hours re-run in {f.rerun_seconds:.0f} s, {f.remade_forecasts} forecasts remade; "
+         + ("; ".join(f.rerun_changes) or "nothing else changed")),
+        ("re-running every hour again changes nothing", not f.second_rerun_changes,
+         "; ".join(f.second_rerun_changes) or "no change"),
+        ("feature mart equals a full refresh", not f.full_refresh_changes,
+         "; ".join(f.full_refresh_changes) or "equal"),
+    ]
+
+
+def print_verdicts(findings: Findings) -> bool:
+    """Print each check as PASS/FAIL with its figure (the command and the benchmark); True when all hold."""
+    ok = True
+    for what, holds, figure in verdicts(findings):
+        ok &= holds
+        print(f"{'PASS' if holds else 'FAIL'}  {what}: {figure}")
+    return ok
