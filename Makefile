@@ -22,20 +22,27 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 RUN := $(PY) -m candlecast.withenv
 
 .PHONY: help deps system-deps venvs db-start db-stop db-status demo test test-db-stop test-unit lint bench soak \
-        dbt-parse dbt-build docs docs-serve airflow airflow-stop clean
+        dbt-parse dbt-build docs docs-serve airflow airflow-stop clean serve
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # --- set-up -------------------------------------------------------------------------------------
 
-deps: system-deps venvs  ## install what is missing: mariadb-server and both virtualenvs
+deps: system-deps venvs  ## install what is missing: mariadb-server, chromium, wrk and both virtualenvs
 
 system-deps:
 	@if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then \
 	  echo "installing Debian's mariadb-server"; \
 	  $(SUDO) apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null; \
+	fi
+	@# Debian's chromium for the dashboard's browser test (Playwright drives it; its own browser download is not
+	@# used), wrk for the API benchmark.
+	@if ! command -v chromium >/dev/null || ! command -v wrk >/dev/null; then \
+	  echo "installing Debian's chromium and wrk"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium wrk >/dev/null; \
 	fi
 
 venvs: $(VENV)/.installed $(VENV_DBT)/.installed
@@ -91,6 +98,12 @@ soak: deps  ## the replayed fortnight: 336 hourly cycles through every fault, 24
 
 clean:  ## remove caches (keeps .local data; `make db-stop && rm -rf .local` for a clean slate)
 	rm -rf .pytest_cache .ruff_cache .mypy_cache dbt_project/target dbt_project/logs
+
+# --- serving: the read API and dashboard (serve/) ------------------------------------------------
+# As the reader role (it can only SELECT the marts), on CANDLECAST_API_HOST:CANDLECAST_API_PORT (127.0.0.1:8090).
+
+serve: db-start  ## the read API and dashboard on http://127.0.0.1:8090/ (API docs /docs) until Ctrl-C
+	@$(RUN) reader $(PY) -m serve
 
 # --- orchestration: the local Airflow (dags/) --------------------------------------------------
 # Airflow standalone (scheduler, DAG processor, triggerer, API server + UI) with AIRFLOW_HOME under

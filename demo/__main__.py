@@ -16,6 +16,7 @@ def _steps() -> list[tuple[str, Callable[[], str]]]:
     from demo.dags_step import describe_dags_step
     from demo.extract_step import backfill_bundled_sample
     from demo.features_step import build_features_step
+    from demo.serve_step import serve_step
 
     return [
         ("extract: backfill the bundled candles over HTTP from the replay server", backfill_bundled_sample),
@@ -29,6 +30,8 @@ def _steps() -> list[tuple[str, Callable[[], str]]]:
         ("ml: walk-forward backtest and its chart", ml_steps.backtest_step),
         # --- orchestration (dags_step.py) ---
         ("airflow: the DAGs as Airflow parses them (Cosmos renders the dbt models as tasks)", describe_dags_step),
+        # --- serving (serve_step.py): last, so it ends by saying how to open the dashboard ---
+        ("serve: the read API and dashboard over the marts (reader role)", serve_step),
     ]
 
 

@@ -2,12 +2,13 @@
 
 - ``base``: the reader (env vars over the local credentials file) and the one error type, ``SettingsError``;
 - ``db``: the database and one role's login; ``local``: the project's local MariaDB and Airflow;
-- ``extract``, ``ml``, ``dbt``, ``dags``: each part's own settings.
+- ``extract``, ``ml``, ``dbt``, ``dags``, ``api``: each part's own settings.
 
 Each model's ``from_env()`` reads the environment once, at the edge (CLI, demo, DAG task), and the result is
 passed down; constructing a model directly never reads the environment.
 """
 
+from candlecast.settings.api import ApiSettings, api_settings
 from candlecast.settings.base import (
     DEFAULT_LOCAL_DIR,
     REPO_ROOT,
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_LOCAL_DIR",
     "REPO_ROOT",
     "ROLES",
+    "ApiSettings",
     "DagSettings",
     "DbServer",
     "DbSettings",
@@ -41,6 +43,7 @@ __all__ = [
     "RoleLogin",
     "Schemas",
     "SettingsError",
+    "api_settings",
     "credentials_file",
     "dag_settings",
     "db_settings",

@@ -241,5 +241,5 @@ def test_every_model_and_mart_column_is_documented(built_layer: BuiltLayer) -> N
     marts = {k for k in models if models[k]["schema"].endswith("_marts")}
     assert {"model.candlecast.fct_candle_features", "model.candlecast.features_latest"} <= marts
     exposures = {e["name"]: e for e in manifest["exposures"].values()}
-    assert {"ml_weekly_training", "ml_hourly_inference", "sql_consumers"} <= set(exposures)
+    assert {"ml_weekly_training", "ml_hourly_inference", "sql_consumers", "read_api", "dashboard"} <= set(exposures)
     assert "model.candlecast.fct_candle_features" in exposures["ml_weekly_training"]["depends_on"]["nodes"]

@@ -2,8 +2,11 @@
 functions and ``TYPE_CHECKING`` blocks): data flows one way, and the arrows never run back up.
 
 - the plumbing package ``candlecast`` imports no stage (extract, ml, dags), not the ``cycle`` that drives them,
-  no dev tool and not the demo;
-- nothing shipped or deployed (candlecast, cycle, extract, ml, dags) imports the dev-only ``tools`` or the ``demo``;
+  not the read API (``serve``), no dev tool and not the demo;
+- the read API (``serve``) reads the marts and nothing else: it imports no stage that writes (extract, ml,
+  dags, cycle), and no stage imports it (it is the end of the one-way flow);
+- nothing shipped or deployed (candlecast, cycle, extract, ml, dags, serve) imports the dev-only ``tools`` or the
+  ``demo``;
 - no library module imports a ``cli`` module: only a package's ``__main__`` starts its CLI.
 """
 
@@ -14,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("candlecast", "cycle", "extract", "ml", "dags", "demo", "tools")
+PACKAGES = ("candlecast", "cycle", "extract", "ml", "dags", "serve", "demo", "tools")
 
 
 def _module_name(path: Path) -> str:
@@ -61,11 +64,18 @@ def _violations(files: list[Path], forbidden: tuple[str, ...]) -> list[str]:
 def test_the_plumbing_package_imports_no_stage_no_tool_and_not_the_demo() -> None:
     files = _sources("candlecast")
     assert len(files) > 5  # the walk finds the package (a rule over no files would pass for nothing)
+    assert _violations(files, ("extract", "ml", "dags", "cycle", "serve", "tools", "demo")) == []
+
+
+def test_the_read_api_imports_no_writing_stage_and_no_stage_imports_it() -> None:
+    files = _sources("serve")
+    assert len(files) > 5
     assert _violations(files, ("extract", "ml", "dags", "cycle", "tools", "demo")) == []
+    assert _violations(_sources("extract", "ml", "dags", "cycle"), ("serve",)) == []
 
 
 def test_nothing_shipped_or_deployed_imports_the_dev_tools_or_the_demo() -> None:
-    assert _violations(_sources("candlecast", "cycle", "extract", "ml", "dags"), ("tools", "demo")) == []
+    assert _violations(_sources("candlecast", "cycle", "extract", "ml", "dags", "serve"), ("tools", "demo")) == []
 
 
 def test_only_a_packages_main_imports_a_cli_module() -> None:

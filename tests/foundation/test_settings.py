@@ -83,3 +83,22 @@ def test_an_airflow_connection_maps_like_the_unset_variables_in_both_paths() -> 
     rendered = {key: Template(value).render(conn={"cc_transformer": bare})
                 for key, value in connection_env_template("cc", "transformer").items()}
     assert rendered == env
+
+
+def test_the_api_settings_come_from_their_variables_and_keep_keys_secret() -> None:
+    from candlecast.settings import api_settings
+
+    default = api_settings({})
+    assert (default.host, default.port, default.keys, default.cors_origins) == ("127.0.0.1", 8090, (), ())
+    key = "0123456789abcdef-secret"
+    configured = api_settings({"CANDLECAST_API_PORT": "8191", "CANDLECAST_API_KEYS": f" {key}, another-key-0123456 ",
+                               "CANDLECAST_API_CORS_ORIGINS": "https://dash.example.org/"})
+    assert configured.port == 8191 and configured.keys == (key, "another-key-0123456")
+    assert configured.cors_origins == ("https://dash.example.org",)
+    assert key not in repr(configured) and key not in str(configured)
+    with pytest.raises(SettingsError, match=r"CANDLECAST_API_KEYS must hold keys of at least 16 .*got \(hidden\)"):
+        api_settings({"CANDLECAST_API_KEYS": "short-key"})
+    with pytest.raises(SettingsError, match="CANDLECAST_API_MAX_PAGE_SIZE must be >= CANDLECAST_API_DEFAULT_PAGE_SIZE"):
+        api_settings({"CANDLECAST_API_DEFAULT_PAGE_SIZE": "500", "CANDLECAST_API_MAX_PAGE_SIZE": "100"})
+    with pytest.raises(SettingsError, match="CANDLECAST_API_CORS_ORIGINS must be http"):
+        api_settings({"CANDLECAST_API_CORS_ORIGINS": "dash.example.org"})

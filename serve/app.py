@@ -1,0 +1,319 @@
+"""The FastAPI app: ``create_app(settings, db)`` is what ``python -m serve``, the tests and the benchmark run.
+
+It connects as the ``reader`` role (``db`` is that role's settings; the role can only SELECT the marts) through
+a pooled engine that pings each connection before use, so a restarted MariaDB is picked up by the next request
+without restarting the API; while the database is down every data endpoint answers 503 with a body naming the
+server and the cause. The clock (for health) comes from the caller; by default the wall clock, read per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import HTMLResponse, Response
+
+from candlecast.hours import HOUR
+from candlecast.settings import ApiSettings, DbSettings, Schemas
+from serve import health, marts
+from serve.auth import require_key
+from serve.encoding import dumps, iso_utc
+from serve.errors import ApiError, database_unavailable, unknown_product
+from serve.http_cache import JSON, conditional
+from serve.params import fields_param, limit_param, product_param, time_range
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger("serve")
+
+API_VERSION = "1"
+PING_BODY = b'{"status":"ok"}'
+
+
+@dataclass
+class Backend:
+    """The app's one way to the marts: the reader's pooled engine, the schemas, the settings and the clock."""
+
+    engine: Engine
+    schemas: Schemas
+    where: str  # user@host:port, for messages (never the password)
+    settings: ApiSettings
+    clock: Callable[[], datetime]
+    _columns: tuple[str, ...] = ()
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A pooled connection; a database fault inside becomes ``ApiError`` 503 (others propagate)."""
+        from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except (OperationalError, InterfaceError, PoolTimeout) as exc:
+            raise database_unavailable(self.where, exc) from exc
+        except ProgrammingError as exc:
+            if getattr(exc.orig, "args", (None,))[0] == 1146:  # a mart table is missing: not built yet
+                raise database_unavailable(self.where, exc) from exc
+            raise
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise database_unavailable(self.where, exc) from exc
+            raise
+
+    def feature_columns(self, conn: Connection, refresh: bool = False) -> tuple[str, ...]:
+        """The feature mart's columns, read once and again only when a request names one not seen (a full
+        refresh may have added it)."""
+        with self._lock:
+            if self._columns and not refresh:
+                return self._columns
+        columns = marts.feature_columns(conn, self.schemas)
+        with self._lock:
+            self._columns = columns
+        return columns
+
+
+def make_reader_engine(db: DbSettings, settings: ApiSettings) -> Engine:
+    from candlecast.db import make_engine
+
+    return make_engine(
+        db,
+        connect_args={"connect_timeout": settings.db_timeout_s, "read_timeout": 30},
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_size,
+        pool_timeout=settings.db_timeout_s,
+        pool_recycle=3600,  # below MariaDB's wait_timeout, so the pool never hands out a connection it closed
+    )
+
+
+def forecast_item(row: marts.Row) -> dict[str, Any]:
+    item = {c: row[c] for c in marts.FORECAST_COLUMNS}
+    item["is_fallback"] = row["outcome"] != "model"
+    return item
+
+
+def _newest(rows: list[marts.Row], column: str, plus: timedelta = timedelta(0)) -> datetime | None:
+    values = [r[column] for r in rows if r.get(column) is not None]
+    return max(values) + plus if values else None
+
+
+def _json_error(exc: ApiError) -> Response:
+    return Response(content=exc.body(), status_code=exc.status, headers=exc.headers, media_type=JSON)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return _json_error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(part) for part in first.get("loc", ())]
+        parameter = loc[-1] if loc else None
+        return _json_error(ApiError(422, "bad_parameter", f"{parameter}: {first.get('msg', 'invalid')}",
+                                    parameter=parameter))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = f"no such endpoint: {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+        return _json_error(ApiError(exc.status_code, code, message, headers=dict(exc.headers or {})))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("500 on %s", request.url.path)
+        return _json_error(ApiError(500, "internal_error", "internal error; it is in the server's log"))
+
+
+def create_app(settings: ApiSettings, db: DbSettings, *, clock: Callable[[], datetime] | None = None,
+               engine: Engine | None = None) -> FastAPI:
+    """The API and dashboard over ``db`` (the reader role's settings)."""
+    backend = Backend(
+        engine=engine if engine is not None else make_reader_engine(db, settings),
+        schemas=db.schemas, where=db.describe(), settings=settings,
+        clock=clock or (lambda: datetime.now(UTC)),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        yield
+        backend.engine.dispose()
+
+    app = FastAPI(
+        title="candlecast read API",
+        version=API_VERSION,
+        description="Forecasts of the next hourly close, the feature mart, the leaderboard and pipeline health, "
+                    "read from the marts as the reader role. Times are ISO 8601 UTC; ranges are [start, end).",
+        lifespan=lifespan,
+    )
+    app.state.backend = backend
+    _install_error_handlers(app)
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET"],
+            allow_headers=["Authorization", "X-API-Key", "If-None-Match", "If-Modified-Since"],
+            expose_headers=["ETag", "Last-Modified"],
+        )
+
+    def guard(request: Request) -> None:
+        require_key(request, settings.keys)
+
+    @app.get("/v1/ping", tags=["meta"], summary="Liveness: a constant, no database")
+    async def ping() -> Response:
+        return Response(content=PING_BODY, media_type=JSON)
+
+    @app.get("/v1/products", tags=["products"], summary="Every product, its first and newest hour")
+    def list_products(request: Request) -> Response:
+        guard(request)
+        with backend.read() as conn:
+            rows = marts.products(conn, backend.schemas)
+        return conditional(request, dumps({"products": rows}), _newest(rows, "newest_hour", HOUR))
+
+    @app.get("/v1/forecasts/latest", tags=["forecasts"],
+             summary="Per product, the forecast served for its newest target hour")
+    def latest(request: Request,
+               product: str | None = Query(None, description="one product id, e.g. BTC-USD")) -> Response:
+        guard(request)
+        wanted = product_param(product) if product else None
+        with backend.read() as conn:
+            rows = marts.latest_forecasts(conn, backend.schemas, wanted)
+            if wanted and not rows and not marts.product_exists(conn, backend.schemas, wanted):
+                raise unknown_product(wanted)
+        body = dumps({"forecasts": [forecast_item(r) for r in rows]})
+        return conditional(request, body, _newest(rows, "updated_at"))
+
+    @app.get("/v1/products/{product_id}/forecasts", tags=["forecasts"],
+             summary="What was served for each target hour of [start, end), paged")
+    def forecast_range(
+        request: Request, product_id: str,
+        start: str | None = Query(None, description="ISO 8601, inclusive (UTC unless an offset is given)"),
+        end: str | None = Query(None, description="ISO 8601, exclusive; default start + 7 days, or the newest week"),
+        limit: str | None = Query(None, description=f"rows per page (default {settings.default_page_size}, "
+                                                    f"at most {settings.max_page_size})"),
+    ) -> Response:
+        guard(request)
+        product = product_param(product_id)
+        page = limit_param(limit, settings.default_page_size, settings.max_page_size)
+        with backend.read() as conn:
+            newest = marts.newest_target_hour(conn, backend.schemas, product) if not (start or end) else None
+            first, last = time_range(start, end, timedelta(days=settings.max_range_days),
+                                     newest + HOUR if newest else None)
+            rows = marts.forecasts(conn, backend.schemas, product, first, last, page + 1)
+            if not rows and not marts.product_exists(conn, backend.schemas, product):
+                raise unknown_product(product)
+        more = len(rows) > page
+        rows = rows[:page]
+        following = None
+        if more:
+            following = request.url.path + "?" + urlencode(
+                {"start": iso_utc(rows[-1]["target_hour"] + HOUR), "end": iso_utc(last), "limit": page})
+        body = dumps({"product_id": product, "start": first, "end": last, "limit": page, "count": len(rows),
+                      "items": [forecast_item(r) for r in rows], "next": following})
+        return conditional(request, body, _newest(rows, "updated_at"))
+
+    @app.get("/v1/products/{product_id}/features", tags=["features"],
+             summary="Feature rows of [start, end), paged; fields= picks the mart's columns")
+    def feature_range(
+        request: Request, product_id: str,
+        start: str | None = Query(None, description="ISO 8601, inclusive (UTC unless an offset is given)"),
+        end: str | None = Query(None, description="ISO 8601, exclusive; default start + 7 days, or the newest week"),
+        fields: str | None = Query(None, description="comma-separated columns of fct_candle_features; default: "
+                                                     + ", ".join(marts.DEFAULT_FEATURE_FIELDS)),
+        limit: str | None = Query(None, description=f"rows per page (default {settings.default_page_size}, "
+                                                    f"at most {settings.max_page_size})"),
+    ) -> Response:
+        guard(request)
+        product = product_param(product_id)
+        page = limit_param(limit, settings.default_page_size, settings.max_page_size)
+        with backend.read() as conn:
+            columns = backend.feature_columns(conn)
+            try:
+                chosen = fields_param(fields, marts.DEFAULT_FEATURE_FIELDS, columns)
+            except ApiError:
+                chosen = fields_param(fields, marts.DEFAULT_FEATURE_FIELDS, backend.feature_columns(conn, True))
+            newest = marts.newest_hour(conn, backend.schemas, product) if not (start or end) else None
+            first, last = time_range(start, end, timedelta(days=settings.max_range_days),
+                                     newest + HOUR if newest else None)
+            rows = marts.features(conn, backend.schemas, product, first, last, chosen, page + 1)
+            if not rows and not marts.product_exists(conn, backend.schemas, product):
+                raise unknown_product(product)
+        more = len(rows) > page
+        rows = rows[:page]
+        following = None
+        if more:
+            query = {"start": iso_utc(rows[-1]["hour"] + HOUR), "end": iso_utc(last), "limit": page}
+            if fields:
+                query["fields"] = ",".join(chosen)
+            following = request.url.path + "?" + urlencode(query)
+        body = dumps({"product_id": product, "start": first, "end": last, "limit": page,
+                      "fields": [*marts.FEATURE_KEY, *(c for c in chosen if c not in marts.FEATURE_KEY)],
+                      "count": len(rows), "items": rows, "next": following})
+        return conditional(request, body, _newest(rows, "hour", HOUR))
+
+    @app.get("/v1/leaderboard", tags=["models"],
+             summary="Per product and model: trailing MAE, skill against persistence, coverage, rank")
+    def leaderboard(request: Request,
+                    product: str | None = Query(None, description="one product id, e.g. BTC-USD")) -> Response:
+        guard(request)
+        wanted = product_param(product) if product else None
+        with backend.read() as conn:
+            rows = marts.leaderboard(conn, backend.schemas, wanted)
+            if wanted and not rows and not marts.product_exists(conn, backend.schemas, wanted):
+                raise unknown_product(wanted)
+        return conditional(request, dumps({"models": rows}), _newest(rows, "as_of_hour", HOUR))
+
+    @app.get("/v1/health", tags=["meta"],
+             summary="Freshness, last cycle, availability, production model, trailing skill: 200 or 503",
+             responses={503: {"description": "some check is an error, or the database is unavailable"}})
+    def health_report(request: Request) -> Response:
+        # Open to load balancers without a key: statuses, hours, model names and skill, no prices.
+        with backend.read() as conn:
+            facts = marts.health_facts(conn, backend.schemas)
+        body = health.report(facts, backend.clock(), settings)
+        status = 503 if body["status"] == "error" else 200
+        return Response(content=dumps(body), status_code=status, media_type=JSON,
+                        headers={"Cache-Control": "no-store"})
+
+    @app.get("/", response_class=HTMLResponse, tags=["dashboard"], summary="The dashboard page")
+    def dashboard_page(request: Request,
+                       product: str | None = Query(None, description="the product to show")) -> Response:
+        from serve import dashboard
+
+        try:
+            guard(request)
+            wanted = product_param(product) if product else None
+            with backend.read() as conn:
+                view = dashboard.read_view(conn, backend.schemas, wanted, backend.clock(), settings)
+            if wanted and view.product is None:
+                raise unknown_product(wanted)
+        except ApiError as exc:
+            # A person reads this one: the same status and message, as a page.
+            return HTMLResponse(dashboard.error_page(exc.status, exc.message), status_code=exc.status,
+                                headers={**exc.headers, "Content-Security-Policy": dashboard.CONTENT_SECURITY_POLICY})
+        response = conditional(request, dashboard.render(view).encode("utf-8"), view.last_modified,
+                               media_type="text/html; charset=utf-8")
+        response.headers["Content-Security-Policy"] = dashboard.CONTENT_SECURITY_POLICY
+        return response
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app from the environment (``CANDLECAST_API_*`` and the reader's login): uvicorn's factory."""
+    from candlecast.settings import api_settings, db_settings
+
+    return create_app(api_settings(), db_settings("reader"))

@@ -1,0 +1,62 @@
+"""Cheap polling: every data answer carries an ETag (a hash of its body) and a Last-Modified (the newest hour
+behind it); a request that already holds that version gets 304 and no body.
+
+The ETag is exact: any change of any served value changes it, a late-healed forecast included. Last-Modified
+is the newest hour's time as the marts record it, so ``If-None-Match`` is the header to poll with;
+``If-Modified-Since`` is honoured only when no ``If-None-Match`` came (RFC 9110, 13.2.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from candlecast.hours import to_utc
+
+JSON = "application/json"
+# Stored by clients and proxies, but asked again each time (with the validators): the data changes hourly.
+CACHE_CONTROL = "no-cache"
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def _matches(header: str, etag: str) -> bool:
+    if header.strip() == "*":
+        return True
+    # Weak comparison (RFC 9110, 8.8.3.2): W/"x" matches "x".
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return etag in tags
+
+
+def _not_modified_since(header: str, last_modified: datetime) -> bool:
+    try:
+        since = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return False  # an unreadable date is ignored, as RFC 9110 asks
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return to_utc(last_modified).replace(microsecond=0) <= since
+
+
+def conditional(request: Request, body: bytes, last_modified: datetime | None,
+                media_type: str = JSON) -> Response:
+    """200 with the body and its validators, or 304 when the request's validators match them."""
+    etag = etag_of(body)
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    if last_modified is not None:
+        headers["Last-Modified"] = format_datetime(to_utc(last_modified).replace(microsecond=0), usegmt=True)
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        fresh = _matches(if_none_match, etag)
+    else:
+        since = request.headers.get("if-modified-since")
+        fresh = since is not None and last_modified is not None and _not_modified_since(since, last_modified)
+    if fresh:
+        return Response(status_code=304, headers=headers)
+    return Response(content=body, media_type=media_type, headers=headers)
