@@ -3,7 +3,8 @@
 It connects as the ``reader`` role (``db`` is that role's settings; the role can only SELECT the marts) through
 a pooled engine that pings each connection before use, so a restarted MariaDB is picked up by the next request
 without restarting the API; while the database is down every data endpoint answers 503 with a body naming the
-server and the cause. The clock (for health) comes from the caller; by default the wall clock, read per request.
+server and the cause. Answers are kept a few seconds per URL (``serve.cache``): the marts change hourly. The clock
+(for health) comes from the caller; by default the wall clock, read per request.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from candlecast.hours import HOUR
 from candlecast.settings import ApiSettings, DbSettings, Schemas
 from serve import health, marts
 from serve.auth import require_key
+from serve.cache import Answer, AnswerCache
 from serve.encoding import dumps, iso_utc
 from serve.errors import ApiError, database_unavailable, unknown_product
 from serve.http_cache import JSON, conditional
@@ -49,6 +51,7 @@ class Backend:
     where: str  # user@host:port, for messages (never the password)
     settings: ApiSettings
     clock: Callable[[], datetime]
+    cache: AnswerCache
     _columns: tuple[str, ...] = ()
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -144,6 +147,7 @@ def create_app(settings: ApiSettings, db: DbSettings, *, clock: Callable[[], dat
         engine=engine if engine is not None else make_reader_engine(db, settings),
         schemas=db.schemas, where=db.describe(), settings=settings,
         clock=clock or (lambda: datetime.now(UTC)),
+        cache=AnswerCache(settings.cache_seconds),
     )
 
     @asynccontextmanager
@@ -159,6 +163,7 @@ def create_app(settings: ApiSettings, db: DbSettings, *, clock: Callable[[], dat
         lifespan=lifespan,
     )
     app.state.backend = backend
+    max_span = timedelta(days=settings.max_range_days)
     _install_error_handlers(app)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -172,33 +177,59 @@ def create_app(settings: ApiSettings, db: DbSettings, *, clock: Callable[[], dat
     def guard(request: Request) -> None:
         require_key(request, settings.keys)
 
+    def cache_key(request: Request) -> str:
+        return request.scope["path"] + "?" + request.scope["query_string"].decode("latin-1")
+
+    def respond(request: Request, result: Answer, media_type: str = JSON) -> Response:
+        return conditional(request, result.body, result.last_modified, media_type, result.etag, result.gzipped)
+
+    def cached(request: Request) -> Response | None:
+        """The cached answer to this very URL, if any: its parameters were checked when it was computed."""
+        hit = backend.cache.fresh(cache_key(request))
+        return respond(request, hit) if hit is not None else None
+
+    async def answer(request: Request, compute: Callable[[], Answer], media_type: str = JSON) -> Response:
+        """``compute`` (a blocking read of the marts) through the cache, as a conditional response."""
+        return respond(request, await backend.cache.get(cache_key(request), compute), media_type)
+
     @app.get("/v1/ping", tags=["meta"], summary="Liveness: a constant, no database")
     async def ping() -> Response:
         return Response(content=PING_BODY, media_type=JSON)
 
     @app.get("/v1/products", tags=["products"], summary="Every product, its first and newest hour")
-    def list_products(request: Request) -> Response:
+    async def list_products(request: Request) -> Response:
         guard(request)
-        with backend.read() as conn:
-            rows = marts.products(conn, backend.schemas)
-        return conditional(request, dumps({"products": rows}), _newest(rows, "newest_hour", HOUR))
+        if (hit := cached(request)) is not None:
+            return hit
+
+        def compute() -> Answer:
+            with backend.read() as conn:
+                rows = marts.products(conn, backend.schemas)
+            return Answer.of(dumps({"products": rows}), _newest(rows, "newest_hour", HOUR))
+
+        return await answer(request, compute)
 
     @app.get("/v1/forecasts/latest", tags=["forecasts"],
              summary="Per product, the forecast served for its newest target hour")
-    def latest(request: Request,
-               product: str | None = Query(None, description="one product id, e.g. BTC-USD")) -> Response:
+    async def latest(request: Request,
+                     product: str | None = Query(None, description="one product id, e.g. BTC-USD")) -> Response:
         guard(request)
+        if (hit := cached(request)) is not None:
+            return hit
         wanted = product_param(product) if product else None
-        with backend.read() as conn:
-            rows = marts.latest_forecasts(conn, backend.schemas, wanted)
-            if wanted and not rows and not marts.product_exists(conn, backend.schemas, wanted):
-                raise unknown_product(wanted)
-        body = dumps({"forecasts": [forecast_item(r) for r in rows]})
-        return conditional(request, body, _newest(rows, "updated_at"))
+
+        def compute() -> Answer:
+            with backend.read() as conn:
+                rows = marts.latest_forecasts(conn, backend.schemas, wanted)
+                if wanted and not rows and not marts.product_exists(conn, backend.schemas, wanted):
+                    raise unknown_product(wanted)
+            return Answer.of(dumps({"forecasts": [forecast_item(r) for r in rows]}), _newest(rows, "updated_at"))
+
+        return await answer(request, compute)
 
     @app.get("/v1/products/{product_id}/forecasts", tags=["forecasts"],
              summary="What was served for each target hour of [start, end), paged")
-    def forecast_range(
+    async def forecast_range(
         request: Request, product_id: str,
         start: str | None = Query(None, description="ISO 8601, inclusive (UTC unless an offset is given)"),
         end: str | None = Query(None, description="ISO 8601, exclusive; default start + 7 days, or the newest week"),
@@ -206,28 +237,35 @@ def create_app(settings: ApiSettings, db: DbSettings, *, clock: Callable[[], dat
                                                     f"at most {settings.max_page_size})"),
     ) -> Response:
         guard(request)
+        if (hit := cached(request)) is not None:
+            return hit
         product = product_param(product_id)
         page = limit_param(limit, settings.default_page_size, settings.max_page_size)
-        with backend.read() as conn:
-            newest = marts.newest_target_hour(conn, backend.schemas, product) if not (start or end) else None
-            first, last = time_range(start, end, timedelta(days=settings.max_range_days),
-                                     newest + HOUR if newest else None)
-            rows = marts.forecasts(conn, backend.schemas, product, first, last, page + 1)
-            if not rows and not marts.product_exists(conn, backend.schemas, product):
-                raise unknown_product(product)
-        more = len(rows) > page
-        rows = rows[:page]
-        following = None
-        if more:
-            following = request.url.path + "?" + urlencode(
-                {"start": iso_utc(rows[-1]["target_hour"] + HOUR), "end": iso_utc(last), "limit": page})
-        body = dumps({"product_id": product, "start": first, "end": last, "limit": page, "count": len(rows),
-                      "items": [forecast_item(r) for r in rows], "next": following})
-        return conditional(request, body, _newest(rows, "updated_at"))
+        if start or end:  # checked before any database work
+            time_range(start, end, max_span, None)
+
+        def compute() -> Answer:
+            with backend.read() as conn:
+                newest = marts.newest_target_hour(conn, backend.schemas, product) if not (start or end) else None
+                first, last = time_range(start, end, max_span, newest + HOUR if newest else None)
+                rows = marts.forecasts(conn, backend.schemas, product, first, last, page + 1)
+                if not rows and not marts.product_exists(conn, backend.schemas, product):
+                    raise unknown_product(product)
+            more = len(rows) > page
+            rows = rows[:page]
+            following = None
+            if more:
+                following = request.url.path + "?" + urlencode(
+                    {"start": iso_utc(rows[-1]["target_hour"] + HOUR), "end": iso_utc(last), "limit": page})
+            body = dumps({"product_id": product, "start": first, "end": last, "limit": page, "count": len(rows),
+                          "items": [forecast_item(r) for r in rows], "next": following})
+            return Answer.of(body, _newest(rows, "updated_at"))
+
+        return await answer(request, compute)
 
     @app.get("/v1/products/{product_id}/features", tags=["features"],
              summary="Feature rows of [start, end), paged; fields= picks the mart's columns")
-    def feature_range(
+    async def feature_range(
         request: Request, product_id: str,
         start: str | None = Query(None, description="ISO 8601, inclusive (UTC unless an offset is given)"),
         end: str | None = Query(None, description="ISO 8601, exclusive; default start + 7 days, or the newest week"),
@@ -237,50 +275,64 @@ def create_app(settings: ApiSettings, db: DbSettings, *, clock: Callable[[], dat
                                                     f"at most {settings.max_page_size})"),
     ) -> Response:
         guard(request)
+        if (hit := cached(request)) is not None:
+            return hit
         product = product_param(product_id)
         page = limit_param(limit, settings.default_page_size, settings.max_page_size)
-        with backend.read() as conn:
-            columns = backend.feature_columns(conn)
-            try:
-                chosen = fields_param(fields, marts.DEFAULT_FEATURE_FIELDS, columns)
-            except ApiError:
-                chosen = fields_param(fields, marts.DEFAULT_FEATURE_FIELDS, backend.feature_columns(conn, True))
-            newest = marts.newest_hour(conn, backend.schemas, product) if not (start or end) else None
-            first, last = time_range(start, end, timedelta(days=settings.max_range_days),
-                                     newest + HOUR if newest else None)
-            rows = marts.features(conn, backend.schemas, product, first, last, chosen, page + 1)
-            if not rows and not marts.product_exists(conn, backend.schemas, product):
-                raise unknown_product(product)
-        more = len(rows) > page
-        rows = rows[:page]
-        following = None
-        if more:
-            query = {"start": iso_utc(rows[-1]["hour"] + HOUR), "end": iso_utc(last), "limit": page}
-            if fields:
-                query["fields"] = ",".join(chosen)
-            following = request.url.path + "?" + urlencode(query)
-        body = dumps({"product_id": product, "start": first, "end": last, "limit": page,
-                      "fields": [*marts.FEATURE_KEY, *(c for c in chosen if c not in marts.FEATURE_KEY)],
-                      "count": len(rows), "items": rows, "next": following})
-        return conditional(request, body, _newest(rows, "hour", HOUR))
+        if start or end:
+            time_range(start, end, max_span, None)
+
+        def compute() -> Answer:
+            with backend.read() as conn:
+                columns = backend.feature_columns(conn)
+                try:
+                    chosen = fields_param(fields, marts.DEFAULT_FEATURE_FIELDS, columns)
+                except ApiError:
+                    chosen = fields_param(fields, marts.DEFAULT_FEATURE_FIELDS, backend.feature_columns(conn, True))
+                newest = marts.newest_hour(conn, backend.schemas, product) if not (start or end) else None
+                first, last = time_range(start, end, max_span, newest + HOUR if newest else None)
+                rows = marts.features(conn, backend.schemas, product, first, last, chosen, page + 1)
+                if not rows and not marts.product_exists(conn, backend.schemas, product):
+                    raise unknown_product(product)
+            more = len(rows) > page
+            rows = rows[:page]
+            following = None
+            if more:
+                query = {"start": iso_utc(rows[-1]["hour"] + HOUR), "end": iso_utc(last), "limit": page}
+                if fields:
+                    query["fields"] = ",".join(chosen)
+                following = request.url.path + "?" + urlencode(query)
+            body = dumps({"product_id": product, "start": first, "end": last, "limit": page,
+                          "fields": [*marts.FEATURE_KEY, *(c for c in chosen if c not in marts.FEATURE_KEY)],
+                          "count": len(rows), "items": rows, "next": following})
+            return Answer.of(body, _newest(rows, "hour", HOUR))
+
+        return await answer(request, compute)
 
     @app.get("/v1/leaderboard", tags=["models"],
              summary="Per product and model: trailing MAE, skill against persistence, coverage, rank")
-    def leaderboard(request: Request,
-                    product: str | None = Query(None, description="one product id, e.g. BTC-USD")) -> Response:
+    async def leaderboard(request: Request,
+                          product: str | None = Query(None, description="one product id, e.g. BTC-USD")) -> Response:
         guard(request)
+        if (hit := cached(request)) is not None:
+            return hit
         wanted = product_param(product) if product else None
-        with backend.read() as conn:
-            rows = marts.leaderboard(conn, backend.schemas, wanted)
-            if wanted and not rows and not marts.product_exists(conn, backend.schemas, wanted):
-                raise unknown_product(wanted)
-        return conditional(request, dumps({"models": rows}), _newest(rows, "as_of_hour", HOUR))
+
+        def compute() -> Answer:
+            with backend.read() as conn:
+                rows = marts.leaderboard(conn, backend.schemas, wanted)
+                if wanted and not rows and not marts.product_exists(conn, backend.schemas, wanted):
+                    raise unknown_product(wanted)
+            return Answer.of(dumps({"models": rows}), _newest(rows, "as_of_hour", HOUR))
+
+        return await answer(request, compute)
 
     @app.get("/v1/health", tags=["meta"],
              summary="Freshness, last cycle, availability, production model, trailing skill: 200 or 503",
              responses={503: {"description": "some check is an error, or the database is unavailable"}})
     def health_report(request: Request) -> Response:
-        # Open to load balancers without a key: statuses, hours, model names and skill, no prices.
+        # Never cached (a load balancer asks for the truth now) and open without a key: statuses, hours, model
+        # names and skill, no prices.
         with backend.read() as conn:
             facts = marts.health_facts(conn, backend.schemas)
         body = health.report(facts, backend.clock(), settings)
@@ -289,23 +341,25 @@ def create_app(settings: ApiSettings, db: DbSettings, *, clock: Callable[[], dat
                         headers={"Cache-Control": "no-store"})
 
     @app.get("/", response_class=HTMLResponse, tags=["dashboard"], summary="The dashboard page")
-    def dashboard_page(request: Request,
-                       product: str | None = Query(None, description="the product to show")) -> Response:
+    async def dashboard_page(request: Request,
+                             product: str | None = Query(None, description="the product to show")) -> Response:
         from serve import dashboard
 
-        try:
-            guard(request)
-            wanted = product_param(product) if product else None
+        def compute() -> Answer:
             with backend.read() as conn:
                 view = dashboard.read_view(conn, backend.schemas, wanted, backend.clock(), settings)
             if wanted and view.product is None:
                 raise unknown_product(wanted)
+            return Answer.of(dashboard.render(view).encode("utf-8"), view.last_modified)
+
+        try:
+            guard(request)
+            wanted = product_param(product) if product else None
+            response = await answer(request, compute, "text/html; charset=utf-8")
         except ApiError as exc:
             # A person reads this one: the same status and message, as a page.
-            return HTMLResponse(dashboard.error_page(exc.status, exc.message), status_code=exc.status,
-                                headers={**exc.headers, "Content-Security-Policy": dashboard.CONTENT_SECURITY_POLICY})
-        response = conditional(request, dashboard.render(view).encode("utf-8"), view.last_modified,
-                               media_type="text/html; charset=utf-8")
+            response = HTMLResponse(dashboard.error_page(exc.status, exc.message), status_code=exc.status,
+                                    headers=exc.headers)
         response.headers["Content-Security-Policy"] = dashboard.CONTENT_SECURITY_POLICY
         return response
 

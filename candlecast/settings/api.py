@@ -41,6 +41,8 @@ class ApiSettings(EnvSettings):
     # Connections the API keeps to MariaDB, and how long it waits for one before answering 503.
     pool_size: int = Field(8, validation_alias="CANDLECAST_API_POOL_SIZE")
     db_timeout_s: int = Field(3, validation_alias="CANDLECAST_API_DB_TIMEOUT_S")
+    # Answers are kept in memory this long per URL (the marts change hourly); 0: every request reads the database.
+    cache_seconds: float = Field(5.0, validation_alias="CANDLECAST_API_CACHE_SECONDS")
     # Health: the newest candle may be this many hours behind the last closed hour before the API says 503.
     stale_after_hours: int = Field(2, validation_alias="CANDLECAST_API_STALE_AFTER_HOURS")
     # Health: the production model's trailing 168 h skill against persistence below this is unhealthy.
@@ -75,6 +77,13 @@ class ApiSettings(EnvSettings):
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be >= 1")
+        return value
+
+    @field_validator("cache_seconds")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be >= 0 (0: no cache)")
         return value
 
     @field_validator("max_page_size")

@@ -266,3 +266,46 @@ def test_the_demo_ends_by_showing_the_served_forecast_and_how_to_open_the_dashbo
     summary = serve_step({**os.environ, "CANDLECAST_DB_SCHEMA": served_data.schemas.base})
     assert f"{PRODUCT} {z(NEWEST + HOUR)}: ${latest['predicted_close']:,.2f}" in summary
     assert summary.splitlines()[-1].startswith("open the dashboard: run `make serve`, then http://127.0.0.1:8090/")
+
+
+def test_a_change_in_the_marts_reaches_consumers_within_the_cache_time_with_a_new_etag(
+        served_data: ServedData) -> None:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    app = create_app(ApiSettings(cache_seconds=1), served_data.reader, clock=lambda: NOW)
+    table = f"`{served_data.schemas.marts}`.fct_forecast_outcomes"
+    with TestClient(app) as c:
+        first = c.get("/v1/forecasts/latest")
+        old = first.json()["forecasts"][0]["predicted_close"]
+        with served_data.admin.begin() as conn:
+            conn.execute(text(f"update {table} set predicted_close = predicted_close + 1 where target_hour = :t"),
+                         {"t": NEWEST + HOUR})
+        try:
+            cached = c.get("/v1/forecasts/latest")
+            assert cached.headers["etag"] == first.headers["etag"]  # within the second: the cached answer
+            time.sleep(1.1)
+            fresh = c.get("/v1/forecasts/latest", headers={"If-None-Match": first.headers["etag"]})
+            assert fresh.status_code == 200 and fresh.headers["etag"] != first.headers["etag"]
+            assert fresh.json()["forecasts"][0]["predicted_close"] == pytest.approx(old + 1)
+        finally:
+            with served_data.admin.begin() as conn:
+                conn.execute(text(f"update {table} set predicted_close = predicted_close - 1 where target_hour = :t"),
+                             {"t": NEWEST + HOUR})
+
+
+def test_a_long_answer_goes_gzipped_to_clients_that_accept_it_with_its_own_etag(client: httpx.Client) -> None:
+    path = f"/v1/products/{PRODUCT}/forecasts"
+    plain = client.get(path, headers={"Accept-Encoding": "identity"})
+    packed = client.get(path, headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in plain.headers and packed.headers["content-encoding"] == "gzip"
+    assert packed.headers["vary"] == "Accept-Encoding"
+    assert packed.json() == plain.json()  # httpx decodes it
+    assert int(packed.headers["content-length"]) < len(plain.content) / 4
+    assert packed.headers["etag"] == plain.headers["etag"][:-1] + '-gz"'
+    # either tag names the same data
+    for tag in (plain.headers["etag"], packed.headers["etag"]):
+        assert client.get(path, headers={"If-None-Match": tag}).status_code == 304

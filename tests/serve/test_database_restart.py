@@ -8,6 +8,7 @@ other tests would fail meanwhile. Its marts are copies of the tables the pipelin
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,20 +70,23 @@ def test_the_api_answers_503_while_the_database_is_down_and_recovers_without_a_r
     from serve.app import create_app
 
     reader = db_settings("reader", private_db)
-    app = create_app(ApiSettings(db_timeout_s=2), reader, clock=lambda: NOW)
+    app = create_app(ApiSettings(db_timeout_s=2, cache_seconds=1), reader, clock=lambda: NOW)
     with ThreadedServer(app, free_port()) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         before = client.get("/v1/forecasts/latest")
         assert before.status_code == 200
         assert client.get("/v1/health").status_code == 200
 
         assert local.stop(env=private_db)
-        for path in ("/v1/forecasts/latest", "/v1/health", "/v1/products/BTC-USD/forecasts"):
+        # a URL not in the API's short answer cache, and health (never cached), fail at once
+        for path in ("/v1/health", "/v1/products/BTC-USD/forecasts"):
             down = client.get(path)
             assert down.status_code == 503, (path, down.text)
             error = down.json()["error"]
             assert error["code"] == "database_unavailable"
             assert f"reader@127.0.0.1:{reader.port}" in error["message"] and reader.password not in down.text
             assert down.headers["retry-after"] == "5"
+        time.sleep(1.2)  # CANDLECAST_API_CACHE_SECONDS: then a cached URL is asked of the database again
+        assert client.get("/v1/forecasts/latest").status_code == 503
         page = client.get("/")
         assert page.status_code == 503 and "database is unavailable" in page.text
         assert client.get("/v1/ping").status_code == 200  # the process itself is alive
