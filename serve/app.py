@@ -15,11 +15,14 @@ from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("serve")
 
 API_VERSION = "1"
+# Vendored Swagger UI (swagger-ui-dist from npm, with its licence and provenance) for /docs.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 PING_BODY = b'{"status":"ok"}'
 
 
@@ -161,7 +166,18 @@ def create_app(settings: ApiSettings, db: DbSettings, *, clock: Callable[[], dat
         description="Forecasts of the next hourly close, the feature mart, the leaderboard and pipeline health, "
                     "read from the marts as the reader role. Times are ISO 8601 UTC; ranges are [start, end).",
         lifespan=lifespan,
+        # FastAPI's own pages load their scripts from a CDN: /docs is served below from vendored files instead.
+        docs_url=None,
+        redoc_url=None,
     )
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="candlecast read API",
+                                   swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger-ui/swagger-ui.css",
+                                   swagger_favicon_url="data:,")
     app.state.backend = backend
     max_span = timedelta(days=settings.max_range_days)
     _install_error_handlers(app)

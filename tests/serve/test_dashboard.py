@@ -139,3 +139,15 @@ def test_the_product_selector_lists_the_apis_products_and_switches_the_page(
     # the 404 itself is logged by the browser as a failed resource; nothing else may be
     assert [p for p in watched.problems if "404" not in p] == []
     assert watched.foreign == []
+
+
+def test_the_api_docs_render_every_endpoint_offline(watched: Watched, api: ThreadedServer) -> None:
+    page = watched.page
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        spec = client.get("/openapi.json").json()
+    operations = sum(len(methods) for methods in spec["paths"].values())
+    page.goto(api.url + "/docs")
+    page.wait_for_selector(".opblock", timeout=20_000)  # Swagger UI drew the operations from /openapi.json
+    assert page.locator(".opblock").count() == operations >= 8
+    assert watched.problems == []
+    assert watched.foreign == []  # the vendored Swagger UI: no CDN
