@@ -58,6 +58,7 @@ def setup(schemas: Schemas, store_dir: Path) -> str:
     from extract.schema import ensure_raw_tables
     from ml.evaluate import evaluate
     from ml.features import newest_hour
+    from ml.lineage import read_lineage
     from ml.predict import forecast_hours
     from ml.promote import promote
     from ml.store import ModelStore
@@ -85,10 +86,11 @@ def setup(schemas: Schemas, store_dir: Path) -> str:
     store = ModelStore(store_dir)
     newest = newest_hour(ml, schemas, PRODUCT)
     small = TrainConfig(num_boost_round=60, early_stopping_rounds=10, num_leaves=15)
-    train(ml, schemas, store, PRODUCT, newest - 168 * HOUR, small)
-    promote(ml, schemas, evaluate(ml, schemas, store, PRODUCT, newest))
+    lineage = read_lineage(work / "target" / "manifest.json")  # of the dbt run that built the features
+    train(ml, schemas, store, PRODUCT, newest - 168 * HOUR, small, lineage=lineage)
+    promote(ml, schemas, evaluate(ml, schemas, store, PRODUCT, newest, lineage=lineage))
     week_start = newest + HOUR - timedelta(days=7)
-    forecast_hours(ml, schemas, store, PRODUCT, week_start, newest + HOUR)
+    forecast_hours(ml, schemas, store, PRODUCT, week_start, newest + HOUR, lineage=lineage)
     ml.dispose()
     run_dbt(["run"], env=env, select=["tag:accuracy"], args=["--quiet"], target_path=work / "target",
             log_path=work / "logs")

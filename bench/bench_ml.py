@@ -38,6 +38,7 @@ from candlecast.settings import Schemas, effective_env  # noqa: E402
 
 BASE = "bench_ml"
 PRODUCT = "BTC-USD"
+DBT_WORK = REPO / ".local" / "bench" / "ml-dbt"
 TRAIN_TARGET_S, PREDICT_TARGET_S, EVALUATE_TARGET_S = 15.0, 1.0, 30.0
 
 
@@ -62,9 +63,8 @@ def setup(schemas: Schemas) -> None:
             conn.execute(text(f"insert into `{schemas.raw}`.candles (product_id, bucket_start, open, high, low, "
                               f"close, volume, ingested_at) values {values}"))
     engine.dispose()
-    work = REPO / ".local" / "bench" / "ml-dbt"
     run_dbt(["run"], env={**os.environ, "CANDLECAST_DB_SCHEMA": BASE}, select=["+fct_candle_features"],
-            args=["--quiet"], target_path=work / "target", log_path=work / "logs")
+            args=["--quiet"], target_path=DBT_WORK / "target", log_path=DBT_WORK / "logs")
 
 
 def line(what: str, times: list[float], target: float) -> str:
@@ -87,12 +87,14 @@ def main() -> int:
     from candlecast.settings import ml_settings
     from ml.evaluate import evaluate
     from ml.features import newest_hour
+    from ml.lineage import read_lineage
     from ml.model import DRIFT, PERSISTENCE
     from ml.predict import FALLBACK, ModelCache, forecast_hour
     from ml.promote import promote
     from ml.store import ModelStore
     from ml.train import TrainConfig, train
 
+    lineage = read_lineage(DBT_WORK / "target" / "manifest.json")  # of the dbt run that built the features
     threads = ml_settings().num_threads  # CANDLECAST_ML_THREADS, default 1 (see the README on why)
     engine = engine_for("ml")
     end = newest_hour(engine, schemas, PRODUCT) + timedelta(hours=1)
@@ -104,24 +106,24 @@ def main() -> int:
         train_times = []
         for _ in range(3):
             t = time.perf_counter()
-            result = train(engine, schemas, store, PRODUCT, cutoff, TrainConfig(num_threads=threads))
+            result = train(engine, schemas, store, PRODUCT, cutoff, TrainConfig(num_threads=threads), lineage=lineage)
             train_times.append(time.perf_counter() - t)
         rows = store.metadata(result.versions["lightgbm"])["row_count"]
         print(line(f"training on the bundled data ({rows['train']} training + {rows['valid']} validation rows, "
                    f"3 LightGBM models + 2 baselines, {threads} thread(s))", train_times, TRAIN_TARGET_S))
 
         # 2. one hourly inference
-        promote(engine, schemas, evaluate(engine, schemas, store, PRODUCT, end))
+        promote(engine, schemas, evaluate(engine, schemas, store, PRODUCT, end, lineage=lineage))
         hour = end - timedelta(hours=1)
         cold, warm = [], []
         cache = ModelCache()
         for i in range(10):
             fresh = ModelCache()
             t = time.perf_counter()
-            forecast_hour(engine, schemas, store, PRODUCT, hour - timedelta(hours=i), fresh)
+            forecast_hour(engine, schemas, store, PRODUCT, hour - timedelta(hours=i), fresh, lineage=lineage)
             cold.append(time.perf_counter() - t)
             t = time.perf_counter()
-            forecast_hour(engine, schemas, store, PRODUCT, hour - timedelta(hours=i), cache)
+            forecast_hour(engine, schemas, store, PRODUCT, hour - timedelta(hours=i), cache, lineage=lineage)
             warm.append(time.perf_counter() - t)
         print(line("one hourly step, model forecast, cold (model loaded and verified from the store)", cold,
                    PREDICT_TARGET_S))
@@ -130,7 +132,7 @@ def main() -> int:
         logging.getLogger("ml.predict").setLevel(logging.ERROR)  # each fallback logs a warning: expected here
         for i in range(10):
             t = time.perf_counter()
-            outcome = forecast_hour(engine, schemas, store, PRODUCT, end + timedelta(hours=i), cache)
+            outcome = forecast_hour(engine, schemas, store, PRODUCT, end + timedelta(hours=i), cache, lineage=lineage)
             fallback.append(time.perf_counter() - t)
             assert outcome.outcome == FALLBACK, outcome
         print(line("one hourly step, fallback (the hour's candle missing)", fallback, PREDICT_TARGET_S))
@@ -140,7 +142,7 @@ def main() -> int:
         distinct = []
         for k, lr in enumerate((0.05, 0.08, 0.12)):
             res = train(engine, schemas, big, PRODUCT, cutoff - timedelta(days=k),
-                        TrainConfig(num_threads=threads, learning_rate=lr))
+                        TrainConfig(num_threads=threads, learning_rate=lr), lineage=lineage)
             distinct.append(big.load(res.versions["lightgbm"]))
         for loaded in distinct:
             for day in range(1, 16):
@@ -155,7 +157,7 @@ def main() -> int:
         eval_times = []
         for _ in range(3):
             t = time.perf_counter()
-            report = evaluate(engine, schemas, big, PRODUCT, end)
+            report = evaluate(engine, schemas, big, PRODUCT, end, lineage=lineage)
             eval_times.append(time.perf_counter() - t)
         print(line(f"evaluating a {count}-model store on a {report.rows}-hour holdout "
                    f"({len(report.scored)} scored, {len(report.skipped)} skipped)", eval_times, EVALUATE_TARGET_S))

@@ -99,6 +99,10 @@ class RunContext:
     # run's task states): a step that runs after a failure (``Step.runs_after_failure``) can say why its data
     # is missing, e.g. the forecast's fallback naming the failed extract.
     failed_steps: tuple[str, ...] = ()
+    # The dbt manifest of the project that builds the feature tables: the ML steps read the feature lineage from
+    # it (``ml.lineage``). None: ``CANDLECAST_DBT_MANIFEST`` (what ``make dbt-parse`` writes and Cosmos renders the
+    # DAGs from); the cycle command sets the one its own dbt steps write (``cycle.steps.dbt_target_dir``).
+    dbt_manifest: Path | None = None
 
     @classmethod
     def resolve(cls, env: Mapping[str, str] | None = None, *, products: Sequence[str] | None = None,

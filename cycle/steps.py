@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from candlecast.settings import Role, Schemas
+    from ml.lineage import FeatureLineage
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,14 @@ def _engine(role: Role, env: Mapping[str, str]) -> Iterator[tuple[Engine, Schema
         yield engine, settings.schemas
     finally:
         engine.dispose()
+
+
+def feature_lineage(ctx: RunContext) -> FeatureLineage:
+    """How the feature tables are computed (``ml.lineage``), from the manifest of the dbt project that builds them."""
+    from candlecast.settings import dbt_settings
+    from ml.lineage import read_lineage
+
+    return read_lineage(ctx.dbt_manifest or dbt_settings(ctx.env).manifest_path)
 
 
 # --- the hourly steps --------------------------------------------------------------------------------
@@ -130,10 +139,11 @@ def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
     upstream = "; ".join(_FAILED_BEFORE_PREDICT.get(name, f"this run's {name} step failed")
                          for name in ctx.failed_steps) or None
     out = []
+    lineage = feature_lineage(ctx)
     with _engine("ml", ctx.env) as (engine, schemas):
-        outcomes = [forecast_hour(engine, schemas, store, product, feature_hour, upstream_failure=upstream)
-                    for product in ctx.products]
-        healed = heal_forecasts(engine, schemas, store, ctx.products, heal_start, feature_hour)
+        outcomes = [forecast_hour(engine, schemas, store, product, feature_hour, upstream_failure=upstream,
+                                  lineage=lineage) for product in ctx.products]
+        healed = heal_forecasts(engine, schemas, store, ctx.products, heal_start, feature_hour, lineage=lineage)
     for outcome in outcomes:
         hours = [o.feature_hour.isoformat() for o in healed.get(outcome.product_id, [])]
         out.append({**outcome.as_json(), "summary": outcome.summary(), "healed": hours})
@@ -185,9 +195,10 @@ def train_products(ctx: RunContext, interval: Interval) -> Summary:
     store = ModelStore(ctx.model_store)
     config = TrainConfig(num_threads=settings.num_threads)
     out = []
+    lineage = feature_lineage(ctx)
     with _engine("ml", ctx.env) as (engine, schemas):
         for product in ctx.products:
-            result = train(engine, schemas, store, product, cutoff, config)
+            result = train(engine, schemas, store, product, cutoff, config, lineage=lineage)
             out.append({"product": product, "cutoff": cutoff.isoformat(), "versions": result.versions})
     return out
 
@@ -198,9 +209,10 @@ def _evaluate(ctx: RunContext, window_end: datetime, record: bool) -> dict[str, 
 
     store = ModelStore(ctx.model_store)
     reports = {}
+    lineage = feature_lineage(ctx)
     with _engine("ml", ctx.env) as (engine, schemas):
         for product in ctx.products:
-            reports[product] = evaluate(engine, schemas, store, product, window_end, record=record)
+            reports[product] = evaluate(engine, schemas, store, product, window_end, record=record, lineage=lineage)
     return reports
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from candlecast.settings import MlSettings, Schemas
+    from ml.lineage import FeatureLineage
     from ml.store import ModelStore
 
 PREDICT_HOURS = 48
@@ -41,6 +42,14 @@ def _data_end(engine: Engine, schemas: Schemas, product: str) -> datetime:
     return newest_hour(engine, schemas, product) + HOUR
 
 
+def _lineage(env: Mapping[str, str] | None) -> FeatureLineage:
+    """The feature lineage of the project the demo's features step just built (its dbt wrote the manifest)."""
+    from candlecast.settings import dbt_settings
+    from ml.lineage import read_lineage
+
+    return read_lineage(dbt_settings(env).manifest_path)
+
+
 def train_step(env: Mapping[str, str] | None = None) -> str:
     from ml.train import TrainConfig, train
 
@@ -48,7 +57,8 @@ def train_step(env: Mapping[str, str] | None = None) -> str:
     try:
         end = _data_end(engine, schemas, settings.product)
         cutoff = end - timedelta(hours=settings.holdout_hours)
-        result = train(engine, schemas, store, settings.product, cutoff, TrainConfig(num_threads=settings.num_threads))
+        result = train(engine, schemas, store, settings.product, cutoff, TrainConfig(num_threads=settings.num_threads),
+                       lineage=_lineage(env))
         return f"{result.summary()}\nmodel store: {store.root}"
     finally:
         engine.dispose()
@@ -60,7 +70,8 @@ def promote_step(env: Mapping[str, str] | None = None) -> str:
 
     engine, schemas, settings, store = _context(env)
     try:
-        report = evaluate(engine, schemas, store, settings.product, _data_end(engine, schemas, settings.product))
+        report = evaluate(engine, schemas, store, settings.product, _data_end(engine, schemas, settings.product),
+                          lineage=_lineage(env))
         return f"{report.table()}\n{promote(engine, schemas, report).summary()}"
     finally:
         engine.dispose()
@@ -72,7 +83,8 @@ def predict_step(env: Mapping[str, str] | None = None) -> str:
     engine, schemas, settings, store = _context(env)
     try:
         end = _data_end(engine, schemas, settings.product)
-        predictions = predict_range(engine, schemas, store, settings.product, end - PREDICT_HOURS * HOUR, end)
+        predictions = predict_range(engine, schemas, store, settings.product, end - PREDICT_HOURS * HOUR, end,
+                                    lineage=_lineage(env))
     finally:
         engine.dispose()
     last = predictions[-1]

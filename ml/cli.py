@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from candlecast.settings import MlSettings, Schemas
     from ml.evaluate import EvaluationReport
+    from ml.lineage import FeatureLineage
     from ml.store import ModelStore
 
 
@@ -56,6 +57,14 @@ def _context() -> tuple[Engine, Schemas, MlSettings, ModelStore]:
     return engine, db.schemas, settings, ModelStore(settings.store_dir)
 
 
+def _lineage() -> FeatureLineage:
+    """How the feature table is computed, from the dbt manifest at CANDLECAST_DBT_MANIFEST (`make dbt-parse`)."""
+    from candlecast.settings import dbt_settings
+    from ml.lineage import read_lineage
+
+    return read_lineage(dbt_settings().manifest_path)
+
+
 def cmd_train(args: argparse.Namespace) -> str:
     from ml.train import TrainConfig, train
 
@@ -67,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> str:
         end = args.end or _data_end(engine, schemas, product)
         cutoff = end - timedelta(hours=args.holdout_hours or settings.holdout_hours)
     config = TrainConfig(num_threads=settings.num_threads, validation_hours=args.validation_hours)
-    return train(engine, schemas, store, product, cutoff, config).summary()
+    return train(engine, schemas, store, product, cutoff, config, lineage=_lineage()).summary()
 
 
 def _tqdm_progress(total: int, desc: str) -> tuple[Callable[..., None], Callable[[], None]]:
@@ -86,7 +95,7 @@ def _evaluate(args: argparse.Namespace, record: bool = True) -> tuple[Engine, Sc
     end = args.end or _data_end(engine, schemas, product)
     tick, close = _tqdm_progress(len(store.versions(product)), "scoring")
     try:
-        report = evaluate(engine, schemas, store, product, end, record=record, progress=tick)
+        report = evaluate(engine, schemas, store, product, end, record=record, progress=tick, lineage=_lineage())
     finally:
         close()
     return engine, schemas, report
@@ -115,7 +124,7 @@ def cmd_predict(args: argparse.Namespace) -> str:
     else:
         end = _data_end(engine, schemas, product)
         start = end - args.last * HOUR
-    predictions = predict_range(engine, schemas, store, product, start, end)
+    predictions = predict_range(engine, schemas, store, product, start, end, lineage=_lineage())
     last = predictions[-1]
     return (f"{product}: wrote {len(predictions)} predictions with {last.model_version} into {schemas.ml}.predictions "
             f"(feature hours {start:%Y-%m-%d %H:%M}..{end - HOUR:%Y-%m-%d %H:%M} UTC); newest: "
@@ -128,7 +137,8 @@ def cmd_forecast(args: argparse.Namespace) -> str:
 
     engine, schemas, settings, store = _context()
     product = args.product or settings.product
-    outcomes = forecast_hours(engine, schemas, store, product, args.hour, args.end or args.hour + HOUR)
+    outcomes = forecast_hours(engine, schemas, store, product, args.hour, args.end or args.hour + HOUR,
+                              lineage=_lineage())
     return "\n".join(o.summary() for o in outcomes)
 
 

@@ -2,8 +2,8 @@
 
 The window starts at the newest model's training cutoff (so it is after every model's training data)
 and ends at the caller's ``window_end``. A model is skipped, with the reason recorded, when its files
-fail their checksum, its features are no longer in the table or their definitions changed, or it
-errors; it is never scored on anything else.
+fail their checksum, its features are no longer in the table or the dbt SQL computing them changed since
+it was trained (``ml.lineage``), or it errors; it is never scored on anything else.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from candlecast.hours import naive_utc
 from candlecast.settings import Schemas
-from ml.features import FEATURE_COLUMNS, TARGET_CLOSE_COLUMN, feature_hash, table_columns, usable_rows
+from ml.features import FEATURE_COLUMNS, TARGET_CLOSE_COLUMN, table_columns, usable_rows
+from ml.lineage import FeatureLineage, stale_reason
 from ml.metrics import Scores, score_rows
 from ml.store import ModelStore, StoreError, parse_time
 
@@ -90,8 +91,9 @@ def holdout_start(store: ModelStore, versions: Iterable[str]) -> datetime | None
 
 
 def score_models(store: ModelStore, versions: list[str], rows: pd.DataFrame, available: set[str],
-                 progress: Callable[[str], None] | None = None) -> list[ModelResult]:
-    """Score each version on ``rows`` (usable holdout rows); pure apart from reading the store."""
+                 lineage: FeatureLineage, progress: Callable[[str], None] | None = None) -> list[ModelResult]:
+    """Score each version on ``rows`` (usable holdout rows) computed as ``lineage`` says; pure apart from reading
+    the store."""
     results = []
     for version in versions:
         kind: str | None = None
@@ -102,8 +104,9 @@ def score_models(store: ModelStore, versions: list[str], rows: pd.DataFrame, ava
             missing = [c for c in features if c.lower() not in available]
             if missing:
                 raise _Skip(f"features no longer in the table: {', '.join(missing[:5])}")
-            if features and loaded.metadata.get("feature_hash") != feature_hash(features):
-                raise _Skip("feature definitions changed since training (feature hash differs)")
+            stale = stale_reason(loaded.metadata, lineage)
+            if stale:
+                raise _Skip(stale)
             fc = loaded.forecaster.predict(rows)
             scores = score_rows(rows["close"], rows[TARGET_CLOSE_COLUMN], fc.point, fc.lower, fc.upper)
             if scores.mae != scores.mae:  # NaN: a model producing NaN must not win by accident
@@ -128,8 +131,11 @@ class _Skip(Exception):
 
 def evaluate(engine: Engine, schemas: Schemas, store: ModelStore, product: str, window_end: datetime,
              min_hours: int = 24, record: bool = True,
-             progress: Callable[[str], None] | None = None) -> EvaluationReport:
-    """Score every stored model of ``product`` on [newest cutoff, ``window_end``) and record the results."""
+             progress: Callable[[str], None] | None = None, *, lineage: FeatureLineage) -> EvaluationReport:
+    """Score every stored model of ``product`` on [newest cutoff, ``window_end``) and record the results.
+
+    ``lineage``: how the feature table is computed today (``ml.lineage``); a model trained on other SQL is skipped.
+    """
     from ml.features import read_features
     from ml.registry import ensure_ml_tables, record_evaluations, register
 
@@ -161,7 +167,7 @@ def evaluate(engine: Engine, schemas: Schemas, store: ModelStore, product: str, 
             f"forecastable hours with a realized target, need {min_hours}: train with an earlier cutoff "
             f"(the newest model's cutoff must leave a holdout before the window end)"
         )
-    results = score_models(store, versions, rows, available, progress)
+    results = score_models(store, versions, rows, available, lineage, progress)
     report = EvaluationReport(product, start, window_end, len(rows), results)
     if record:
         ensure_ml_tables(engine, schemas)

@@ -1,7 +1,7 @@
 """The model's view of the dbt feature mart ``{base}_marts.fct_candle_features``.
 
-The feature list is explicit: models record it with a hash of the definitions below, and a model
-whose list or hash no longer matches is refused at promotion instead of silently fed other numbers.
+The feature list is explicit: models record it, and the hash of the dbt SQL that computes it (``ml.lineage``); a
+model whose columns are gone or whose hash no longer matches is skipped instead of silently fed other numbers.
 Price *levels* (open/high/low/close/volume) are deliberately not features: they are not stationary,
 and a model on levels looks good on shuffled splits and is badly wrong on time-ordered ones.
 
@@ -13,8 +13,6 @@ stops the forecasts for the week its windows hold it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -27,34 +25,19 @@ if TYPE_CHECKING:
 FEATURE_TABLE = "fct_candle_features"
 
 
-def _definitions() -> dict[str, str]:
-    defs: dict[str, str] = {}
-    for h in (1, 2, 3, 6, 12, 24, 168):
-        defs[f"log_return_{h}h"] = f"ln(close_t / close_(t-{h}h))"
-    for lag in range(1, 25):
-        defs[f"log_return_1h_lag_{lag}"] = f"log_return_1h at t-{lag}h"
-    for w in (6, 24, 72, 168):
-        defs[f"return_mean_{w}h"] = f"mean of log_return_1h over the {w} hours ending at t"
-    for w in (6, 24, 72, 168):
-        defs[f"return_std_{w}h"] = f"sample std of log_return_1h over the {w} hours ending at t"
-    defs["realized_vol_24h"] = "sqrt(sum of squared log_return_1h over 24 hours ending at t)"
-    defs["realized_vol_168h"] = "sqrt(sum of squared log_return_1h over 168 hours ending at t)"
-    defs["hl_range"] = "(high - low) / close"
-    defs["close_position_in_range"] = "(close - low) / (high - low)"
-    defs["volume_zscore_24h"] = "(volume - mean) / std of volume over 24 hours ending at t"
-    defs["volume_zscore_168h"] = "(volume - mean) / std of volume over 168 hours ending at t"
-    defs["hour_of_day"] = "hour of the UTC bucket start, 0-23"
-    defs["day_of_week"] = "day of week of the UTC bucket start"
-    # Since the gap rule: a window that would read a missing hour's filled-in close or volume is NULL (the
-    # values on gap-free rows are unchanged, but models trained before it never saw those NULLs).
-    for name in defs:
-        if name not in ("hour_of_day", "day_of_week"):
-            defs[name] += "; NULL when it would read a missing hour"
-    return defs
+def _columns() -> tuple[str, ...]:
+    names = [f"log_return_{h}h" for h in (1, 2, 3, 6, 12, 24, 168)]
+    names += [f"log_return_1h_lag_{lag}" for lag in range(1, 25)]
+    names += [f"return_mean_{w}h" for w in (6, 24, 72, 168)]
+    names += [f"return_std_{w}h" for w in (6, 24, 72, 168)]
+    names += ["realized_vol_24h", "realized_vol_168h", "hl_range", "close_position_in_range", "volume_zscore_24h",
+              "volume_zscore_168h", "hour_of_day", "day_of_week"]
+    return tuple(names)
 
 
-FEATURE_DEFINITIONS: dict[str, str] = _definitions()
-FEATURE_COLUMNS: tuple[str, ...] = tuple(FEATURE_DEFINITIONS)
+# What each column means and how it is computed is the dbt model's (fct_candle_features.sql, described in
+# _marts__models.yml); whether a model may still read them is ml.lineage's feature hash over that SQL.
+FEATURE_COLUMNS: tuple[str, ...] = _columns()
 TARGET_COLUMN = "target_log_return_1h"
 TARGET_CLOSE_COLUMN = "target_close_1h"
 FORECASTABLE_COLUMN = "is_forecastable"
@@ -66,14 +49,6 @@ FLAG_COLUMNS: tuple[str, ...] = ("is_complete", FORECASTABLE_COLUMN)
 
 class FeatureError(RuntimeError):
     """The feature table is missing, has other columns than the models expect, or lacks a row."""
-
-
-def feature_hash(columns: tuple[str, ...] | list[str] = FEATURE_COLUMNS,
-                 definitions: dict[str, str] | None = None) -> str:
-    """sha256 over the ordered feature names and their definitions: changes when either changes."""
-    defs = FEATURE_DEFINITIONS if definitions is None else definitions
-    payload = json.dumps([[c, defs.get(c, "")] for c in columns], separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def table_columns(conn: Connection | Engine, schemas: Schemas) -> set[str]:

@@ -8,7 +8,8 @@ Two entry points:
 - ``forecast_hour``: what the hourly cycle calls. It always records an outcome for the target hour in
   ``{base}_ml.forecast_outcomes``: the production model's forecast when the feature hour's candle exists
   and the product has its warm-up (``is_forecastable``); otherwise a *fallback* (persistence from the last
-  known close, labelled with its reason), or *none* when no close of the product is known at all. A re-run
+  known close, labelled with its reason; also when the production model learned from features computed by other
+  SQL than today's, ``stale_model``: ``ml.lineage``), or *none* when no close of the product is known at all. A re-run
   once the candle has arrived supersedes the fallback with the model's forecast; a further re-run changes
   nothing.
 - ``heal_forecasts``: what the hourly cycle calls after it, so nobody has to re-run those intervals: the hours
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy.engine import Engine
 
+    from ml.lineage import FeatureLineage
+
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +52,10 @@ class PredictionError(RuntimeError):
 
 class StaleFeatures(PredictionError):
     """The feature row for the requested hour is missing or not forecastable."""
+
+
+class StaleModel(PredictionError):
+    """The production model was trained on features computed by other SQL than today's (``ml.lineage``)."""
 
 
 class ModelCache:
@@ -158,12 +165,22 @@ def forecast_rows(model: LoadedModel, frame: pd.DataFrame, product: str) -> list
     return out
 
 
+def check_lineage(model: LoadedModel, lineage: FeatureLineage, product: str) -> None:
+    """StaleModel when ``model`` learned from features computed otherwise than ``lineage`` says they are now."""
+    from ml.lineage import stale_reason
+
+    reason = stale_reason(model.metadata, lineage)
+    if reason:
+        raise StaleModel(f"{product}: model {model.version}: {reason}")
+
+
 def _model_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, product: str, start: datetime,
-                     end: datetime, cache: ModelCache | None) -> list[Prediction]:
+                     end: datetime, cache: ModelCache | None, lineage: FeatureLineage) -> list[Prediction]:
     """The production model's forecasts from every feature hour in [start, end), all checked; nothing written."""
     from ml.features import read_features
 
     model = production_model(engine, schemas, store, product, cache)
+    check_lineage(model, lineage, product)
     frame = read_features(engine, schemas, product, start=start, end=end, columns=list(model.forecaster.features))
     hours = [start + i * HOUR for i in range(int((end - start) / HOUR))]
     check_rows(frame, product, hours)
@@ -181,7 +198,7 @@ def _write(engine: Engine, schemas: Schemas, predictions: list[Prediction],
 
 
 def predict_range(engine: Engine, schemas: Schemas, store: ModelStore, product: str, start: datetime,
-                  end: datetime, cache: ModelCache | None = None) -> list[Prediction]:
+                  end: datetime, cache: ModelCache | None = None, *, lineage: FeatureLineage) -> list[Prediction]:
     """Forecast from every feature hour in [start, end) with the production model and upsert them all.
 
     Every hour is checked before anything is written; the writes (predictions and their ``model``
@@ -190,23 +207,25 @@ def predict_range(engine: Engine, schemas: Schemas, store: ModelStore, product: 
     start, end = _hour(start, "start hour"), _hour(end, "end hour")
     if end <= start:
         raise PredictionError(f"{product}: empty range {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} UTC")
-    predictions = _model_forecasts(engine, schemas, store, product, start, end, cache)
+    predictions = _model_forecasts(engine, schemas, store, product, start, end, cache, lineage)
     _write(engine, schemas, predictions, [ForecastOutcome.from_prediction(p) for p in predictions])
     log.info("%s: wrote %d predictions with %s", product, len(predictions), predictions[0].model_version)
     return predictions
 
 
 def predict_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: str, feature_hour: datetime,
-                 cache: ModelCache | None = None) -> Prediction:
+                 cache: ModelCache | None = None, *, lineage: FeatureLineage) -> Prediction:
     """Forecast ``feature_hour + 1h`` from the feature row of ``feature_hour`` and upsert it."""
     feature_hour = _hour(feature_hour, "feature hour")
-    return predict_range(engine, schemas, store, product, feature_hour, feature_hour + HOUR, cache)[0]
+    return predict_range(engine, schemas, store, product, feature_hour, feature_hour + HOUR, cache,
+                         lineage=lineage)[0]
 
 
 # --- the hourly step: always an outcome -------------------------------------------------------------------
 
 MODEL, FALLBACK, NO_FORECAST = "model", "fallback", "none"
 CANDLE_MISSING, WARM_UP, NO_HISTORY = "candle_missing", "warm_up", "no_history"
+STALE_MODEL = "stale_model"  # the production model learned from features computed by other SQL (ml.lineage)
 
 
 @dataclass(frozen=True)
@@ -314,7 +333,8 @@ def _fallback(product: str, feature_hour: datetime, last: _LastCandle | None, ne
 
 
 def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: str, feature_hour: datetime,
-                  cache: ModelCache | None = None, upstream_failure: str | None = None) -> ForecastOutcome:
+                  cache: ModelCache | None = None, upstream_failure: str | None = None, *,
+                  lineage: FeatureLineage) -> ForecastOutcome:
     """The hourly step for one interval: forecast ``feature_hour + 1h`` and record the outcome, always.
 
     ``feature_hour`` is the just-closed hour (the interval's start; the caller's time, never the clock).
@@ -336,7 +356,17 @@ def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: 
     except Exception as exc:
         raise PredictionError(f"{product}: cannot read {table} for {feature_hour:%Y-%m-%d %H:%M} UTC: {exc}") from exc
     if last is not None and last.hour == feature_hour and last.is_forecastable:
-        prediction = _model_forecasts(engine, schemas, store, product, feature_hour, feature_hour + HOUR, cache)[0]
+        try:
+            prediction = _model_forecasts(engine, schemas, store, product, feature_hour, feature_hour + HOUR, cache,
+                                          lineage)[0]
+        except StaleModel as exc:
+            # Not a fault of this hour: the hour is served (persistence from its close, labelled) until a model
+            # trained on today's features is promoted; the healing then re-forecasts it.
+            outcome = ForecastOutcome(product, feature_hour, feature_hour + HOUR, FALLBACK, predicted_close=last.close,
+                                      base_hour=last.hour, reason_code=STALE_MODEL, reason=str(exc))
+            _write(engine, schemas, [], [outcome])
+            log.warning("%s", outcome.summary())
+            return outcome
         outcome = ForecastOutcome.from_prediction(prediction)
         _write(engine, schemas, [prediction], [outcome])
         log.info("%s", outcome.summary())
@@ -350,7 +380,8 @@ def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: 
 
 
 def forecast_hours(engine: Engine, schemas: Schemas, store: ModelStore, product: str, start: datetime,
-                   end: datetime, cache: ModelCache | None = None) -> list[ForecastOutcome]:
+                   end: datetime, cache: ModelCache | None = None, *,
+                   lineage: FeatureLineage) -> list[ForecastOutcome]:
     """``forecast_hour`` for every feature hour in [start, end): re-running intervals after an outage.
 
     Hours whose candles have arrived since get the model's forecast (superseding their fallbacks); hours still
@@ -360,7 +391,7 @@ def forecast_hours(engine: Engine, schemas: Schemas, store: ModelStore, product:
     if end <= start:
         raise PredictionError(f"{product}: empty range {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} UTC")
     cache = cache or ModelCache()
-    return [forecast_hour(engine, schemas, store, product, start + i * HOUR, cache)
+    return [forecast_hour(engine, schemas, store, product, start + i * HOUR, cache, lineage=lineage)
             for i in range(int((end - start) / HOUR))]
 
 
@@ -417,7 +448,8 @@ def _runs(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
 
 
 def heal_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, products: list[str] | tuple[str, ...],
-                   start: datetime, end: datetime, cache: ModelCache | None = None) -> dict[str, list[ForecastOutcome]]:
+                   start: datetime, end: datetime, cache: ModelCache | None = None, *,
+                   lineage: FeatureLineage) -> dict[str, list[ForecastOutcome]]:
     """Re-forecast (``forecast_hours``) every feature hour in [start, end) whose recorded outcome is a fallback
     or none, or that has no outcome (after the product's first one: its cycle never ran), and whose candle has
     since arrived and is forecastable; the outcomes written, per product.
@@ -433,7 +465,7 @@ def heal_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, products
     healed: dict[str, list[ForecastOutcome]] = {}
     for product, hours in healable_hours(engine, schemas, products, start, end).items():
         outcomes = [o for first, last in _runs(hours) for o in forecast_hours(engine, schemas, store, product,
-                                                                               first, last, cache)]
+                                                                               first, last, cache, lineage=lineage)]
         log.info("%s: healed %d hour(s) that had a fallback or no outcome: %s", product, len(outcomes),
                  _hours_text([o.feature_hour for o in outcomes]))
         healed[product] = outcomes

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from candlecast.hours import HOUR, naive_utc
 from candlecast.settings import Schemas
 from ml.baselines import naive_drift, naive_persistence
-from ml.features import FEATURE_COLUMNS, TARGET_CLOSE_COLUMN, TARGET_COLUMN, feature_hash, usable_rows
+from ml.features import FEATURE_COLUMNS, TARGET_CLOSE_COLUMN, TARGET_COLUMN, usable_rows
 from ml.metrics import Scores, score_rows
 from ml.model import Forecaster, LightGBMForecaster
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy.engine import Engine
 
+    from ml.lineage import FeatureLineage
     from ml.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -178,8 +179,12 @@ class Candidate:
 
 
 def train_candidates(features: pd.DataFrame, product: str, cutoff: datetime, config: TrainConfig,
-                     trained_at: datetime | None = None) -> list[Candidate]:
-    """LightGBM and both baselines fitted on the same split; pure apart from ``trained_at``."""
+                     trained_at: datetime | None = None, lineage: FeatureLineage | None = None) -> list[Candidate]:
+    """LightGBM and both baselines fitted on the same split; pure apart from ``trained_at``.
+
+    ``lineage`` (what computed ``features``: ``ml.lineage``) goes into the metadata of models that will be stored;
+    the backtest, which stores nothing, leaves it out.
+    """
     split = time_split(features, cutoff, config)
     _check_split(split, config, product)
     model, iterations = fit_lightgbm(split, config)
@@ -189,18 +194,18 @@ def train_candidates(features: pd.DataFrame, product: str, cutoff: datetime, con
         "trained_at": trained_at or datetime.now(UTC).replace(tzinfo=None),  # metadata only, never logic
         "training_window": split.window(),
         "row_count": {"train": len(split.train), "valid": len(split.valid)},
-        "feature_hash": feature_hash(config.features),
         "purge_hours": config.purge_hours,
     }
+    if lineage is not None:
+        # Baselines read no features, but they are defined on the same rows: they record it too.
+        common["feature_hash"] = lineage.hash
+        common["feature_lineage"] = lineage.as_metadata()
     out = []
     for forecaster, params in ((model, {**config.as_dict(), "best_iterations": iterations}),
                                (naive_persistence(split.train), {}),
                                (naive_drift(split.train), {})):
         scores = validation_scores(forecaster, split.valid)
         meta = {**common, "params": params, "validation_metrics": scores.as_dict()}
-        if not forecaster.features:
-            # Baselines read no features, but they are defined on the same rows: record the hash anyway.
-            meta["feature_hash"] = common["feature_hash"]
         out.append(Candidate(forecaster, meta))
     return out
 
@@ -222,15 +227,19 @@ class TrainResult:
 
 
 def train(engine: Engine, schemas: Schemas, store: ModelStore, product: str, cutoff: datetime,
-          config: TrainConfig | None = None) -> TrainResult:
-    """Read features before ``cutoff``, train LightGBM and the baselines, store and register all three."""
+          config: TrainConfig | None = None, *, lineage: FeatureLineage) -> TrainResult:
+    """Read features before ``cutoff``, train LightGBM and the baselines, store and register all three.
+
+    ``lineage`` is the feature lineage of the dbt project that built the feature table (``ml.lineage.read_lineage``
+    of its manifest): each model records it, and is skipped once the features are computed otherwise.
+    """
     from ml.features import read_features
     from ml.registry import ensure_ml_tables, register
 
     config = config or TrainConfig()
     cutoff = naive_utc(cutoff)
     features = read_features(engine, schemas, product, end=cutoff, columns=config.features)
-    candidates = train_candidates(features, product, cutoff, config)
+    candidates = train_candidates(features, product, cutoff, config, lineage=lineage)
     versions: dict[str, str] = {}
     validation: dict[str, dict[str, Any]] = {}
     for cand in candidates:

@@ -23,6 +23,8 @@ from ml.train import TrainConfig
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from ml.lineage import FeatureLineage
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE = "ct_ml"
 DBT_DIR = REPO_ROOT / ".local" / "test" / "dbt-ml"
@@ -60,6 +62,13 @@ def fast_load_raw(engine, schemas: Schemas) -> int:
 def run_dbt(command: str, select: str, base: str = BASE, *flags: str) -> DbtResult:
     return dbt_runner.run_dbt([command], env={**os.environ, "CANDLECAST_DB_SCHEMA": base}, select=[select],
                               args=flags, target_path=DBT_DIR / "target", log_path=DBT_DIR / "logs", timeout=600)
+
+
+def current_lineage() -> FeatureLineage:
+    """The feature lineage of the dbt project the tests built the feature mart with (its manifest is in DBT_DIR)."""
+    from ml.lineage import read_lineage
+
+    return read_lineage(DBT_DIR / "target" / "manifest.json")
 
 
 @dataclass(frozen=True)

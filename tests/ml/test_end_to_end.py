@@ -18,7 +18,7 @@ from ml.predict import predict_range
 from ml.promote import promote
 from ml.store import ModelStore
 from ml.train import TrainConfig, train
-from tests.ml.conftest import REPO_ROOT, MlDb, run_dbt
+from tests.ml.conftest import DBT_DIR, REPO_ROOT, MlDb, current_lineage, run_dbt
 
 pytestmark = pytest.mark.integration
 
@@ -59,10 +59,10 @@ def test_accuracy_marts_build_before_the_ml_tables_exist(ml_db: MlDb) -> None:
 def test_bundled_data_end_to_end(ml_db: MlDb, clean_ml_tables: None, tmp_path: Path) -> None:
     engine, schemas, store = ml_db.engine, ml_db.schemas, ModelStore(tmp_path / "models")
     cutoff = NEWEST - timedelta(hours=168)
-    trained = train(engine, schemas, store, PRODUCT, cutoff, TrainConfig())
+    trained = train(engine, schemas, store, PRODUCT, cutoff, TrainConfig(), lineage=current_lineage())
     lgbm = trained.validation["lightgbm"]
     assert lgbm["n"] == 24 * 28 and lgbm["persistence_mae"] > 0
-    report = evaluate(engine, schemas, store, PRODUCT, NEWEST)
+    report = evaluate(engine, schemas, store, PRODUCT, NEWEST, lineage=current_lineage())
     assert report.window_start == cutoff and report.rows == 167 and len(report.scored) == 3
     decision = promote(engine, schemas, report)
     by_version = {r.version: r.scores for r in report.scored}
@@ -70,7 +70,8 @@ def test_bundled_data_end_to_end(ml_db: MlDb, clean_ml_tables: None, tmp_path: P
     assert by_version[decision.winner].mae <= persistence_mae  # type: ignore[union-attr]
 
     start = NEWEST - timedelta(hours=47)
-    predictions = predict_range(engine, schemas, store, PRODUCT, start, NEWEST + timedelta(hours=1))
+    predictions = predict_range(engine, schemas, store, PRODUCT, start, NEWEST + timedelta(hours=1),
+                                lineage=current_lineage())
     assert len(predictions) == 48 and predictions[-1].target_hour == NEWEST + timedelta(hours=1)
 
     run_dbt("build", "tag:accuracy")
@@ -86,8 +87,10 @@ def test_bundled_data_end_to_end(ml_db: MlDb, clean_ml_tables: None, tmp_path: P
     assert board == [(decision.winner, "production", 47, 24, 47, pytest.approx(rows[0][2]), board[0][6], 1)]
 
 
-def _cli(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CANDLECAST_DB_SCHEMA": "ct_ml", "CANDLECAST_MODEL_STORE": str(store)}
+def _cli(*args: str, store: Path, manifest: Path = DBT_DIR / "target" / "manifest.json"
+         ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CANDLECAST_DB_SCHEMA": "ct_ml", "CANDLECAST_MODEL_STORE": str(store),
+           "CANDLECAST_DBT_MANIFEST": str(manifest)}
     return subprocess.run([sys.executable, "-m", "ml", *args], capture_output=True, text=True, env=env,
                           cwd=REPO_ROOT, timeout=120)
 
@@ -100,5 +103,8 @@ def test_cli_help_and_one_line_errors(ml_db: MlDb, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "BTC-USD: no models in the store" in result.stderr
+    result = _cli("evaluate", "--end", "2024-01-09T23:00", store=tmp_path, manifest=tmp_path / "none.json")
+    assert result.returncode == 1 and f"dbt manifest not found at {tmp_path / 'none.json'}" in result.stderr
+    assert "make dbt-parse" in result.stderr
     result = _cli("predict", "--hour", "2024-01-09T22:30", store=tmp_path)
     assert result.returncode == 2 and "not on the hour" in result.stderr

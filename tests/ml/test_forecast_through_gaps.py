@@ -32,7 +32,7 @@ from ml.predict import (
     forecast_hours,
     predict_range,
 )
-from tests.ml.conftest import fast_load_raw, run_dbt, small_config
+from tests.ml.conftest import current_lineage, fast_load_raw, run_dbt, small_config
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +83,7 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine, tmp_path_
     try:
         fast_load_raw(loader, schemas)
         run_dbt("run", "+fct_candle_features", BASE, "--full-refresh")
+        lineage = current_lineage()
         with admin_engine.begin() as conn:
             for table in ("forecast_outcomes", "predictions", "model_promotions", "model_evaluations",
                           "model_registry"):
@@ -90,22 +91,24 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine, tmp_path_
         # LightGBM trained after the gap (its rows with NULL features among the training rows), made production
         store = ModelStore(tmp_path_factory.mktemp("gap-models"))
         cutoff = datetime(2023, 6, 1)
-        production = train(engine, schemas, store, PRODUCT, cutoff, small_config()).versions["lightgbm"]
+        production = train(engine, schemas, store, PRODUCT, cutoff, small_config(),
+                           lineage=lineage).versions["lightgbm"]
         switch_production(engine, schemas, PRODUCT, production, (cutoff, cutoff), {}, "test: LightGBM serves")
         closes = {r["hour"]: r["close"] for r in _rows(
             engine, f"select hour, close from {schemas.marts}.fct_candle_features "
                     "where hour between '2023-03-04 12:00' and '2023-03-11 21:00' or hour >= '2024-01-09 20:00'")}
 
-        around_gap = forecast_hours(engine, schemas, store, PRODUCT, datetime(2023, 3, 4, 14), datetime(2023, 3, 5, 3))
-        blackout = predict_range(engine, schemas, store, PRODUCT, *BLACKOUT)
-        warm_up = forecast_hour(engine, schemas, store, PRODUCT, WARM_UP_HOUR)
-        unknown_product = forecast_hour(engine, schemas, store, "ETH-USD", ARRIVING)
+        around_gap = forecast_hours(engine, schemas, store, PRODUCT, datetime(2023, 3, 4, 14), datetime(2023, 3, 5, 3),
+                                    lineage=lineage)
+        blackout = predict_range(engine, schemas, store, PRODUCT, *BLACKOUT, lineage=lineage)
+        warm_up = forecast_hour(engine, schemas, store, PRODUCT, WARM_UP_HOUR, lineage=lineage)
+        unknown_product = forecast_hour(engine, schemas, store, "ETH-USD", ARRIVING, lineage=lineage)
 
         outcomes_sql = f"select * from {schemas.ml}.forecast_outcomes order by product_id, target_hour"
         predictions_sql = f"select * from {schemas.ml}.predictions order by product_id, target_hour, model_version"
-        missing = forecast_hour(engine, schemas, store, PRODUCT, ARRIVING)
+        missing = forecast_hour(engine, schemas, store, PRODUCT, ARRIVING, lineage=lineage)
         missing_rows = _rows(engine, outcomes_sql)
-        forecast_hour(engine, schemas, store, PRODUCT, ARRIVING)
+        forecast_hour(engine, schemas, store, PRODUCT, ARRIVING, lineage=lineage)
         missing_again_rows = _rows(engine, outcomes_sql)
 
         # the candle arrives (the extractor's next run), and the hourly dbt run builds its features
@@ -115,9 +118,9 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine, tmp_path_
                                                   min(last, arrived), max(last, arrived), last, arrived,
                                                   Decimal("12.5"))])
         run_dbt("run", "+fct_candle_features", BASE)
-        healed = forecast_hour(engine, schemas, store, PRODUCT, ARRIVING)
+        healed = forecast_hour(engine, schemas, store, PRODUCT, ARRIVING, lineage=lineage)
         healed_tables = (_rows(engine, outcomes_sql), _rows(engine, predictions_sql))
-        forecast_hour(engine, schemas, store, PRODUCT, ARRIVING)
+        forecast_hour(engine, schemas, store, PRODUCT, ARRIVING, lineage=lineage)
         again_tables = (_rows(engine, outcomes_sql), _rows(engine, predictions_sql))
 
         run_dbt("build", "tag:accuracy", BASE)

@@ -18,7 +18,7 @@ from ml.predict import ModelCache, PredictionError, StaleFeatures, predict_hour,
 from ml.promote import promote
 from ml.store import ModelStore
 from ml.train import TrainConfig, fit_lightgbm, time_split, train
-from tests.ml.conftest import MlDb, small_config
+from tests.ml.conftest import MlDb, current_lineage, small_config
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +33,7 @@ def _rows(db: MlDb, sql: str, **params: object) -> list[tuple]:
 
 
 def _meta(kind: str, cutoff: datetime = CUTOFF) -> dict[str, object]:
-    from ml.features import feature_hash
-
-    return {"product": PRODUCT, "training_cutoff": cutoff, "trained_at": cutoff, "feature_hash": feature_hash(),
+    return {"product": PRODUCT, "training_cutoff": cutoff, "trained_at": cutoff, "feature_hash": current_lineage().hash,
             "row_count": {"train": 1, "valid": 1}}
 
 
@@ -47,7 +45,7 @@ def _holdout(frame: pd.DataFrame) -> pd.DataFrame:
 def test_training_stores_and_registers_lightgbm_and_both_baselines(ml_db: MlDb, clean_ml_tables: None,
                                                                    tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    result = train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF, small_config())
+    result = train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF, small_config(), lineage=current_lineage())
     assert set(result.versions) == {"lightgbm", PERSISTENCE, DRIFT}
     assert sorted(store.versions(PRODUCT)) == sorted(result.versions.values())
     registry = _rows(ml_db, "select model_version, status, training_cutoff from {ml}.model_registry")
@@ -56,7 +54,7 @@ def test_training_stores_and_registers_lightgbm_and_both_baselines(ml_db: MlDb, 
     meta = store.metadata(result.versions["lightgbm"])
     assert datetime.fromisoformat(meta["training_window"]["valid_last_hour"]) + timedelta(hours=1) < CUTOFF
     # Retraining on the same rows reproduces the same versions: same model text, same checksum.
-    again = train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF, small_config())
+    again = train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF, small_config(), lineage=current_lineage())
     assert again.versions == result.versions
 
 
@@ -77,7 +75,7 @@ def test_promotion_picks_the_true_best_and_skips_a_corrupted_model(ml_db: MlDb, 
     corrupted = store.save(ConstantForecaster(DRIFT, 0.0001, -0.005, 0.005), _meta(DRIFT, early))
     (tmp_path / corrupted / "baseline.json").write_text('{"point_return": 0, "lower_return": 0, "upper_return": 0}')
 
-    report = evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)
+    report = evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END, lineage=current_lineage())
     assert report.window_start == CUTOFF and report.rows == len(holdout)
     # Independent check of the ranking: MAE of each model's prices on the same rows, computed here.
     expected = {}
@@ -107,7 +105,7 @@ def test_persistence_stays_in_production_when_nothing_beats_it(ml_db: MlDb, clea
     persistence = store.save(ConstantForecaster(PERSISTENCE, 0.0, -0.005, 0.005), _meta(PERSISTENCE))
     store.save(ConstantForecaster(DRIFT, 0.002, -0.005, 0.005), _meta(DRIFT))
     store.save(ConstantForecaster(DRIFT, -0.002, -0.005, 0.005), _meta(DRIFT))
-    report = evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)
+    report = evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END, lineage=current_lineage())
     assert len(report.scored) == 3
     assert promote(ml_db.engine, ml_db.schemas, report).winner == persistence
     # Promoting again on the same evidence changes nothing and records no new promotion.
@@ -116,45 +114,31 @@ def test_persistence_stays_in_production_when_nothing_beats_it(ml_db: MlDb, clea
     assert _rows(ml_db, "select count(*) from {ml}.model_promotions") == [(1,)]
 
 
-def test_a_model_with_other_feature_definitions_is_skipped(ml_db: MlDb, clean_ml_tables: None,
-                                                           tmp_path: Path) -> None:
-    store = ModelStore(tmp_path)
-    store.save(ConstantForecaster(PERSISTENCE, 0.0, -0.005, 0.005), _meta(PERSISTENCE))
-    lgbm = train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF - timedelta(days=7),
-                 small_config()).versions["lightgbm"]
-    meta_path = tmp_path / lgbm / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    meta["feature_hash"] = "f" * 64  # trained on features defined differently from today's
-    meta_path.write_text(json.dumps(meta))
-    report = evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)
-    skipped = {r.version: r.reason for r in report.skipped}
-    assert "feature definitions changed" in (skipped.get(lgbm) or "")
-
-
 def test_evaluation_needs_a_holdout_after_the_newest_cutoff(ml_db: MlDb, clean_ml_tables: None,
                                                            tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     store.save(ConstantForecaster(PERSISTENCE, 0.0, -0.005, 0.005), _meta(PERSISTENCE, WINDOW_END))
     with pytest.raises(EvaluationError, match=r"BTC-USD: holdout window 2024-01-09 23:00 .* has 0 forecastable hours"):
-        evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END)
+        evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END, lineage=current_lineage())
 
 
 @pytest.fixture()
 def production_store(ml_db: MlDb, clean_ml_tables: None, tmp_path: Path) -> ModelStore:
     store = ModelStore(tmp_path)
-    train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF, small_config())
+    train(ml_db.engine, ml_db.schemas, store, PRODUCT, CUTOFF, small_config(), lineage=current_lineage())
     promote(ml_db.engine, ml_db.schemas,
-            evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END))
+            evaluate(ml_db.engine, ml_db.schemas, store, PRODUCT, WINDOW_END, lineage=current_lineage()))
     return store
 
 
 def test_inference_is_idempotent(ml_db: MlDb, production_store: ModelStore) -> None:
     hour = datetime(2024, 1, 9, 22)
     cache = ModelCache()
-    first = predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour, cache)
+    first = predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour, cache, lineage=current_lineage())
     table = "select * from {ml}.predictions order by target_hour"
     before = _rows(ml_db, table)
-    second = predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour, cache)
+    second = predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour, cache,
+                          lineage=current_lineage())
     assert first == second and _rows(ml_db, table) == before  # created_at included
     assert len(before) == 1
     product, target_hour, version, predicted, lower, upper, feature_hour, _ = before[0]
@@ -169,9 +153,9 @@ def test_inference_is_idempotent(ml_db: MlDb, production_store: ModelStore) -> N
 
 def test_backfill_over_a_range_writes_every_hour_once(ml_db: MlDb, production_store: ModelStore) -> None:
     start, end = datetime(2024, 1, 7, 0), datetime(2024, 1, 9, 0)
-    out = predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT, start, end)
+    out = predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT, start, end, lineage=current_lineage())
     assert [p.feature_hour for p in out] == [start + timedelta(hours=i) for i in range(48)]
-    predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT, start, end)
+    predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT, start, end, lineage=current_lineage())
     assert _rows(ml_db, "select count(*), min(target_hour), max(target_hour) from {ml}.predictions") == [
         (48, start + timedelta(hours=1), end)]
 
@@ -184,18 +168,18 @@ def test_backfill_over_a_range_writes_every_hour_once(ml_db: MlDb, production_st
 def test_strict_inference_refuses_missing_or_unforecastable_rows_and_writes_nothing(
         ml_db: MlDb, production_store: ModelStore, hour: datetime, message: str) -> None:
     with pytest.raises(StaleFeatures, match=f"BTC-USD: {message}"):
-        predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour)
+        predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour, lineage=current_lineage())
     # A backfill that includes one bad hour writes none of the good ones either.
     with pytest.raises(StaleFeatures):
         predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT,
-                      hour - timedelta(hours=3), hour + timedelta(hours=1))
+                      hour - timedelta(hours=3), hour + timedelta(hours=1), lineage=current_lineage())
     assert _rows(ml_db, "select count(*) from {ml}.predictions") == [(0,)]
 
 
 def test_inference_without_a_production_model_says_so(ml_db: MlDb, clean_ml_tables: None, tmp_path: Path) -> None:
     with pytest.raises(PredictionError, match="BTC-USD: no production model"):
         predict_hour(ml_db.engine, ml_db.schemas, ModelStore(tmp_path), PRODUCT,
-                     datetime(2024, 1, 9, 22))
+                     datetime(2024, 1, 9, 22), lineage=current_lineage())
 
 
 def test_default_training_config_is_valid() -> None:

@@ -55,6 +55,7 @@ def served_data(mariadb: dict[str, str], provision_schemas, admin_engine, tmp_pa
 
     from candlecast.db import engine_for
     from ml.evaluate import evaluate
+    from ml.lineage import read_lineage
     from ml.predict import forecast_hours
     from ml.promote import promote
     from ml.store import ModelStore
@@ -70,9 +71,10 @@ def served_data(mariadb: dict[str, str], provision_schemas, admin_engine, tmp_pa
     run_dbt("run", "+fct_candle_features")
     ml = engine_for("ml")
     store = ModelStore(tmp_path_factory.mktemp("serve-models"))
-    train(ml, schemas, store, PRODUCT, NEWEST - 168 * HOUR, small_config())
-    promote(ml, schemas, evaluate(ml, schemas, store, PRODUCT, NEWEST))
-    outcomes = forecast_hours(ml, schemas, store, PRODUCT, WEEK_START, NEWEST + HOUR)
+    lineage = read_lineage(DBT_DIR / "target" / "manifest.json")  # of the dbt run that built the features
+    train(ml, schemas, store, PRODUCT, NEWEST - 168 * HOUR, small_config(), lineage=lineage)
+    promote(ml, schemas, evaluate(ml, schemas, store, PRODUCT, NEWEST, lineage=lineage))
+    outcomes = forecast_hours(ml, schemas, store, PRODUCT, WEEK_START, NEWEST + HOUR, lineage=lineage)
     assert [o.outcome for o in outcomes].count("fallback") == 1
     ml.dispose()
     run_dbt("run", "tag:accuracy")
