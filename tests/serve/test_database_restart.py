@@ -7,6 +7,7 @@ other tests would fail meanwhile. Its marts are copies of the tables the pipelin
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -66,11 +67,12 @@ def private_db(served_data: ServedData, server_dir: Path) -> Iterator[dict[str, 
 
 
 def test_the_api_answers_503_while_the_database_is_down_and_recovers_without_a_restart(
-        served_data: ServedData, private_db: dict[str, str]) -> None:
+        served_data: ServedData, private_db: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
     from serve.app import create_app
 
     reader = db_settings("reader", private_db)
     app = create_app(ApiSettings(db_timeout_s=2, cache_seconds=1), reader, clock=lambda: NOW)
+    caplog.set_level(logging.INFO)
     with ThreadedServer(app, free_port()) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         before = client.get("/v1/forecasts/latest")
         assert before.status_code == 200
@@ -90,6 +92,11 @@ def test_the_api_answers_503_while_the_database_is_down_and_recovers_without_a_r
         page = client.get("/")
         assert page.status_code == 503 and "database is unavailable" in page.text
         assert client.get("/v1/ping").status_code == 200  # the process itself is alive
+
+        # the outage is logged, naming where and why, without the password
+        logged = [r.getMessage() for r in caplog.records if r.name == "serve"]
+        assert any(f"reader@127.0.0.1:{reader.port}" in line for line in logged)
+        assert not [line for line in logged if reader.password in line]
 
         local.start(env=private_db)
         # the very first request after the restart is served: the pool pings and replaces its dead connections
