@@ -25,6 +25,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from candlecast.hours import HOUR
 from candlecast.settings import ApiSettings, DbSettings, Schemas
@@ -116,6 +117,26 @@ def _newest(rows: list[marts.Row], column: str, plus: timedelta = timedelta(0)) 
     return max(values) + plus if values else None
 
 
+class HeadAsGet:
+    """ASGI middleware: a HEAD request is answered as its GET would be, headers only (``curl -I``, link
+    checkers, and pollers that only want the ETag); FastAPI's routes take GET alone."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def _json_error(exc: ApiError) -> Response:
     return Response(content=exc.body(), status_code=exc.status, headers=exc.headers, media_type=JSON)
 
@@ -171,6 +192,7 @@ def create_app(settings: ApiSettings, db: DbSettings, *, clock: Callable[[], dat
         redoc_url=None,
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(HeadAsGet)
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> Response:

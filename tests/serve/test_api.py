@@ -179,6 +179,8 @@ def test_a_poller_holding_the_current_version_gets_304_and_no_body(client: httpx
     older = format_datetime(datetime(2024, 1, 1, tzinfo=NOW.tzinfo), usegmt=True)
     assert client.get("/v1/forecasts/latest", headers={"If-Modified-Since": older}).status_code == 200
     assert client.get("/v1/forecasts/latest", headers={"If-None-Match": '"other"'}).status_code == 200
+    head = client.head("/v1/forecasts/latest")  # curl -I: the validators, no body
+    assert head.status_code == 200 and head.headers["etag"] == etag and head.content == b""
     # another answer, another version
     week = client.get(f"/v1/products/{PRODUCT}/forecasts")
     assert week.headers["etag"] != etag
