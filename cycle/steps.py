@@ -116,7 +116,8 @@ _FAILED_BEFORE_PREDICT = {
 
 def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
     """Record an outcome for the hour starting at the interval's end, per product (``ml.predict.forecast_hour``):
-    the production model's forecast from the just-closed hour, or, when that hour's candle is missing, a
+    the production model's forecast from the just-closed hour (served; every other registered, non-archived model
+    forecasts the same hour in its shadow, or is skipped with the reason), or, when that hour's candle is missing, a
     labelled persistence fallback (or "none") with its reason; the step succeeds either way. It fails when the
     model path itself fails (no production model, a model that will not load). It runs after a failed extract
     too (``runs_after_failure``): then a missing candle's fallback says so in its reason.
@@ -146,7 +147,8 @@ def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
         healed = heal_forecasts(engine, schemas, store, ctx.products, heal_start, feature_hour, lineage=lineage)
     for outcome in outcomes:
         hours = [o.feature_hour.isoformat() for o in healed.get(outcome.product_id, [])]
-        out.append({**outcome.as_json(), "summary": outcome.summary(), "healed": hours})
+        out.append({**outcome.as_json(), "summary": outcome.summary(), "healed": hours,
+                    "shadows": list(outcome.shadows), "shadow_skips": list(outcome.shadow_skips)})
     return out
 
 
@@ -265,7 +267,13 @@ def _describe_predict(summary: Summary) -> str:
             return ""
         return f" (healed {len(s['healed'])} earlier hour(s) that had a fallback or no outcome)"
 
-    return "; ".join(s["summary"] + healed(s) for s in summary)
+    def shadows(s: dict[str, Any]) -> str:
+        if not s.get("shadows") and not s.get("shadow_skips"):
+            return ""
+        skipped = f", {len(s['shadow_skips'])} skipped" if s.get("shadow_skips") else ""
+        return f" (+{len(s.get('shadows') or [])} shadow forecast(s){skipped})"
+
+    return "; ".join(s["summary"] + shadows(s) + healed(s) for s in summary)
 
 
 def _describe_dbt(summary: Summary) -> str:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from candlecast.hours import naive_utc
 from candlecast.settings import Schemas
+from ml.eligibility import ineligibility
 from ml.features import FEATURE_COLUMNS, TARGET_CLOSE_COLUMN, table_columns, usable_rows
-from ml.lineage import FeatureLineage, stale_reason
+from ml.lineage import FeatureLineage
 from ml.metrics import Scores, score_rows
 from ml.store import ModelStore, StoreError, parse_time
 
@@ -100,13 +101,9 @@ def score_models(store: ModelStore, versions: list[str], rows: pd.DataFrame, ava
         try:
             loaded = store.load(version)
             kind = loaded.kind
-            features = list(loaded.metadata.get("features") or [])
-            missing = [c for c in features if c.lower() not in available]
-            if missing:
-                raise _Skip(f"features no longer in the table: {', '.join(missing[:5])}")
-            stale = stale_reason(loaded.metadata, lineage)
-            if stale:
-                raise _Skip(stale)
+            reason = ineligibility(loaded.metadata, available, lineage)
+            if reason is not None:
+                raise _Skip(reason)
             fc = loaded.forecaster.predict(rows)
             scores = score_rows(rows["close"], rows[TARGET_CLOSE_COLUMN], fc.point, fc.lower, fc.upper)
             if scores.mae != scores.mae:  # NaN: a model producing NaN must not win by accident

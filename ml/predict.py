@@ -1,4 +1,4 @@
-"""Hourly batch inference with the production model.
+"""Hourly batch inference: the production model's forecast, served, and every other registered model's in its shadow.
 
 The caller names the *feature hour*: the newest closed candle's bucket start (in Airflow, the data
 interval's start). The forecast is for the next hour, ``target_hour = feature_hour + 1h``.
@@ -22,19 +22,30 @@ Two entry points:
 
 Model forecasts go to ``predictions`` (what the accuracy marts score) *and* to ``forecast_outcomes``;
 fallbacks only to ``forecast_outcomes`` with ``outcome = 'fallback'``, so no model metric mixes them in.
+
+**Shadow forecasts.** Wherever the production model forecasts an hour (all four entry points), every other
+registered model that is not archived (the candidates: LightGBM challengers and the baselines) forecasts the same
+hour from the same feature row, stored in ``predictions`` with ``role = 'shadow'``; the production model's row has
+``role = 'production'`` and is the only one served (``forecast_outcomes``; ``fct_prediction_accuracy`` filtered on
+the role). So every model has a record on the same hours, which the leaderboard and the promotion's live record
+compare. A shadow model that cannot forecast (a feature gone, or the SQL that computes its features changed since
+training: ``ml.eligibility``; its files fail their checksum; it errors) is skipped for the hour with the reason in
+``forecast_skips``, and never stops the production forecast. Hours that get a fallback (the stale-model one
+included) get no shadow forecasts.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from candlecast.hours import HOUR, naive_utc
 from candlecast.settings import Schemas
 from ml.metrics import to_prices
+from ml.registry import SERVED, SHADOW
 from ml.store import LoadedModel, ModelStore
 
 if TYPE_CHECKING:
@@ -61,7 +72,7 @@ class StaleModel(PredictionError):
 class ModelCache:
     """Loaded models by (store, version): a version is immutable, so it never needs invalidating."""
 
-    def __init__(self, max_size: int = 8) -> None:
+    def __init__(self, max_size: int = 64) -> None:  # every shadow model too: a few hundred kB each
         self._items: dict[tuple[str, str], LoadedModel] = {}
         self._lock = threading.Lock()
         self.max_size = max_size
@@ -96,11 +107,36 @@ class Prediction:
     predicted_close: float
     lower_80: float
     upper_80: float
+    role: str = SERVED  # SERVED (production) or SHADOW
 
     def as_row(self) -> dict[str, Any]:
         return {"product_id": self.product_id, "target_hour": self.target_hour, "model_version": self.model_version,
-                "predicted_close": round(self.predicted_close, 12), "lower_80": round(self.lower_80, 12),
-                "upper_80": round(self.upper_80, 12), "feature_hour": self.feature_hour}
+                "role": self.role, "predicted_close": round(self.predicted_close, 12),
+                "lower_80": round(self.lower_80, 12), "upper_80": round(self.upper_80, 12),
+                "feature_hour": self.feature_hour}
+
+
+@dataclass(frozen=True)
+class ShadowSkip:
+    """A shadow model that did not forecast ``target_hour``, and why (``forecast_skips``)."""
+
+    product_id: str
+    target_hour: datetime
+    model_version: str
+    reason: str
+
+    def as_row(self) -> dict[str, Any]:
+        return {"product_id": self.product_id, "target_hour": self.target_hour, "model_version": self.model_version,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Forecasts:
+    """The forecasts of a range of hours: production's (served), the shadows', and the shadows skipped."""
+
+    production: list[Prediction]
+    shadows: list[Prediction] = field(default_factory=list)
+    skips: list[ShadowSkip] = field(default_factory=list)
 
 
 def _hour(value: datetime, what: str) -> datetime:
@@ -153,7 +189,7 @@ def _hours_text(hours: list[datetime]) -> str:
     return f"{shown}{more} UTC"
 
 
-def forecast_rows(model: LoadedModel, frame: pd.DataFrame, product: str) -> list[Prediction]:
+def forecast_rows(model: LoadedModel, frame: pd.DataFrame, product: str, role: str = SERVED) -> list[Prediction]:
     fc = model.forecaster.predict(frame)
     pred, lo, hi = to_prices(frame["close"], fc.point, fc.lower, fc.upper)
     out = []
@@ -161,7 +197,7 @@ def forecast_rows(model: LoadedModel, frame: pd.DataFrame, product: str) -> list
         h = hour.to_pydatetime()
         if not (pred[i] > 0 and lo[i] > 0 and hi[i] > 0):
             raise PredictionError(f"{product}: model {model.version} gave a non-finite forecast for {h:%Y-%m-%d %H:%M}")
-        out.append(Prediction(product, h, h + HOUR, model.version, float(pred[i]), float(lo[i]), float(hi[i])))
+        out.append(Prediction(product, h, h + HOUR, model.version, float(pred[i]), float(lo[i]), float(hi[i]), role))
     return out
 
 
@@ -174,32 +210,78 @@ def check_lineage(model: LoadedModel, lineage: FeatureLineage, product: str) -> 
         raise StaleModel(f"{product}: model {model.version}: {reason}")
 
 
+def shadow_models(engine: Engine, schemas: Schemas, store: ModelStore, product: str, production: str,
+                  cache: ModelCache, lineage: FeatureLineage) -> tuple[list[LoadedModel], dict[str, str]]:
+    """The product's shadow models (every candidate in the registry, ``ml.registry.shadow_versions``) that can
+    forecast from the feature mart as it is now (``ml.eligibility``), loaded; and, by version, why each of the
+    others cannot."""
+    from ml.eligibility import ineligibility
+    from ml.features import table_columns
+    from ml.registry import shadow_versions
+
+    try:
+        versions = [v for v in shadow_versions(engine, schemas, product) if v != production]
+        available = table_columns(engine, schemas)
+    except Exception as exc:
+        raise PredictionError(f"{product}: cannot read the model registry in {schemas.ml}: {exc}") from exc
+    loaded: list[LoadedModel] = []
+    skipped: dict[str, str] = {}
+    for version in versions:
+        try:
+            model = cache.get(store, version)
+        except Exception as exc:  # a broken shadow must not stop the served forecast
+            skipped[version] = f"cannot load from the store {store.root}: {exc}"
+            continue
+        reason = ineligibility(model.metadata, available, lineage)
+        if reason is None:
+            loaded.append(model)
+        else:
+            skipped[version] = reason
+    return loaded, skipped
+
+
 def _model_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, product: str, start: datetime,
-                     end: datetime, cache: ModelCache | None, lineage: FeatureLineage) -> list[Prediction]:
-    """The production model's forecasts from every feature hour in [start, end), all checked; nothing written."""
+                     end: datetime, cache: ModelCache | None, lineage: FeatureLineage) -> Forecasts:
+    """Every feature hour in [start, end): the production model's forecasts, all checked (strict), and the shadow
+    models' from the same rows (a shadow that fails is skipped with its reason); nothing written."""
     from ml.features import read_features
 
+    cache = cache or DEFAULT_CACHE
     model = production_model(engine, schemas, store, product, cache)
     check_lineage(model, lineage, product)
-    frame = read_features(engine, schemas, product, start=start, end=end, columns=list(model.forecaster.features))
+    shadows, skipped = shadow_models(engine, schemas, store, product, model.version, cache, lineage)
+    columns = list(dict.fromkeys(c for m in (model, *shadows) for c in m.forecaster.features))
+    frame = read_features(engine, schemas, product, start=start, end=end, columns=columns)
     hours = [start + i * HOUR for i in range(int((end - start) / HOUR))]
     check_rows(frame, product, hours)
-    return forecast_rows(model, frame, product)
+    production = forecast_rows(model, frame, product)
+    shadow_rows: list[Prediction] = []
+    for shadow in shadows:
+        try:
+            shadow_rows.extend(forecast_rows(shadow, frame, product, SHADOW))
+        except Exception as exc:
+            skipped[shadow.version] = f"error: {type(exc).__name__}: {exc}"
+    skips = [ShadowSkip(product, h + HOUR, version, reason) for version, reason in skipped.items() for h in hours]
+    for version, reason in skipped.items():
+        log.warning("%s: shadow model %s skipped for %s: %s", product, version, _hours_text(hours), reason)
+    return Forecasts(production, shadow_rows, skips)
 
 
-def _write(engine: Engine, schemas: Schemas, predictions: list[Prediction],
-           outcomes: list[ForecastOutcome]) -> None:
-    from ml.registry import ensure_ml_tables, upsert_outcomes, upsert_predictions
+def _write(engine: Engine, schemas: Schemas, forecasts: Forecasts, outcomes: list[ForecastOutcome]) -> None:
+    from ml.registry import ensure_ml_tables, record_skips, upsert_outcomes, upsert_predictions
 
     ensure_ml_tables(engine, schemas)
+    predictions = [p.as_row() for p in (*forecasts.production, *forecasts.shadows)]
     with engine.begin() as conn:
-        upsert_predictions(conn, schemas, [p.as_row() for p in predictions])
+        upsert_predictions(conn, schemas, predictions)
         upsert_outcomes(conn, schemas, [o.as_row() for o in outcomes])
+        record_skips(conn, schemas, [s.as_row() for s in forecasts.skips], [p.as_row() for p in forecasts.shadows])
 
 
 def predict_range(engine: Engine, schemas: Schemas, store: ModelStore, product: str, start: datetime,
                   end: datetime, cache: ModelCache | None = None, *, lineage: FeatureLineage) -> list[Prediction]:
-    """Forecast from every feature hour in [start, end) with the production model and upsert them all.
+    """Forecast from every feature hour in [start, end) with the production model and upsert them all (the shadow
+    models forecast the same hours beside it); returns the production model's.
 
     Every hour is checked before anything is written; the writes (predictions and their ``model``
     outcomes, superseding any fallback recorded for those hours) are one transaction.
@@ -207,9 +289,11 @@ def predict_range(engine: Engine, schemas: Schemas, store: ModelStore, product: 
     start, end = _hour(start, "start hour"), _hour(end, "end hour")
     if end <= start:
         raise PredictionError(f"{product}: empty range {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} UTC")
-    predictions = _model_forecasts(engine, schemas, store, product, start, end, cache, lineage)
-    _write(engine, schemas, predictions, [ForecastOutcome.from_prediction(p) for p in predictions])
-    log.info("%s: wrote %d predictions with %s", product, len(predictions), predictions[0].model_version)
+    forecasts = _model_forecasts(engine, schemas, store, product, start, end, cache, lineage)
+    predictions = forecasts.production
+    _write(engine, schemas, forecasts, [ForecastOutcome.from_prediction(p) for p in predictions])
+    log.info("%s: wrote %d predictions with %s (and %d shadow forecasts, %d skipped)", product, len(predictions),
+             predictions[0].model_version, len(forecasts.shadows), len(forecasts.skips))
     return predictions
 
 
@@ -247,6 +331,10 @@ class ForecastOutcome:
     base_hour: datetime | None = None  # the hour whose close the forecast starts from
     reason_code: str | None = None
     reason: str | None = None
+    # what the shadow models did for the hour (not part of the served record): versions that forecast it, and
+    # "version: reason" for those skipped
+    shadows: tuple[str, ...] = field(default=(), compare=False)
+    shadow_skips: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def is_model(self) -> bool:
@@ -337,15 +425,15 @@ def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: 
                   lineage: FeatureLineage) -> ForecastOutcome:
     """The hourly step for one interval: forecast ``feature_hour + 1h`` and record the outcome, always.
 
-    ``feature_hour`` is the just-closed hour (the interval's start; the caller's time, never the clock).
-    With that hour's candle in the feature mart and the warm-up reached, the production model forecasts it
-    (written to ``predictions`` and ``forecast_outcomes``); without it, a persistence fallback from the last
-    known close is recorded with its reason (``forecast_outcomes`` only), or ``none`` when the product has no
-    close at all. Idempotent: a re-run gives the same rows; a re-run after the candle arrived replaces the
-    fallback with the model's forecast. Raises ``PredictionError`` when the model path itself fails (no
-    production model, a model that will not load): that is a fault to fix, not a data gap to label.
-    ``upstream_failure`` (why the caller knows the candle is missing, e.g. "not fetched: this run's extract
-    step failed") replaces the guess at why in a missing candle's reason.
+    ``feature_hour`` is the just-closed hour (the interval's start; the caller's time, never the clock). With that
+    hour's candle in the feature mart and the warm-up reached, the production model forecasts it (written to
+    ``predictions`` and ``forecast_outcomes``; the shadow models' forecasts to ``predictions``); without it, a
+    persistence fallback from the last known close is recorded with its reason (``forecast_outcomes`` only), or
+    ``none`` when the product has no close at all. Idempotent: a re-run gives the same rows; a re-run after the
+    candle arrived replaces the fallback with the model's forecast. Raises ``PredictionError`` when the model path
+    itself fails (no production model, a model that will not load): that is a fault to fix, not a data gap to label.
+    ``upstream_failure`` (why the caller knows the candle is missing, e.g. "not fetched: this run's extract step
+    failed") replaces the guess at why in a missing candle's reason.
     """
     from ml.features import FEATURE_TABLE, newest_hour
 
@@ -357,24 +445,26 @@ def forecast_hour(engine: Engine, schemas: Schemas, store: ModelStore, product: 
         raise PredictionError(f"{product}: cannot read {table} for {feature_hour:%Y-%m-%d %H:%M} UTC: {exc}") from exc
     if last is not None and last.hour == feature_hour and last.is_forecastable:
         try:
-            prediction = _model_forecasts(engine, schemas, store, product, feature_hour, feature_hour + HOUR, cache,
-                                          lineage)[0]
+            forecasts = _model_forecasts(engine, schemas, store, product, feature_hour, feature_hour + HOUR, cache,
+                                         lineage)
         except StaleModel as exc:
             # Not a fault of this hour: the hour is served (persistence from its close, labelled) until a model
             # trained on today's features is promoted; the healing then re-forecasts it.
             outcome = ForecastOutcome(product, feature_hour, feature_hour + HOUR, FALLBACK, predicted_close=last.close,
                                       base_hour=last.hour, reason_code=STALE_MODEL, reason=str(exc))
-            _write(engine, schemas, [], [outcome])
+            _write(engine, schemas, Forecasts([]), [outcome])
             log.warning("%s", outcome.summary())
             return outcome
-        outcome = ForecastOutcome.from_prediction(prediction)
-        _write(engine, schemas, [prediction], [outcome])
+        outcome = replace(ForecastOutcome.from_prediction(forecasts.production[0]),
+                          shadows=tuple(p.model_version for p in forecasts.shadows),
+                          shadow_skips=tuple(f"{s.model_version}: {s.reason}" for s in forecasts.skips))
+        _write(engine, schemas, forecasts, [outcome])
         log.info("%s", outcome.summary())
         return outcome
     # the product has rows here (a real candle before the hour), so its newest hour exists
     newest = None if last is None or last.hour == feature_hour else newest_hour(engine, schemas, product)
     outcome = _fallback(product, feature_hour, last, newest, table, upstream_failure)
-    _write(engine, schemas, [], [outcome])
+    _write(engine, schemas, Forecasts([]), [outcome])
     log.warning("%s", outcome.summary())
     return outcome
 

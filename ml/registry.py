@@ -4,10 +4,14 @@
 archived. A persistent generated column with a unique key makes "at most one production model per
 product" a database rule, not a convention. ``model_promotions`` records every switch with the
 metrics it was made on; ``model_evaluations`` every score and every skip with its reason;
-``predictions`` the hourly forecasts of the models (key product_id + target_hour + model_version), and
-``forecast_outcomes`` what the hourly step served for each target hour: the production model's forecast, a
-labelled persistence fallback (with its reason) when the just-closed candle is missing, or "no forecast".
-Fallbacks live only in ``forecast_outcomes``, never in ``predictions``, so model accuracy never mixes them in.
+``predictions`` the hourly forecasts of every registered model that is not archived (key product_id +
+target_hour + model_version), each with its ``role``: ``production`` for the one that was served (at most one
+per product and hour, and it is the model ``forecast_outcomes`` names), ``shadow`` for the others, which
+forecast the same hours so that models are compared on the same hours; ``forecast_skips`` the shadow models
+that could not forecast an hour, with the reason; and ``forecast_outcomes`` what the hourly step served for
+each target hour: the production model's forecast, a labelled persistence fallback (with its reason) when the
+just-closed candle is missing, or "no forecast". Fallbacks live only in ``forecast_outcomes``, never in
+``predictions``, so model accuracy never mixes them in.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 CANDIDATE, PRODUCTION, ARCHIVED = "candidate", "production", "archived"
+# the role of a forecast in ``predictions``: served to consumers, or made alongside to be compared
+SERVED, SHADOW = "production", "shadow"
 
 DDL = (
     """
@@ -91,14 +97,32 @@ DDL = (
         product_id      varchar(32)    not null,
         target_hour     datetime       not null comment 'UTC hour whose close is forecast',
         model_version   varchar(128)   not null,
+        role            varchar(16)    not null default 'production'
+                        comment 'production (the forecast served for the hour) or shadow (made to be compared)',
         predicted_close decimal(30,12) not null,
         lower_80        decimal(30,12) not null,
         upper_80        decimal(30,12) not null,
         feature_hour    datetime       not null comment 'UTC hour of the feature row (target_hour - 1h)',
         created_at      datetime(6)    not null,
+        updated_at      datetime(6)    not null comment 'UTC time the row last changed (values or role)',
         primary key (product_id, target_hour, model_version),
         key ix_predictions_model (model_version, target_hour),
-        key ix_predictions_created (created_at)
+        key ix_predictions_created (created_at),
+        key ix_predictions_updated (updated_at),
+        key ix_predictions_served (product_id, role, target_hour),
+        constraint ck_predictions_role check (role in ('production', 'shadow'))
+    ) engine=InnoDB default charset=utf8mb4 collate=utf8mb4_unicode_ci
+    """,
+    """
+    create table if not exists {ml}.forecast_skips (
+        product_id    varchar(32)   not null,
+        target_hour   datetime      not null comment 'UTC hour the model did not forecast',
+        model_version varchar(128)  not null comment 'a shadow model (a candidate) that could not forecast it',
+        reason        varchar(1024) not null comment 'why: ineligible (features changed), unreadable, or an error',
+        created_at    datetime(6)   not null,
+        updated_at    datetime(6)   not null,
+        primary key (product_id, target_hour, model_version),
+        key ix_forecast_skips_model (model_version, target_hour)
     ) engine=InnoDB default charset=utf8mb4 collate=utf8mb4_unicode_ci
     """,
     """
@@ -124,6 +148,22 @@ DDL = (
     """,
 )
 
+# ``predictions`` as created before shadow forecasts: every row was the production model's (the only one that
+# forecast), so the role column is added with that default; updated_at starts at created_at.
+MIGRATIONS = (
+    "alter table {ml}.predictions "
+    "add column if not exists role varchar(16) not null default 'production' "
+    "comment 'production (the forecast served for the hour) or shadow (made to be compared)' after model_version, "
+    "add column if not exists updated_at datetime(6) null comment 'UTC time the row last changed (values or role)', "
+    "add index if not exists ix_predictions_updated (updated_at), "
+    "add index if not exists ix_predictions_served (product_id, role, target_hour)",
+    "update {ml}.predictions set updated_at = created_at where updated_at is null",
+    "alter table {ml}.predictions modify updated_at datetime(6) not null "
+    "comment 'UTC time the row last changed (values or role)'",
+)
+
+PREDICTION_COLUMNS = ("role", "predicted_close", "lower_80", "upper_80", "feature_hour")
+
 OUTCOME_COLUMNS = ("feature_hour", "outcome", "model_version", "predicted_close", "lower_80", "upper_80", "base_hour",
                    "reason_code", "reason")
 
@@ -138,8 +178,16 @@ def ensure_ml_tables(target: Engine | Connection, schemas: Schemas) -> None:
     from sqlalchemy.engine import Engine
 
     def _apply(conn: Connection) -> None:
+        ml = quote_ident(schemas.ml)
         for statement in DDL:
-            conn.execute(text(statement.format(ml=quote_ident(schemas.ml))))
+            conn.execute(text(statement.format(ml=ml)))
+        # one information_schema read per call: the ALTERs run once, on a table from before the role column
+        has_role = conn.execute(text("select count(*) from information_schema.columns where table_schema = :s "
+                                     "and table_name = 'predictions' and column_name = 'role'"),
+                                {"s": schemas.ml}).scalar()
+        if not has_role:
+            for statement in MIGRATIONS:
+                conn.execute(text(statement.format(ml=ml)))
 
     if isinstance(target, Engine):
         with target.begin() as conn:
@@ -180,6 +228,20 @@ def production_version(conn: Connection | Engine, schemas: Schemas, product: str
         with conn.connect() as c:
             return c.execute(sql, {"p": product}).scalar()
     return conn.execute(sql, {"p": product}).scalar()
+
+
+def shadow_versions(conn: Connection | Engine, schemas: Schemas, product: str) -> list[str]:
+    """The product's registered models that forecast in the shadow of production: every candidate (archived
+    models no longer forecast), oldest training cutoff first."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import Engine
+
+    sql = text(f"select model_version from {quote_ident(schemas.ml)}.model_registry "
+               f"where product_id = :p and status = '{CANDIDATE}' order by training_cutoff, model_version")
+    if isinstance(conn, Engine):
+        with conn.connect() as c:
+            return [str(v) for v in c.execute(sql, {"p": product}).scalars()]
+    return [str(v) for v in conn.execute(sql, {"p": product}).scalars()]
 
 
 def switch_production(engine: Engine, schemas: Schemas, product: str, to_version: str,
@@ -245,23 +307,61 @@ def record_evaluations(conn: Connection, schemas: Schemas, product: str, window:
 
 
 def upsert_predictions(conn: Connection, schemas: Schemas, rows: list[dict[str, Any]]) -> int:
-    """Insert or refresh predictions; ``created_at`` keeps the first write, so a re-run changes nothing."""
+    """Insert or refresh predictions; a re-run with the same values changes nothing.
+
+    ``created_at`` keeps the first write; ``updated_at`` moves only when a value or the role changes (the
+    incremental accuracy mart picks changed rows by it). A ``production`` row makes any other production row of
+    its product and hour a ``shadow`` first (a re-run of an hour after a promotion: the hour is now served by the
+    new model, as ``forecast_outcomes`` says), so each hour has at most one production forecast.
+    """
     from sqlalchemy import text
 
     if not rows:
         return 0
+    ml = quote_ident(schemas.ml)
+    served = [r for r in rows if r["role"] == SERVED]
+    if served:
+        conn.execute(
+            text(f"update {ml}.predictions set role = '{SHADOW}', updated_at = utc_timestamp(6) "
+                 f"where product_id = :product_id and target_hour = :target_hour and role = '{SERVED}' "
+                 "and model_version <> :model_version"),
+            [{k: r[k] for k in ("product_id", "target_hour", "model_version")} for r in served],
+        )
+    changed = " or ".join(f"not ({c} <=> values({c}))" for c in PREDICTION_COLUMNS)
     conn.execute(
         text(
-            f"insert into {quote_ident(schemas.ml)}.predictions "
-            "(product_id, target_hour, model_version, predicted_close, "
-            "lower_80, upper_80, feature_hour, created_at) values (:product_id, :target_hour, :model_version, "
-            ":predicted_close, :lower_80, :upper_80, :feature_hour, utc_timestamp(6)) on duplicate key update "
-            "predicted_close = values(predicted_close), lower_80 = values(lower_80), "
-            "upper_80 = values(upper_80), feature_hour = values(feature_hour)"
+            f"insert into {ml}.predictions "
+            f"(product_id, target_hour, model_version, {', '.join(PREDICTION_COLUMNS)}, created_at, updated_at) "
+            f"values (:product_id, :target_hour, :model_version, {', '.join(':' + c for c in PREDICTION_COLUMNS)}, "
+            "utc_timestamp(6), utc_timestamp(6)) on duplicate key update "
+            # MariaDB applies the assignments left to right: updated_at compares before the values change
+            f"updated_at = if({changed}, utc_timestamp(6), updated_at), "
+            + ", ".join(f"{c} = values({c})" for c in PREDICTION_COLUMNS)
         ),
         rows,
     )
     return len(rows)
+
+
+def record_skips(conn: Connection, schemas: Schemas, rows: list[dict[str, Any]],
+                 forecast: list[dict[str, Any]]) -> None:
+    """Record the shadow models that could not forecast an hour (``rows``: product_id, target_hour, model_version,
+    reason), and clear the records of those that now did (``forecast``: prediction rows)."""
+    from sqlalchemy import text
+
+    ml = quote_ident(schemas.ml)
+    if forecast:
+        conn.execute(text(f"delete from {ml}.forecast_skips where product_id = :product_id "
+                          "and target_hour = :target_hour and model_version = :model_version"),
+                     [{k: r[k] for k in ("product_id", "target_hour", "model_version")} for r in forecast])
+    if rows:
+        conn.execute(
+            text(f"insert into {ml}.forecast_skips (product_id, target_hour, model_version, reason, created_at, "
+                 "updated_at) values (:product_id, :target_hour, :model_version, :reason, utc_timestamp(6), "
+                 "utc_timestamp(6)) on duplicate key update "
+                 "updated_at = if(reason <=> values(reason), updated_at, utc_timestamp(6)), reason = values(reason)"),
+            [{**r, "reason": str(r["reason"])[:1024]} for r in rows],
+        )
 
 
 def upsert_outcomes(conn: Connection, schemas: Schemas, rows: list[dict[str, Any]]) -> int:

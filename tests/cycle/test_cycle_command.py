@@ -62,11 +62,13 @@ def test_hourly_cycle_fetches_the_closed_hour_and_forecasts_the_next(hourly, adm
     # The incremental extract fetched the new hour and re-fetched the trailing day, which was unchanged.
     assert "1 inserted, 0 updated, 23 unchanged" in lines["extract"]
     assert "2024-01-08 13:00 UTC: model btc-usd-" in lines["predict"]
+    assert "(+2 shadow forecast(s))" in lines["predict"]  # the other two registered models, beside production
     assert footer.startswith("hourly cycle 2024-01-08 12:00..2024-01-08 13:00 UTC: ok")
     with admin_engine.connect() as conn:
         newest = conn.execute(text(f"select max(bucket_start) from `{BASE}_raw`.candles")).scalar()
         features = conn.execute(text(f"select max(hour) from `{BASE}_marts`.fct_candle_features")).scalar()
-        targets = conn.execute(text(f"select target_hour from `{BASE}_ml`.predictions")).scalars().all()
+        targets = conn.execute(text(f"select target_hour from `{BASE}_ml`.predictions "
+                                    "where role = 'production'")).scalars().all()
         scored = conn.execute(text(f"select count(*) from `{BASE}_marts`.fct_prediction_accuracy")).scalar()
     assert newest == datetime(2024, 1, 8, 12)
     assert features == datetime(2024, 1, 8, 12)
@@ -131,7 +133,8 @@ def test_a_range_runs_the_hourly_cycle_of_each_interval_in_turn(hourly, cycle_en
                        "hourly cycle 2024-01-08 14:00..2024-01-08 15:00 UTC, products BTC-USD"]
     assert proc.stdout.strip().splitlines()[-1].startswith("2 hourly cycles ok")
     with admin_engine.connect() as conn:
-        targets = conn.execute(text(f"select target_hour from `{BASE}_ml`.predictions order by 1")).scalars().all()
+        targets = conn.execute(text(f"select target_hour from `{BASE}_ml`.predictions "
+                                    "where role = 'production' order by 1")).scalars().all()
     assert targets == [datetime(2024, 1, 8, h) for h in (13, 14, 15)]
 
 

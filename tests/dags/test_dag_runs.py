@@ -47,7 +47,8 @@ def test_hourly_run_stores_what_a_direct_run_of_the_same_hours_does(hourly_run, 
     assert pipeline.differences(dag_tables, direct_tables) == []
     with admin_engine.connect() as conn:
         newest = conn.execute(text(f"select max(bucket_start) from `{BASE}_raw`.candles")).scalar()
-        target = conn.execute(text(f"select target_hour from `{BASE}_ml`.predictions")).scalars().all()
+        target = conn.execute(text(f"select target_hour from `{BASE}_ml`.predictions "
+                                   "where role = 'production'")).scalars().all()
         accuracy = conn.execute(text(f"select count(*) from `{BASE}_marts`.fct_prediction_accuracy")).scalar()
     # The interval's closed hour was fetched, the forecast is for the hour the interval ends at, and the
     # accuracy marts were built over it; nothing is vacuous.

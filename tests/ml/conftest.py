@@ -89,7 +89,8 @@ def ml_db(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterator[
     fast_load_raw(engine_for("loader"), schemas)
     run_dbt("run", "+fct_candle_features")
     with admin_engine.begin() as conn:
-        for table in ("forecast_outcomes", "predictions", "model_promotions", "model_evaluations", "model_registry"):
+        for table in ("forecast_skips", "forecast_outcomes", "predictions", "model_promotions", "model_evaluations",
+                      "model_registry"):
             conn.execute(text(f"drop table if exists `{schemas.ml}`.{table}"))
     engine = engine_for("ml")  # the role ML runs as in production; schemas are passed explicitly
     yield MlDb(schemas, engine, admin_engine)
@@ -112,6 +113,7 @@ def clean_ml_tables(ml_db: MlDb) -> Iterator[None]:
 
     ensure_ml_tables(ml_db.engine, ml_db.schemas)
     with ml_db.admin.begin() as conn:
-        for table in ("forecast_outcomes", "predictions", "model_promotions", "model_evaluations", "model_registry"):
+        for table in ("forecast_skips", "forecast_outcomes", "predictions", "model_promotions", "model_evaluations",
+                      "model_registry"):
             conn.execute(text(f"delete from `{ml_db.schemas.ml}`.{table}"))
     yield

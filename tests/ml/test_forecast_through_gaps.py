@@ -85,8 +85,8 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine, tmp_path_
         run_dbt("run", "+fct_candle_features", BASE, "--full-refresh")
         lineage = current_lineage()
         with admin_engine.begin() as conn:
-            for table in ("forecast_outcomes", "predictions", "model_promotions", "model_evaluations",
-                          "model_registry"):
+            for table in ("forecast_skips", "forecast_outcomes", "predictions", "model_promotions",
+                          "model_evaluations", "model_registry"):
                 conn.execute(text(f"drop table if exists `{schemas.ml}`.{table}"))
         # LightGBM trained after the gap (its rows with NULL features among the training rows), made production
         store = ModelStore(tmp_path_factory.mktemp("gap-models"))
@@ -197,16 +197,20 @@ def test_rerun_after_the_candle_arrives_replaces_the_fallback_and_a_second_rerun
     assert (row["outcome"], row["model_version"], row["reason_code"], row["reason"], row["replaced_outcome"]) == (
         MODEL, scenario.production, None, None, FALLBACK)
     assert row["created_at"] == before["created_at"] and row["updated_at"] > before["updated_at"]
-    assert [r["model_version"] for r in predictions if r["target_hour"] == ARRIVING + HOUR] == [scenario.production]
+    hour_rows = [r for r in predictions if r["target_hour"] == ARRIVING + HOUR]
+    assert [r["model_version"] for r in hour_rows if r["role"] == "production"] == [scenario.production]
+    assert len([r for r in hour_rows if r["role"] == "shadow"]) == 2  # the two baselines, in its shadow
     assert scenario.again_tables == scenario.healed_tables
 
 
 def test_accuracy_marts_keep_fallbacks_apart(scenario: Scenario) -> None:
     fallback_targets = {h + HOUR for h in GAP}
-    accuracy = scenario.marts["fct_prediction_accuracy"]
-    # model accuracy: model forecasts only, the gap's fallbacks nowhere
+    every = scenario.marts["fct_prediction_accuracy"]
+    accuracy = [r for r in every if r["role"] == "production"]
+    # model accuracy: model forecasts only (served and shadow), the gap's fallbacks nowhere
     assert {r["model_version"] for r in accuracy} == {scenario.production}
-    assert not fallback_targets & {r["target_hour"] for r in accuracy}
+    assert not fallback_targets & {r["target_hour"] for r in every}
+    assert {r["target_hour"] for r in every if r["role"] == "shadow"} == {r["target_hour"] for r in accuracy}
     by_product = {(r["product_id"], r["target_hour"]): r for r in scenario.marts["fct_forecast_outcomes"]}
     assert by_product[("ETH-USD", ARRIVING + HOUR)]["outcome"] == NO_FORECAST
     assert by_product[(PRODUCT, WARM_UP_HOUR + HOUR)]["reason_code"] == WARM_UP
@@ -229,5 +233,7 @@ def test_accuracy_marts_keep_fallbacks_apart(scenario: Scenario) -> None:
     # the blackout, the arriving hour's target has not closed)
     assert len(realized_model) == len(scenario.blackout) + 2
     board = scenario.marts["model_leaderboard"]
-    assert [(r["model_version"], r["n_realized"]) for r in board] == [(scenario.production, len(realized_model))]
-    assert float(board[0]["mae_all"]) == pytest.approx(float(np.mean(realized_model)))
+    assert sorted((r["model_version"], r["n_realized"]) for r in board) == sorted(
+        (r["model_version"], len(realized_model)) for r in every if r["target_hour"] == ARRIVING + HOUR)
+    served = next(r for r in board if r["model_version"] == scenario.production)
+    assert float(served["mae_all"]) == pytest.approx(float(np.mean(realized_model)))

@@ -135,13 +135,15 @@ def test_inference_is_idempotent(ml_db: MlDb, production_store: ModelStore) -> N
     hour = datetime(2024, 1, 9, 22)
     cache = ModelCache()
     first = predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour, cache, lineage=current_lineage())
-    table = "select * from {ml}.predictions order by target_hour"
+    table = "select * from {ml}.predictions order by target_hour, model_version"
     before = _rows(ml_db, table)
     second = predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour, cache,
                           lineage=current_lineage())
-    assert first == second and _rows(ml_db, table) == before  # created_at included
-    assert len(before) == 1
-    product, target_hour, version, predicted, lower, upper, feature_hour, _ = before[0]
+    assert first == second and _rows(ml_db, table) == before  # created_at and updated_at included
+    served = _rows(ml_db, "select product_id, target_hour, model_version, predicted_close, lower_80, upper_80, "
+                          "feature_hour from {ml}.predictions where role = 'production'")
+    assert len(served) == 1 and len(before) == 3  # the two other models forecast the hour in its shadow
+    product, target_hour, version, predicted, lower, upper, feature_hour = served[0]
     assert (product, target_hour, feature_hour) == (PRODUCT, datetime(2024, 1, 9, 23), hour)
     assert lower <= upper and float(predicted) == pytest.approx(first.predicted_close)
     # The prediction is close × exp(predicted return) of that hour's row.
@@ -156,8 +158,8 @@ def test_backfill_over_a_range_writes_every_hour_once(ml_db: MlDb, production_st
     out = predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT, start, end, lineage=current_lineage())
     assert [p.feature_hour for p in out] == [start + timedelta(hours=i) for i in range(48)]
     predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT, start, end, lineage=current_lineage())
-    assert _rows(ml_db, "select count(*), min(target_hour), max(target_hour) from {ml}.predictions") == [
-        (48, start + timedelta(hours=1), end)]
+    assert _rows(ml_db, "select count(*), min(target_hour), max(target_hour) from {ml}.predictions "
+                        "where role = 'production'") == [(48, start + timedelta(hours=1), end)]
 
 
 @pytest.mark.parametrize(("hour", "message"), [

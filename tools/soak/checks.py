@@ -66,8 +66,9 @@ class Outcome:
 
 
 def outcomes(soak: Soak) -> dict[datetime, Outcome]:
-    """What the hourly step recorded per target hour of the soak (``forecast_outcomes``; a ``predictions``
-    row counts as a model outcome where that table does not exist)."""
+    """What the hourly step recorded per target hour of the soak (``forecast_outcomes``; a served ``predictions``
+    row, role production, counts as a model outcome where that table does not exist). Shadow forecasts are not
+    outcomes: availability counts what production served."""
     s, plan = soak.schemas, soak.plan
     first, last = naive_utc(plan.end(0)), naive_utc(plan.end(plan.hours - 1))
     out: dict[datetime, Outcome] = {}
@@ -80,7 +81,8 @@ def outcomes(soak: Soak) -> dict[datetime, Outcome]:
         if table_exists(soak.admin, s.ml, "predictions"):
             rows = conn.exec_driver_sql(
                 f"select target_hour, model_version from `{s.ml}`.predictions "
-                "where product_id = %s and target_hour between %s and %s", (PRODUCT, first, last))
+                "where product_id = %s and role = 'production' and target_hour between %s and %s",
+                (PRODUCT, first, last))
             for hour, version in rows:
                 out.setdefault(hour, Outcome(hour, "model", version, None))
     return out
@@ -182,7 +184,8 @@ def snapshot(soak: Soak) -> Snapshot:
 
 # Tables holding forecasts (or derived from them): a forecast made before a correction reached its feature
 # row is made again, from the corrected data, when its hour is re-run.
-FORECAST_TABLES = ("predictions", "forecast_outcomes", "fct_forecast_outcomes", "fct_prediction_accuracy")
+FORECAST_TABLES = ("predictions", "forecast_skips", "forecast_outcomes", "fct_forecast_outcomes",
+                   "fct_prediction_accuracy")
 DERIVED_FROM_FORECASTS = ("model_leaderboard",)
 
 

@@ -1,5 +1,5 @@
 -- Every hourly outcome says what it is: a model outcome names its model and is exactly that model's row in
--- predictions (what fct_prediction_accuracy scores); a fallback has a price, a base hour, a reason and no
+-- predictions (what fct_prediction_accuracy scores), the one with role 'production' (served); a fallback has a price, a base hour, a reason and no
 -- model or interval; "none" has a reason and no price. Returns one row per violation.
 with outcomes as (
     select * from {{ ref('fct_forecast_outcomes') }}
@@ -21,6 +21,7 @@ final as (
         and predictions.model_version = outcomes.model_version
     where (outcomes.outcome = 'model' and (
             predictions.product_id is null
+            or predictions.role <> 'production'
             or predictions.predicted_close <> outcomes.predicted_close
             or outcomes.reason is not null
         ))

@@ -11,7 +11,7 @@
         ) }}",
     )
 }}
--- One row per prediction with what actually happened: the realized close of the target hour, the error, the
+-- One row per prediction (production and shadow: `role`) with what actually happened: the realized close of the target hour, the error, the
 -- error persistence (previous close) would have made on the same hour, and whether the 80% interval held it.
 -- A prediction whose target hour has not closed yet (or was a missing hour) has is_realized = 0 and NULL errors.
 
@@ -37,6 +37,7 @@ joined as (
         predictions.product_id,
         predictions.target_hour,
         predictions.model_version,
+        predictions.role,
         registry.model_kind,
         predictions.feature_hour,
         predictions.predicted_close,
@@ -45,7 +46,8 @@ joined as (
         base.close as previous_close,
         -- a missing hour's close is carried forward, not observed: it realizes nothing
         case when realized.is_missing_hour = 0 then realized.close end as realized_close,
-        predictions.created_at
+        predictions.created_at,
+        predictions.updated_at
     from predictions
     left join registry
         on registry.model_version = predictions.model_version
@@ -62,6 +64,7 @@ final as (
         product_id,
         target_hour,
         model_version,
+        role,
         model_kind,
         feature_hour,
         predicted_close,
@@ -80,7 +83,8 @@ final as (
             else 0
         end as is_inside_interval,
         upper_80 - lower_80 as interval_width,
-        created_at
+        created_at,
+        updated_at
     from joined
 )
 
