@@ -48,7 +48,8 @@ def test_latest_forecast_is_what_the_production_model_served_for_the_next_hour(
     assert answer.status_code == 200, answer.text
     [latest] = answer.json()["forecasts"]
     production = mart(served_data, "select model_version from {ml}.model_registry where status = 'production'")
-    [stored] = mart(served_data, "select * from {ml}.predictions where target_hour = :t", t=NEWEST + HOUR)
+    [stored] = mart(served_data, "select * from {ml}.predictions where target_hour = :t and role = 'production'",
+                    t=NEWEST + HOUR)
     assert latest["product_id"] == PRODUCT
     assert latest["target_hour"] == z(NEWEST + HOUR) and latest["feature_hour"] == z(NEWEST)
     assert latest["model_version"] == production[0]["model_version"] == stored["model_version"]
