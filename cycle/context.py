@@ -7,6 +7,7 @@ Airflow task resolves it from the task's environment with Airflow Variables and 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -89,7 +90,10 @@ def check_refetch_within_recompute(refetch_hours: int, recompute_hours: int, whe
 class RunContext:
     """The environment the steps read their connection settings from (and hand to dbt), and what they work on."""
 
-    env: Mapping[str, str] = field(repr=False)  # holds passwords: never printed
+    # The settings the steps read, over the credentials file's: without the file's passwords (a step's
+    # process gets its role's from the file, ``candlecast.role_env``), with those the caller's own environment
+    # holds (an Airflow task's Connection, exported variables). Never printed.
+    env: Mapping[str, str] = field(repr=False)
     products: tuple[str, ...]
     model_store: Path
     # File descriptors the steps' child processes (dbt) inherit: the cycle's lock, set by ``cycle.run`` while it
@@ -110,9 +114,11 @@ class RunContext:
         """From ``env`` (default: the process's, over the local credentials file); ``products`` and
         ``model_store`` override ``CANDLECAST_EXTRACT_PRODUCTS`` and ``CANDLECAST_MODEL_STORE`` when given.
         Refuses (``SettingsError``) an extractor re-fetch window not below the dbt var ``recompute_hours``."""
+        from candlecast.role_env import password_vars
         from candlecast.settings import ExtractSettings, dbt_settings, effective_env, ml_settings
 
-        full = effective_env(env)
+        given = os.environ if env is None else env
+        full = effective_env(given)
         extract = ExtractSettings.from_env(full)
         project_dir = dbt_settings(full).project_dir
         check_refetch_within_recompute(extract.refetch_hours, dbt_recompute_hours(project_dir),
@@ -122,4 +128,6 @@ class RunContext:
             raise SettingsError("no product to run: set CANDLECAST_EXTRACT_PRODUCTS")
         chosen = parse_products(",".join(chosen), "--product" if products else "CANDLECAST_EXTRACT_PRODUCTS")
         store = Path(model_store) if model_store else ml_settings(full).store_dir
-        return cls(env=full, products=chosen, model_store=store)
+        secrets_from_file = set(password_vars()) - set(given)
+        kept = {key: value for key, value in full.items() if key not in secrets_from_file}
+        return cls(env=kept, products=chosen, model_store=store)

@@ -28,6 +28,7 @@ from typing import Any
 
 from candlecast.hours import floor_hour
 from cycle.context import Interval, RunContext, schema_base
+from cycle.step_process import error_name
 from cycle.steps import HOURLY_STEPS, WEEKLY_STEPS, Step, dbt_target_dir
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class StepFailed(CycleError):
     def __init__(self, cycle: str, interval: Interval, step: str, outcomes: list[StepOutcome],
                  cause: BaseException) -> None:
         first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        super().__init__(f"{cycle} cycle {interval} failed at step {step}: {type(cause).__name__}: {first_line}")
+        super().__init__(f"{cycle} cycle {interval} failed at step {step}: {error_name(cause)}: {first_line}")
         self.cycle, self.interval, self.step, self.outcomes = cycle, interval, step, outcomes
 
 
@@ -147,11 +148,11 @@ def run_steps(cycle: str, steps: Sequence[Step], ctx: RunContext, interval: Inte
                 break
             started = time.perf_counter()
             try:
-                summary = step.run(ctx, interval)
+                summary = step.execute(ctx, interval)
             except Exception as exc:
                 seconds = time.perf_counter() - started
                 first_line = (str(exc).strip().splitlines() or [""])[0]
-                outcome = StepOutcome(step.name, "failed", seconds, detail=f"{type(exc).__name__}: {first_line}")
+                outcome = StepOutcome(step.name, "failed", seconds, detail=f"{error_name(exc)}: {first_line}")
                 outcomes.append(outcome)
                 if on_step:
                     on_step(outcome)

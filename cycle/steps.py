@@ -313,14 +313,31 @@ class Step:
     # here): the run still ends failed. For steps that make sense on whatever the tables hold, so that a failed
     # extract (an API outage) still gets its hour a labelled forecast outcome instead of silence.
     runs_after_failure: bool = False
+    # Runs as a process of its own holding only its role's password (``cycle.step_process``), found there by
+    # name in the tables below; a step not in them (a test's) runs in the caller's process. dbt steps are
+    # processes of their own anyway.
+    own_process: bool = False
 
     @property
     def is_dbt(self) -> bool:
         return bool(self.select)
 
+    def execute(self, ctx: RunContext, interval: Interval) -> Summary:
+        """Run the step as the cycle command and the DAGs' tasks do: in a process of its own when so marked."""
+        if self.own_process:
+            from cycle.step_process import run_in_own_process
+
+            return run_in_own_process(self, ctx, interval)
+        return self.run(ctx, interval)
+
 
 def _dbt_step(name: str, select: tuple[str, ...], runs_after_failure: bool = False) -> Step:
     return Step(name, "transformer", dbt_build(select), _describe_dbt, select, runs_after_failure)
+
+
+def _python_step(name: str, role: Role, run: Callable[[RunContext, Interval], Summary],
+                 describe: Callable[[Summary], str], runs_after_failure: bool = False) -> Step:
+    return Step(name, role, run, describe, runs_after_failure=runs_after_failure, own_process=True)
 
 
 # The DAGs' tasks, in their order (tests/dags checks the DAGs against these tables).
@@ -328,16 +345,16 @@ def _dbt_step(name: str, select: tuple[str, ...], runs_after_failure: bool = Fal
 # model's forecast or a labelled fallback, the accuracy marts keep it apart; the run still ends failed. The
 # weekly steps each need the one before to have succeeded (no model to evaluate, no scores to promote on).
 HOURLY_STEPS: tuple[Step, ...] = (
-    Step("extract", "loader", extract_interval, _describe_extract),
+    _python_step("extract", "loader", extract_interval, _describe_extract),
     _dbt_step("features", FEATURE_SELECT, runs_after_failure=True),
-    Step("predict", "ml", predict_interval_end, _describe_predict, runs_after_failure=True),
+    _python_step("predict", "ml", predict_interval_end, _describe_predict, runs_after_failure=True),
     _dbt_step("accuracy", ACCURACY_SELECT, runs_after_failure=True),
 )
 WEEKLY_STEPS: tuple[Step, ...] = (
     _dbt_step("features", FEATURE_SELECT),
-    Step("train", "ml", train_products, _describe_train),
-    Step("evaluate", "ml", evaluate_store, _describe_evaluate),
-    Step("promote", "ml", promote_best, _describe_promote),
+    _python_step("train", "ml", train_products, _describe_train),
+    _python_step("evaluate", "ml", evaluate_store, _describe_evaluate),
+    _python_step("promote", "ml", promote_best, _describe_promote),
 )
 
 

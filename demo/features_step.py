@@ -6,10 +6,10 @@ reads them through ``env_var()``.
 
 from __future__ import annotations
 
+import os
 from typing import SupportsFloat
 
 from candlecast.dbt_runner import run_dbt
-from candlecast.settings import effective_env
 
 # The feature layer: staging -> hourly spine -> fct_candle_features -> features_latest, with their tests.
 FEATURE_SELECTION = ("+features_latest",)
@@ -17,19 +17,24 @@ FEATURE_BUILD_ARGS = ("--indirect-selection", "cautious")
 
 
 def build_features_step() -> str:
-    """`dbt build` of the feature layer, source freshness, then the newest feature rows as `reader` sees them."""
+    """`dbt build` of the feature layer and source freshness (as the transformer: dbt's role)."""
+    build = run_dbt(["build"], env=os.environ, select=FEATURE_SELECTION, args=FEATURE_BUILD_ARGS)
+    # Reported, not fatal: the bundled candles keep the ingested_at of their first load, so a demo re-run
+    # more than 6 h later finds them "stale", which is true and says nothing about the build.
+    freshness = run_dbt(["source", "freshness"], env=os.environ, check=False)
+    return "\n".join([f"dbt build: {build.last_line_with('Done.') or 'ok'}",
+                      f"source freshness: {freshness.last_line_with(' freshness of ') or 'ok'}"])
+
+
+def describe_features_step() -> str:
+    """The newest feature rows as a SQL consumer (the `reader` role) sees them."""
     from sqlalchemy import text
 
     from candlecast.db import engine_for
     from candlecast.settings import DbServer
 
-    env = effective_env()
-    build = run_dbt(["build"], env=env, select=FEATURE_SELECTION, args=FEATURE_BUILD_ARGS)
-    # Reported, not fatal: the bundled candles keep the ingested_at of their first load, so a demo re-run
-    # more than 6 h later finds them "stale", which is true and says nothing about the build.
-    freshness = run_dbt(["source", "freshness"], env=env, check=False)
-    schemas = DbServer.from_env(env).schemas
-    reader = engine_for("reader", env)
+    schemas = DbServer.from_env().schemas
+    reader = engine_for("reader")
     try:
         with reader.connect() as conn:
             total, complete, forecastable, missing = conn.execute(text(
@@ -51,8 +56,6 @@ def build_features_step() -> str:
         for r in newest
     ]
     return "\n".join([
-        f"dbt build: {build.last_line_with('Done.') or 'ok'}",
-        f"source freshness: {freshness.last_line_with(' freshness of ') or 'ok'}",
         f"{schemas.marts}.fct_candle_features: {total:,} product-hours, {int(forecastable or 0):,} forecastable "
         f"({int(complete or 0):,} with every window gap-free), {int(missing or 0)} missing hours filled; "
         "the newest rows (target NULL: the next hour is not closed yet):",
@@ -66,6 +69,3 @@ def build_features_step() -> str:
 def _num(value: SupportsFloat | None, digits: int) -> str:
     return "NULL" if value is None else f"{float(value):.{digits}f}"
 
-
-if __name__ == "__main__":  # the step on its own: .venv/bin/python -m demo.features_step
-    print(build_features_step())

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, SupportsFloat
 
 from candlecast.hours import HOUR
-from candlecast.settings import effective_env
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -93,15 +92,22 @@ def predict_step(env: Mapping[str, str] | None = None) -> str:
             f"(80%: ${last.lower_80:,.2f} .. ${last.upper_80:,.2f})")
 
 
-def accuracy_step(env: Mapping[str, str] | None = None) -> str:
-    """dbt build of the accuracy marts (and their tests), then the leaderboard as a SQL consumer sees it."""
+def build_accuracy_step() -> str:
+    """dbt build of the accuracy marts and their tests (as the transformer: dbt's role)."""
+    import os
+
+    from candlecast.dbt_runner import run_dbt
+
+    return f"dbt: {run_dbt(['build'], env=os.environ, select=['tag:accuracy']).summary()}"
+
+
+def describe_leaderboard_step(env: Mapping[str, str] | None = None) -> str:
+    """The leaderboard as a SQL consumer (the `reader` role) sees it."""
     from sqlalchemy import text
 
     from candlecast.db import engine_for
-    from candlecast.dbt_runner import run_dbt
     from candlecast.settings import db_settings
 
-    build = run_dbt(["build"], env=effective_env(env), select=["tag:accuracy"])
     schemas = db_settings("reader", env).schemas
     engine = engine_for("reader", env)
     try:
@@ -115,8 +121,7 @@ def accuracy_step(env: Mapping[str, str] | None = None) -> str:
     def num(v: SupportsFloat | None, fmt: str) -> str:  # a DECIMAL or DOUBLE column, NULL when not yet known
         return "-" if v is None else format(float(v), fmt)
 
-    lines = [f"dbt: {build.summary()}",
-             f"{schemas.marts}.model_leaderboard:",
+    lines = [f"{schemas.marts}.model_leaderboard:",
              f"  {'model':<58} {'status':<10} {'n':>4} {'MAE 24h':>9} {'skill':>8} {'MAE 168h':>9} {'skill':>8} "
              f"{'cov80':>6}"]
     for r in rows:

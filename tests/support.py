@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -136,3 +137,50 @@ def differences(a: dict[str, list[tuple[Any, ...]]], b: dict[str, list[tuple[Any
             problems.append(f"{table}: {len(a[table])} vs {len(b[table])} rows; "
                             f"{names[0]} only {only_a}; {names[1]} only {only_b}")
     return problems
+
+
+class ProcessWatch:
+    """Samples a process and all its descendants (a running Airflow's scheduler, task supervisors and runners,
+    which run in sessions of their own, dbt under Cosmos; the cycle command's step processes) every 0.1 s while
+    a run goes on: which role passwords each one's environment and command line hold, read from /proc."""
+
+    def __init__(self, root_pid: int, passwords: Mapping[str, str]) -> None:
+        import threading
+
+        self.root_pid = root_pid
+        self.passwords = passwords
+        # (pid, parent pid, command line, roles whose password its environment holds, roles in its argv)
+        self.seen: set[tuple[int, int, str, frozenset[str], frozenset[str]]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="process-watch", daemon=True)
+        self._thread.start()
+
+    def _roles_in(self, data: bytes) -> frozenset[str]:
+        return frozenset(role for role, pw in self.passwords.items() if pw.encode() in data)
+
+    def _run(self) -> None:
+        from pathlib import Path
+
+        import psutil
+
+        root = psutil.Process(self.root_pid)
+        while not self._stop.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for proc in tree:
+                try:
+                    cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+                    environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+                    parent = proc.ppid()
+                except (OSError, psutil.Error):
+                    continue
+                shown = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+                self.seen.add((proc.pid, parent, shown, self._roles_in(environ), self._roles_in(cmdline)))
+            time.sleep(0.1)
+
+    def stop(self) -> set[tuple[int, int, str, frozenset[str], frozenset[str]]]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen

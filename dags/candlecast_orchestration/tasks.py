@@ -90,6 +90,6 @@ def run_step(name: str, data_interval_start: datetime, data_interval_end: dateti
     ctx = run_context(chosen.role, conn_prefix)
     if chosen.runs_after_failure:
         ctx = replace(ctx, failed_steps=failed_earlier_steps(name))
-    summary = chosen.run(ctx, interval)
+    summary = chosen.execute(ctx, interval)
     logging.getLogger(__name__).info("%s %s: %s", name, interval, chosen.describe(summary))
     return summary

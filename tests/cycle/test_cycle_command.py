@@ -3,6 +3,7 @@ hour, re-run, and steps that fail. The DAG tests (``tests/dags``) hold the DAGs 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -20,16 +21,67 @@ def step_lines(stdout: str) -> dict[str, str]:
     return {line.split()[0]: line for line in stdout.splitlines() if line.split() and line.split()[0] in STEPS}
 
 
+@dataclass
+class WatchedRun:
+    """A cycle command's run, and which role passwords each of its processes held in its environment."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    # (command line, roles whose password its environment held) of the command and every process under it
+    processes: set[tuple[str, frozenset[str]]]
+
+    def held_by(self, marker: str) -> set[frozenset[str]]:
+        return {env for cmd, env in self.processes if marker in cmd}
+
+
+def run_watched(args: list[str], cycle_env: dict[str, str]) -> WatchedRun:
+    """``python -m cycle ARGS`` as cron runs it on the local server: no password exported, the credentials file
+    in its place under the local dir, every process of the run sampled from /proc while it goes on."""
+    import subprocess
+    import sys
+
+    from candlecast.role_env import password_vars
+    from candlecast.settings import ROLES, credentials_file
+    from tests.cycle.conftest import REPO_ROOT
+    from tests.support import ProcessWatch
+
+    env = {k: v for k, v in cycle_env.items() if k not in password_vars() and k != "CANDLECAST_CREDENTIALS_FILE"}
+    assert credentials_file(env).is_file()
+    proc = subprocess.Popen([sys.executable, "-m", "cycle", *args], env=env, cwd=REPO_ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watch = ProcessWatch(proc.pid, {role: cycle_env[f"CANDLECAST_{role.upper()}_PASSWORD"] for role in ROLES})
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        seen = watch.stop()
+    return WatchedRun(proc.returncode, stdout, stderr, {(cmd, env) for _, _, cmd, env, _ in seen})
+
+
 @pytest.fixture(scope="module")
 def weekly(cycle_env):
     # The week ending Sunday 2024-01-07 23:00: trains before 2023-12-31 23:00, scores on the week after.
-    return run_cycle(["--weekly", "--end", "2024-01-07T23:00"], cycle_env)
+    return run_watched(["--weekly", "--end", "2024-01-07T23:00"], cycle_env)
 
 
 @pytest.fixture(scope="module")
 def hourly(weekly, cycle_env):
     # The interval [12:00, 13:00) UTC, written with an offset: 14:00+01:00 is 13:00 UTC.
-    return run_cycle(["--end", "2024-01-08T14:00+01:00"], cycle_env)
+    return run_watched(["--end", "2024-01-08T14:00+01:00"], cycle_env)
+
+
+def test_each_step_of_the_cycles_runs_in_a_process_holding_only_its_roles_password(weekly, hourly) -> None:
+    """The cycle command is a launcher: it holds no password in its environment (it reads the credentials file
+    when it starts a step); extract runs with the loader's only, the ML steps with the ml role's only, dbt with
+    the transformer's only, and no command line holds any."""
+    assert weekly.returncode == 0 and hourly.returncode == 0, weekly.stderr[-2000:] + hourly.stderr[-2000:]
+    processes = weekly.processes | hourly.processes
+    for step, role in [("extract", "loader"), ("predict", "ml"), ("train", "ml"), ("evaluate", "ml"),
+                       ("promote", "ml")]:
+        assert weekly.held_by(f"cycle.step_process {step} ") | hourly.held_by(f"cycle.step_process {step} ") == {
+            frozenset({role})}, (step, processes)
+    assert {env for cmd, env in processes if "/bin/dbt " in cmd} == {frozenset({"transformer"})}
+    assert {env for cmd, env in processes if cmd.endswith("-m cycle --end 2024-01-08T14:00+01:00")} == {frozenset()}
 
 
 def test_weekly_cycle_trains_scores_and_promotes_a_production_model(weekly, admin_engine) -> None:
@@ -105,8 +157,14 @@ def test_a_cycle_killed_during_dbt_holds_off_the_next_until_its_dbt_is_gone_and_
     proc = subprocess.Popen([sys.executable, "-m", "cycle", "--end", "2024-01-08T13:00"], env=cycle_env,
                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parent, dbt, deadline = psutil.Process(proc.pid), None, time.monotonic() + 120
+    def command_line(child: psutil.Process) -> str:
+        try:
+            return " ".join(child.cmdline())
+        except psutil.Error:  # a step's process that just ended
+            return ""
+
     while dbt is None and time.monotonic() < deadline and proc.poll() is None:
-        dbt = next((c for c in parent.children(recursive=True) if "dbt" in " ".join(c.cmdline())), None)
+        dbt = next((c for c in parent.children(recursive=True) if "/bin/dbt " in command_line(c)), None)
         time.sleep(0.02)
     assert dbt is not None, "the cycle never started dbt"
     proc.send_signal(signal.SIGKILL)

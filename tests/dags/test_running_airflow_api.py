@@ -13,7 +13,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from candlecast.airflow_local import LocalAirflow, local_airflow, start, stop
 from candlecast.hours import HOUR
 from tests.dags import pipeline
 from tests.dags.conftest import BASE, DIRECT_BASE, HOURLY_START, TEST_LOCAL_DIR
+from tests.support import ProcessWatch
 
 pytestmark = pytest.mark.integration
 
@@ -96,53 +97,6 @@ def api_airflow(dag_env, dbt_manifest) -> Iterator[LocalAirflow]:
         yield boot.airflow
     finally:
         stop(boot.env)
-
-
-class ProcessWatch:
-    """Samples every process of the running Airflow (standalone and all its descendants: scheduler, task
-    supervisors and runners, which run in sessions of their own, dbt under Cosmos) while a run goes on: which role
-    passwords each one's environment and command line hold."""
-
-    def __init__(self, root_pid: int, passwords: Mapping[str, str]) -> None:
-        import threading
-
-        self.root_pid = root_pid
-        self.passwords = passwords
-        # (pid, parent pid, command line, roles whose password its environment holds, roles in its argv)
-        self.seen: set[tuple[int, int, str, frozenset[str], frozenset[str]]] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="process-watch", daemon=True)
-        self._thread.start()
-
-    def _roles_in(self, data: bytes) -> frozenset[str]:
-        return frozenset(role for role, pw in self.passwords.items() if pw.encode() in data)
-
-    def _run(self) -> None:
-        from pathlib import Path
-
-        import psutil
-
-        root = psutil.Process(self.root_pid)
-        while not self._stop.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                return
-            for proc in tree:
-                try:
-                    cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
-                    environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
-                    parent = proc.ppid()
-                except (OSError, psutil.Error):
-                    continue
-                shown = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
-                self.seen.add((proc.pid, parent, shown, self._roles_in(environ), self._roles_in(cmdline)))
-            time.sleep(0.1)
-
-    def stop(self) -> set[tuple[int, int, str, frozenset[str], frozenset[str]]]:
-        self._stop.set()
-        self._thread.join()
-        return self.seen
 
 
 class _Boot:
@@ -242,8 +196,9 @@ def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_ru
                     f"task logs under {api_airflow.logs_dir}")
 
     # One secret per process: Airflow and its task processes hold no role's password in their environment (a
-    # task reads its step's role from its Connection); each dbt process Cosmos starts holds the transformer's
-    # only. No password on any command line, nor in any log of the run.
+    # task reads its step's role from its Connection); the step process a Python task starts holds its role's
+    # only (extract the loader's, predict the ml role's), each dbt process Cosmos starts the transformer's only.
+    # No password on any command line, nor in any log of the run.
     dbt_pids = {pid for pid, _, cmd, _, _ in seen if "/dbt " in cmd or cmd.startswith("dbt ")}
     assert dbt_pids, f"no dbt process seen among {sorted({cmd for _, _, cmd, _, _ in seen})}"
     grown = True
@@ -254,9 +209,13 @@ def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_ru
     # (a process read as it exited shows an empty command line and no environment: nothing to judge)
     dbt = {(cmd, env) for pid, _, cmd, env, _ in seen if pid in dbt_pids and cmd}
     assert all(env == {"transformer"} for _, env in dbt), dbt
+    step_processes = {(cmd.split("cycle.step_process ")[1].split()[0], env) for _, _, cmd, env, _ in seen
+                      if "cycle.step_process " in cmd}
+    assert step_processes == {("extract", frozenset({"loader"})), ("predict", frozenset({"ml"}))}, step_processes
     running_tasks = {cmd for _, _, cmd, _, _ in seen if "LocalExecutor: " in cmd and "<idle>" not in cmd}
     assert running_tasks, "no task process seen while the run went on"
-    holding = {cmd: env for pid, _, cmd, env, _ in seen if env and pid not in dbt_pids}
+    holding = {cmd: env for pid, _, cmd, env, _ in seen
+               if env and pid not in dbt_pids and "cycle.step_process " not in cmd}
     assert holding == {}, f"processes holding role passwords in their environment: {holding}"
     assert [cmd for _, _, cmd, _, argv in seen if argv] == []
     leaked = [str(path) for path in api_airflow.home.rglob("*") if path.is_file() and path.suffix in (".log", ".json")

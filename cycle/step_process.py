@@ -1,0 +1,139 @@
+"""A Python step of the cycle in a process of its own, holding only its role's password.
+
+The cycle command and an Airflow task are launchers: they know every role's login (the credentials file, or
+the task's Airflow Connection), so the code that talks to the Coinbase API, parses its answers, loads models
+and writes tables does not run in them. Each Python step (extract as ``loader``, predict and the weekly ML
+steps as ``ml``) runs as ``python -m cycle.step_process NAME ...`` with an environment cut down by
+``candlecast.role_env`` to its own role's password and pointed away from the credentials file; dbt steps are
+already processes of their own (``candlecast.dbt_runner`` cuts their environment to the transformer's).
+
+The launcher hands over the step's name, interval, products, model store and the steps that failed before it
+as arguments (no secret among them); the step's process answers with one JSON document on its standard
+output: the step's summary, or the error it raised (its type and message, which the launcher raises again
+as ``StepProcessError`` so that the cycle reports it as if it had run in-process). Its logs go to standard
+error, which it shares with the launcher (the terminal, the cron log, the Airflow task log). It inherits the
+cycle's lock (``RunContext.inherit_fds``), so a step process that outlives a killed cycle keeps the next one
+waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cycle.context import Interval, RunContext
+    from cycle.steps import Step, Summary
+
+MODULE = "cycle.step_process"
+
+
+class StepProcessError(RuntimeError):
+    """A step failed in its own process: ``error_type`` is the type of what it raised there (or says how the
+    process died), the message is its message."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def error_name(exc: BaseException) -> str:
+    """The type name to report for a step's error: the one raised in the step's own process, if it ran in one."""
+    return exc.error_type if isinstance(exc, StepProcessError) else type(exc).__name__
+
+
+def command(step: Step, ctx: RunContext, interval: Interval) -> list[str]:
+    argv = [sys.executable, "-m", MODULE, step.name, "--start", interval.start.isoformat(),
+            "--end", interval.end.isoformat(), "--model-store", str(ctx.model_store),
+            "--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel())]
+    for product in ctx.products:
+        argv += ["--product", product]
+    for failed in ctx.failed_steps:
+        argv += ["--failed", failed]
+    return argv
+
+
+def run_in_own_process(step: Step, ctx: RunContext, interval: Interval) -> Summary:
+    """Run ``step`` over ``interval`` in a child process holding only ``step.role``'s password; its summary.
+
+    Raises ``StepProcessError`` with the step's own error (type and message), or naming how the process died.
+    """
+    from candlecast.role_env import role_env
+
+    env = role_env(step.role, ctx.env)
+    proc = subprocess.run(command(step, ctx, interval), env=env, stdout=subprocess.PIPE, stderr=None,
+                          pass_fds=ctx.inherit_fds, check=False)
+    answer = _answer(proc.stdout)
+    if answer is None:
+        how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited {proc.returncode}"
+        raise StepProcessError("StepProcessDied", f"the {step.name} step's process ({MODULE}, role {step.role}) "
+                                                  f"{how} without an answer; its output is in the log above")
+    if "error" in answer:
+        raise StepProcessError(str(answer["error"]["type"]), str(answer["error"]["message"]))
+    summary: Summary = answer["summary"]
+    return summary
+
+
+def _answer(stdout: bytes) -> dict[str, Any] | None:
+    lines = stdout.decode(errors="replace").strip().splitlines()
+    if not lines:
+        return None
+    try:
+        answer = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return None
+    return answer if isinstance(answer, dict) and ("summary" in answer or "error" in answer) else None
+
+
+# --- the step's side ---------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    from candlecast.hours import cli_time
+    from candlecast.inputs import product_id_arg
+
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}",
+                                     description="Run one Python step of the cycle (the cycle starts this).")
+    parser.add_argument("name")
+    parser.add_argument("--start", type=cli_time(), required=True)
+    parser.add_argument("--end", type=cli_time(), required=True)
+    parser.add_argument("--product", action="append", dest="products", type=product_id_arg, required=True)
+    parser.add_argument("--model-store", type=Path, required=True)
+    parser.add_argument("--failed", action="append", default=[])
+    parser.add_argument("--log-level", default="WARNING")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The answer is the only thing on standard output: anything a library prints goes to standard error.
+    answer_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cycle.context import Interval, RunContext
+    from cycle.steps import json_safe, step
+
+    try:
+        chosen = step(args.name)
+        ctx = replace(RunContext.resolve(products=args.products, model_store=args.model_store),
+                      failed_steps=tuple(args.failed))
+        answer: dict[str, Any] = {"summary": json_safe(chosen.run(ctx, Interval.of(args.start, args.end)))}
+        status = 0
+    except Exception as exc:  # handed to the launcher, which reports it as the step's failure
+        logging.getLogger(MODULE).info("step %s failed", args.name, exc_info=True)
+        answer = {"error": {"type": type(exc).__name__, "message": str(exc)}}
+        status = 1
+    answer_out.write(json.dumps(answer) + "\n")
+    answer_out.flush()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
