@@ -3,7 +3,7 @@
 The cycle command and an Airflow task are launchers: they know every role's login (the credentials file, or
 the task's Airflow Connection), so the code that talks to the Coinbase API, parses its answers, loads models
 and writes tables does not run in them. Each Python step (extract as ``loader``, predict and the weekly ML
-steps as ``ml``) runs as ``python -m cycle.step_process NAME ...`` with an environment cut down by
+steps as ``ml``) runs as ``python -m cycle.run_step NAME ...`` with an environment cut down by
 ``candlecast.role_env`` to its own role's password and pointed away from the credentials file; dbt steps are
 already processes of their own (``candlecast.dbt_runner`` cuts their environment to the transformer's).
 
@@ -18,21 +18,17 @@ waiting.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import subprocess
 import sys
-from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cycle.context import Interval, RunContext
     from cycle.steps import Step, Summary
 
-MODULE = "cycle.step_process"
+MODULE = "cycle.run_step"  # the step's side; nothing imports it
 
 
 class StepProcessError(RuntimeError):
@@ -90,50 +86,3 @@ def _answer(stdout: bytes) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return answer if isinstance(answer, dict) and ("summary" in answer or "error" in answer) else None
-
-
-# --- the step's side ---------------------------------------------------------------------------------
-
-def _parser() -> argparse.ArgumentParser:
-    from candlecast.hours import cli_time
-    from candlecast.inputs import product_id_arg
-
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}",
-                                     description="Run one Python step of the cycle (the cycle starts this).")
-    parser.add_argument("name")
-    parser.add_argument("--start", type=cli_time(), required=True)
-    parser.add_argument("--end", type=cli_time(), required=True)
-    parser.add_argument("--product", action="append", dest="products", type=product_id_arg, required=True)
-    parser.add_argument("--model-store", type=Path, required=True)
-    parser.add_argument("--failed", action="append", default=[])
-    parser.add_argument("--log-level", default="WARNING")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    # The answer is the only thing on standard output: anything a library prints goes to standard error.
-    answer_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from cycle.context import Interval, RunContext
-    from cycle.steps import json_safe, step
-
-    try:
-        chosen = step(args.name)
-        ctx = replace(RunContext.resolve(products=args.products, model_store=args.model_store),
-                      failed_steps=tuple(args.failed))
-        answer: dict[str, Any] = {"summary": json_safe(chosen.run(ctx, Interval.of(args.start, args.end)))}
-        status = 0
-    except Exception as exc:  # handed to the launcher, which reports it as the step's failure
-        logging.getLogger(MODULE).info("step %s failed", args.name, exc_info=True)
-        answer = {"error": {"type": type(exc).__name__, "message": str(exc)}}
-        status = 1
-    answer_out.write(json.dumps(answer) + "\n")
-    answer_out.flush()
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

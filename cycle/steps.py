@@ -313,8 +313,8 @@ class Step:
     # here): the run still ends failed. For steps that make sense on whatever the tables hold, so that a failed
     # extract (an API outage) still gets its hour a labelled forecast outcome instead of silence.
     runs_after_failure: bool = False
-    # Runs as a process of its own holding only its role's password (``cycle.step_process``), found there by
-    # name in the tables below; a step not in them (a test's) runs in the caller's process. dbt steps are
+    # Runs as a process of its own holding only its role's password (``cycle.step_process``), which finds it
+    # by name in the tables below; a step not in them (a test's) runs in the caller's process. dbt steps are
     # processes of their own anyway.
     own_process: bool = False
 

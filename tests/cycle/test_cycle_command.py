@@ -78,7 +78,7 @@ def test_each_step_of_the_cycles_runs_in_a_process_holding_only_its_roles_passwo
     processes = weekly.processes | hourly.processes
     for step, role in [("extract", "loader"), ("predict", "ml"), ("train", "ml"), ("evaluate", "ml"),
                        ("promote", "ml")]:
-        assert weekly.held_by(f"cycle.step_process {step} ") | hourly.held_by(f"cycle.step_process {step} ") == {
+        assert weekly.held_by(f"cycle.run_step {step} ") | hourly.held_by(f"cycle.run_step {step} ") == {
             frozenset({role})}, (step, processes)
     assert {env for cmd, env in processes if "/bin/dbt " in cmd} == {frozenset({"transformer"})}
     assert {env for cmd, env in processes if cmd.endswith("-m cycle --end 2024-01-08T14:00+01:00")} == {frozenset()}

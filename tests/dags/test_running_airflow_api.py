@@ -209,13 +209,13 @@ def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_ru
     # (a process read as it exited shows an empty command line and no environment: nothing to judge)
     dbt = {(cmd, env) for pid, _, cmd, env, _ in seen if pid in dbt_pids and cmd}
     assert all(env == {"transformer"} for _, env in dbt), dbt
-    step_processes = {(cmd.split("cycle.step_process ")[1].split()[0], env) for _, _, cmd, env, _ in seen
-                      if "cycle.step_process " in cmd}
+    step_processes = {(cmd.split("cycle.run_step ")[1].split()[0], env) for _, _, cmd, env, _ in seen
+                      if "cycle.run_step " in cmd}
     assert step_processes == {("extract", frozenset({"loader"})), ("predict", frozenset({"ml"}))}, step_processes
     running_tasks = {cmd for _, _, cmd, _, _ in seen if "LocalExecutor: " in cmd and "<idle>" not in cmd}
     assert running_tasks, "no task process seen while the run went on"
     holding = {cmd: env for pid, _, cmd, env, _ in seen
-               if env and pid not in dbt_pids and "cycle.step_process " not in cmd}
+               if env and pid not in dbt_pids and "cycle.run_step " not in cmd}
     assert holding == {}, f"processes holding role passwords in their environment: {holding}"
     assert [cmd for _, _, cmd, _, argv in seen if argv] == []
     leaked = [str(path) for path in api_airflow.home.rglob("*") if path.is_file() and path.suffix in (".log", ".json")
