@@ -176,6 +176,8 @@ class ProcessWatch:
                     parent = proc.ppid()
                 except (OSError, psutil.Error):
                     continue
+                if not cmdline:  # a process that is exiting (a zombie): /proc shows neither its argv nor its env
+                    continue
                 shown = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
                 self.seen.add((proc.pid, parent, shown, self._roles_in(environ), self._roles_in(cmdline)))
             time.sleep(0.1)
