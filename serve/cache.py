@@ -20,7 +20,7 @@ from datetime import datetime
 
 from starlette.concurrency import run_in_threadpool
 
-from serve.http_cache import etag_of
+from serve.http_cache import etag_of, http_date
 
 # Bodies at least this long are also kept gzipped, for clients that accept it (a week of forecasts: 80 KB, 10 KB).
 GZIP_FROM_BYTES = 1024
@@ -37,11 +37,12 @@ class Answer:
     last_modified: datetime | None
     etag: str = ""
     gzipped: bytes | None = None
+    last_modified_header: str | None = None
 
     @classmethod
     def of(cls, body: bytes, last_modified: datetime | None) -> Answer:
         packed = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= GZIP_FROM_BYTES else None
-        return cls(body, last_modified, etag_of(body), packed)
+        return cls(body, last_modified, etag_of(body), packed, http_date(last_modified) if last_modified else None)
 
 
 class AnswerCache:

@@ -50,20 +50,26 @@ def _not_modified_since(header: str, last_modified: datetime) -> bool:
     return to_utc(last_modified).replace(microsecond=0) <= since
 
 
+def http_date(moment: datetime) -> str:
+    return format_datetime(to_utc(moment).replace(microsecond=0), usegmt=True)
+
+
 def accepts_gzip(request: Request) -> bool:
     return "gzip" in request.headers.get("accept-encoding", "").lower()
 
 
 def conditional(request: Request, body: bytes, last_modified: datetime | None, media_type: str = JSON,
-                etag: str | None = None, gzipped: bytes | None = None) -> Response:
+                etag: str | None = None, gzipped: bytes | None = None, last_modified_header: str | None = None,
+                ) -> Response:
     """200 with the body (gzipped when the client accepts it and ``gzipped`` is given) and its validators, or
-    304 when the request's validators match them."""
+    304 when the request's validators match them. ``etag`` and ``last_modified_header`` may come precomputed
+    (a cached answer's)."""
     etag = etag or etag_of(body)
     compress = gzipped is not None and accepts_gzip(request)
     headers = {"ETag": gzip_etag(etag) if compress else etag, "Cache-Control": CACHE_CONTROL,
                "Vary": "Accept-Encoding"}
     if last_modified is not None:
-        headers["Last-Modified"] = format_datetime(to_utc(last_modified).replace(microsecond=0), usegmt=True)
+        headers["Last-Modified"] = last_modified_header or http_date(last_modified)
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None:
         fresh = _matches(if_none_match, etag)
