@@ -46,8 +46,8 @@ parse_time = cli_time()
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cycle",
-        description="Run the hourly cycle (extract → dbt features → predict → dbt accuracy) or, with --weekly, "
-                    "the retrain (dbt features → train → evaluate → promote), without Airflow.",
+        description="Run the hourly cycle (extract → dbt features → predict → dbt accuracy → health) or, with "
+                    "--weekly, the retrain (dbt features → train → evaluate → promote), without Airflow.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--end", type=parse_time,

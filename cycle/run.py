@@ -1,4 +1,4 @@
-"""Run a whole cycle in order: the hourly one (extract → dbt features → predict → dbt accuracy) and the
+"""Run a whole cycle in order: the hourly one (extract → dbt features → predict → dbt accuracy → health) and the
 weekly retrain (dbt features → train → evaluate → promote), exactly the steps of the two DAGs.
 
 The caller gives the time (``end``: the end of the interval, exclusive, like Airflow's data interval end);
@@ -174,7 +174,7 @@ def run_steps(cycle: str, steps: Sequence[Step], ctx: RunContext, interval: Inte
 def run_hourly(end_hour: datetime, ctx: RunContext | None = None, *, env: Mapping[str, str] | None = None,
                on_step: OnStep | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> CycleResult:
     """The hourly DAG's run for the interval ``[end_hour - 1 h, end_hour)``: fetch the closed hour(s), build the
-    features, forecast the hour that starts at ``end_hour``, build the accuracy marts.
+    features, forecast the hour that starts at ``end_hour``, build the accuracy marts, check health.
 
     ``end_hour`` is floored to the hour (naive means UTC). ``ctx`` defaults to ``RunContext.resolve(env)``.
     """

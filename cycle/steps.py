@@ -152,6 +152,20 @@ def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
     return out
 
 
+def health_check(ctx: RunContext, interval: Interval) -> Summary:
+    """Build the ``product_health`` mart as of the hour this cycle forecasts (the interval's end) and judge its
+    dbt tests (``cycle.health``): fails (``HealthCheckFailed``, naming each product and failing check) when an
+    error-severity test fails: raw data more than 2 h behind, the production model losing to persistence;
+    warnings (interval coverage, an hour with no forecast) are logged and listed in the summary. It runs after a
+    failed step too: an outage is when stale data most needs saying."""
+    from cycle.health import check_health
+
+    work = dbt_target_dir(ctx.env)
+    report = check_health(ctx.env, interval.end, target_path=work / "target", log_path=work / "logs",
+                          pass_fds=ctx.inherit_fds)
+    return [report.as_json()]
+
+
 def dbt_target_dir(env: Mapping[str, str]) -> Path:
     """Where the cycle's dbt keeps its artifacts and logs: under the local dir, so it never rewrites
     ``dbt_project/target/manifest.json`` (``make dbt-parse`` makes that one for Cosmos) and keeps its
@@ -280,6 +294,15 @@ def _describe_dbt(summary: Summary) -> str:
     return "; ".join(f"{s['command']}: {s['result']}" for s in summary)
 
 
+def _describe_health(summary: Summary) -> str:
+    parts = []
+    for s in summary:
+        statuses = ", ".join(f"{p} {st}" for p, st in s["statuses"].items()) or "no product"
+        warnings = f"; {len(s['warnings'])} warning(s): " + "; ".join(s["warnings"]) if s["warnings"] else ""
+        parts.append(f"{statuses} at {s['cycle_hour'][:16].replace('T', ' ')} UTC ({s['result']}){warnings}")
+    return "; ".join(parts)
+
+
 def _describe_train(summary: Summary) -> str:
     return "; ".join(f"{s['product']}: {len(s['versions'])} models trained before "
                      f"{s['cutoff'][:16].replace('T', ' ')} UTC" for s in summary)
@@ -349,6 +372,9 @@ HOURLY_STEPS: tuple[Step, ...] = (
     _dbt_step("features", FEATURE_SELECT, runs_after_failure=True),
     _python_step("predict", "ml", predict_interval_end, _describe_predict, runs_after_failure=True),
     _dbt_step("accuracy", ACCURACY_SELECT, runs_after_failure=True),
+    # Not a Cosmos group: one Python task builds the health mart and judges its tests by severity, so an error
+    # fails that task (red) and names the product and check, while a warning only logs.
+    Step("health", "transformer", health_check, _describe_health, runs_after_failure=True),
 )
 WEEKLY_STEPS: tuple[Step, ...] = (
     _dbt_step("features", FEATURE_SELECT),

@@ -13,7 +13,7 @@ from tests.support import differences, snapshot
 
 pytestmark = pytest.mark.integration
 
-STEPS = {"extract", "features", "predict", "accuracy", "train", "evaluate", "promote"}
+STEPS = {"extract", "features", "predict", "accuracy", "health", "train", "evaluate", "promote"}
 
 
 def step_lines(stdout: str) -> dict[str, str]:
@@ -109,12 +109,14 @@ def test_hourly_cycle_fetches_the_closed_hour_and_forecasts_the_next(hourly, adm
     assert header.startswith("hourly cycle 2024-01-08 12:00..2024-01-08 13:00 UTC")
     lines = step_lines(hourly.stdout)
     # The hourly DAG's steps, in its order, each with its outcome and timing on one line.
-    assert list(lines) == ["extract", "features", "predict", "accuracy"]
+    assert list(lines) == ["extract", "features", "predict", "accuracy", "health"]
     assert all(line.split()[1] == "ok" and line.split()[3] == "s" for line in lines.values()), hourly.stdout
     # The incremental extract fetched the new hour and re-fetched the trailing day, which was unchanged.
     assert "1 inserted, 0 updated, 23 unchanged" in lines["extract"]
     assert "2024-01-08 13:00 UTC: model btc-usd-" in lines["predict"]
     assert "(+2 shadow forecast(s))" in lines["predict"]  # the other two registered models, beside production
+    # A healthy hour: fresh data, every hour since the first forecast served, too few realized to judge skill.
+    assert "BTC-USD ok at 2024-01-08 13:00 UTC" in lines["health"]
     assert footer.startswith("hourly cycle 2024-01-08 12:00..2024-01-08 13:00 UTC: ok")
     with admin_engine.connect() as conn:
         newest = conn.execute(text(f"select max(bucket_start) from `{BASE}_raw`.candles")).scalar()
@@ -216,7 +218,7 @@ def test_an_api_outage_fails_the_cycle_at_extract_and_the_hour_still_gets_a_labe
     assert "hourly cycle 2024-01-08 16:00..2024-01-08 17:00 UTC failed at step extract:" in proc.stderr
     lines = step_lines(proc.stdout)
     assert [(name, line.split()[1]) for name, line in lines.items()] == [
-        ("extract", "failed"), ("features", "ok"), ("predict", "ok"), ("accuracy", "ok")]
+        ("extract", "failed"), ("features", "ok"), ("predict", "ok"), ("accuracy", "ok"), ("health", "ok")]
     # ... and the hour is not silent: a persistence fallback saying why, kept out of the model's predictions.
     assert "FALLBACK" in lines["predict"] and "extract step failed" in lines["predict"]
     with admin_engine.connect() as conn:
@@ -245,7 +247,7 @@ def test_a_failing_dbt_step_exits_non_zero_naming_it_and_the_forecast_still_gets
     assert "hourly cycle 2024-01-08 17:00..2024-01-08 18:00 UTC failed at step features: DbtError" in proc.stderr
     lines = step_lines(proc.stdout)
     assert [(name, line.split()[1]) for name, line in lines.items()] == [
-        ("extract", "ok"), ("features", "failed"), ("predict", "ok"), ("accuracy", "failed")]
+        ("extract", "ok"), ("features", "failed"), ("predict", "ok"), ("accuracy", "failed"), ("health", "failed")]
     with admin_engine.connect() as conn:
         outcome = conn.execute(text(f"select outcome, reason from `{BASE}_ml`.forecast_outcomes "
                                     "where target_hour = '2024-01-08 18:00'")).one()

@@ -44,5 +44,5 @@ def test_marked_steps_run_after_a_failure_until_an_unmarked_one_and_the_first_fa
 
 
 def test_the_hourly_cycle_forecasts_after_a_failed_extract_and_the_retrain_stops_at_its_first_failure() -> None:
-    assert [s.name for s in HOURLY_STEPS if s.runs_after_failure] == ["features", "predict", "accuracy"]
+    assert [s.name for s in HOURLY_STEPS if s.runs_after_failure] == ["features", "predict", "accuracy", "health"]
     assert not any(s.runs_after_failure for s in WEEKLY_STEPS)
