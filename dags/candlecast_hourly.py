@@ -14,9 +14,16 @@ An Airflow DAG driven by its data interval ``[start, end)`` (UTC):
    (``ml.predict.heal_forecasts``): no run needs clearing for a late candle.
 4. ``accuracy``: the accuracy marts (``fct_prediction_accuracy``, ``model_leaderboard``,
    ``fct_forecast_outcomes``), via Cosmos.
+5. ``health``: the ``product_health`` mart as of the hour forecast (the interval's end) and its dbt tests, in one
+   Python task (``cycle.health``): it fails (red) when an error-severity check fails (raw data more than 2 h
+   behind, the production model losing to persistence by more than 2% over 168 h), naming the product and the
+   check; warnings (interval coverage, an hour without a forecast) are only logged.
 
-After a failed ``extract`` (an API outage past the retries) the run goes on: ``features``, ``predict`` and
-``accuracy`` run anyway (their first tasks' trigger rule is ``all_done``, from the step table's
+Every task alerts when it fails for good (``on_failure_callback``: a log line naming DAG, task, run and hour,
+and mail when ``CANDLECAST_ALERT_EMAIL`` is set; ``candlecast_orchestration.alerts``).
+
+After a failed ``extract`` (an API outage past the retries) the run goes on: ``features``, ``predict``,
+``accuracy`` and ``health`` run anyway (their first tasks' trigger rule is ``all_done``, from the step table's
 ``runs_after_failure``), so the hour gets its labelled fallback, whose reason names the failed extract. The
 run still ends failed: the last task, ``all_steps_ok``, succeeds only when every step's tasks did (Airflow
 judges a run by its leaf tasks). The same as ``python -m cycle``, which goes on and exits 1.
@@ -31,6 +38,7 @@ runs its step's function, each Cosmos group renders its step's dbt selection.
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
+from candlecast_orchestration.alerts import default_args
 from candlecast_orchestration.dbt import dbt_task_group
 from candlecast_orchestration.rules import all_steps_ok, trigger_rule, wire_after_failure
 
@@ -48,7 +56,7 @@ SETTINGS = dag_settings()
     start_date=SETTINGS.start_date,
     catchup=SETTINGS.catchup,
     max_active_runs=1,
-    default_args=SETTINGS.default_args,
+    default_args=default_args(SETTINGS),
     tags=["candlecast"],
     doc_md=__doc__,
 )
@@ -65,15 +73,22 @@ def candlecast_hourly() -> None:
 
         return run_step("predict", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
+    # It writes a dbt table: in the dbt pool, one dbt at a time like the Cosmos tasks.
+    @task(trigger_rule=trigger_rule(HOURLY_STEPS, "health"), pool=SETTINGS.dbt.pool)
+    def health(data_interval_start=None, data_interval_end=None) -> list[dict]:
+        from candlecast_orchestration.tasks import run_step
+
+        return run_step("health", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
+
     features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
     accuracy = dbt_task_group("accuracy", ACCURACY_SELECT, SETTINGS)
-    extracted, predicted = extract(), predict()
-    extracted >> features >> predicted >> accuracy
+    extracted, predicted, checked = extract(), predict(), health()
+    extracted >> features >> predicted >> accuracy >> checked
     # A failed extract (an API outage, say) leaves the stored data as it was: the features, the forecast (a
     # labelled fallback for the hour) and the accuracy marts still run on it, as in the cycle command, and
     # all_steps_ok keeps the run failed.
     wire_after_failure(HOURLY_STEPS, features, accuracy)
-    [extracted, features, predicted, accuracy] >> all_steps_ok()
+    [extracted, features, predicted, accuracy, checked] >> all_steps_ok()
 
 
 candlecast_hourly()

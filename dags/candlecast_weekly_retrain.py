@@ -10,6 +10,8 @@ An Airflow DAG; the run's data interval end ``E`` (floored to the hour) drives i
 4. ``promote``: the lowest MAE on that holdout becomes production (persistence when nothing beats it),
    switched in one transaction and recorded in ``model_promotions``.
 
+Every task alerts when it fails for good (``candlecast_orchestration.alerts``: a log line, mail when configured).
+
 Re-running any step changes nothing: the same data gives the same model versions and the same decision.
 
 The steps are those of ``cycle/steps.py``, which ``python -m cycle --weekly`` runs without Airflow: each Python task
@@ -19,6 +21,7 @@ runs its step's function, each Cosmos group renders its step's dbt selection.
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
+from candlecast_orchestration.alerts import default_args
 from candlecast_orchestration.dbt import dbt_task_group
 
 from candlecast.settings.dags import RETRAIN_DAG_ID, dag_settings
@@ -34,7 +37,7 @@ SETTINGS = dag_settings()
     start_date=SETTINGS.start_date,
     catchup=SETTINGS.catchup,
     max_active_runs=1,
-    default_args=SETTINGS.default_args,
+    default_args=default_args(SETTINGS),
     tags=["candlecast"],
     doc_md=__doc__,
 )

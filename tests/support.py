@@ -186,3 +186,56 @@ class ProcessWatch:
         self._stop.set()
         self._thread.join()
         return self.seen
+
+
+class MailSink:
+    """A minimal real SMTP server on 127.0.0.1 (HELO/EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT, no TLS or auth)
+    that keeps every message handed to it: what an alert's ``SmtpNotifier`` reaches in the tests."""
+
+    def __init__(self, port: int = 0) -> None:
+        import email
+        import socketserver
+        import threading
+        from email.message import Message
+
+        self.messages: list[Message] = []
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def reply(self, line: str) -> None:
+                self.wfile.write(f"{line}\r\n".encode())
+
+            def handle(self) -> None:
+                self.reply("220 candlecast test mail sink")
+                while raw := self.rfile.readline():
+                    verb = raw.decode("utf-8", "replace").strip()[:4].upper()
+                    if verb == "DATA":
+                        self.reply("354 end with <CRLF>.<CRLF>")
+                        lines = []
+                        while (line := self.rfile.readline()) not in (b".\r\n", b".\n", b""):
+                            lines.append(line[1:] if line.startswith(b"..") else line)
+                        sink.messages.append(email.message_from_bytes(b"".join(lines)))
+                        self.reply("250 queued")
+                    elif verb == "QUIT":
+                        self.reply("221 bye")
+                        return
+                    elif verb in ("HELO", "EHLO", "MAIL", "RCPT", "RSET", "NOOP"):
+                        self.reply("250 ok")
+                    else:
+                        self.reply("502 not implemented")
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self._server = Server(("127.0.0.1", port), Handler)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name="mail-sink", daemon=True)
+
+    def __enter__(self) -> MailSink:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

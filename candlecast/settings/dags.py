@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from candlecast.settings.base import EnvSettings
 from candlecast.settings.db import DEFAULT_DB_HOST, DEFAULT_DB_PORT, DEFAULT_SCHEMA_BASE, Role, role_env_names
@@ -49,6 +50,11 @@ class DagSettings(EnvSettings):
     # When set, DB settings come from the Airflow Connections ``{prefix}_loader``, ``{prefix}_transformer``
     # and ``{prefix}_ml`` instead of the environment (see ``connection_env``).
     conn_prefix: str | None = Field(None, validation_alias="CANDLECAST_AIRFLOW_CONN_PREFIX")
+    # Every failed task of both DAGs is logged as an alert; with addresses here (comma-separated) it is also
+    # mailed through the Airflow SMTP Connection ``alert_smtp_conn_id`` (see the README's "Health and alerts").
+    alert_email: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias="CANDLECAST_ALERT_EMAIL")
+    alert_smtp_conn_id: str = Field("smtp_default", validation_alias="CANDLECAST_ALERT_SMTP_CONN_ID")
+    alert_from: str | None = Field(None, validation_alias="CANDLECAST_ALERT_FROM")
     dbt: DbtSettings = DbtSettings()
 
     @field_validator("start_date", mode="before")
@@ -99,10 +105,28 @@ class DagSettings(EnvSettings):
             raise ValueError(f"must be one of {TEST_BEHAVIORS}")
         return value
 
-    @field_validator("conn_prefix", mode="before")
+    @field_validator("conn_prefix", "alert_from", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return (value.strip() or None) if isinstance(value, str) else value
+
+    @field_validator("alert_email", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(a.strip() for a in value.split(",") if a.strip())
+        for address in value or ():
+            # one plain address each: a header injection (newline) or a display name has no business here
+            if not isinstance(address, str) or address.count("@") != 1 or any(c in address for c in " \r\n<>,;"):
+                raise ValueError(f"must be comma-separated plain e-mail addresses ({address!r} is not one)")
+        return value
+
+    @field_validator("alert_smtp_conn_id")
+    @classmethod
+    def _conn_id(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name an Airflow Connection")
+        return value.strip()
 
     @property
     def default_args(self) -> dict[str, object]:

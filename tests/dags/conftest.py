@@ -9,6 +9,7 @@ package-scoped ``dag_env`` fixture and restored when the last DAG test is done, 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pytest
 from candlecast import dbt_runner
 from candlecast.airflow_local import LocalAirflow, airflow_env
 from candlecast.hours import HOUR
+from tests.support import MailSink, free_port
 
 if TYPE_CHECKING:
     from tests.dags.test_running_airflow_api import _Boot
@@ -52,6 +54,17 @@ os.environ.update(airflow_env(TEST_AIRFLOW))
 # Task failures in a test must fail the run now, not after minutes of exponential backoff.
 os.environ["CANDLECAST_DAG_RETRIES"] = "0"
 os.environ["CANDLECAST_DBT_MANIFEST"] = str(MANIFEST_DIR / "manifest.json")
+# Failure alerts mailed, as an operator would configure them, to the tests' own SMTP server (``mail_sink``):
+# read when the DAG files are parsed, so pinned here. A failure while no sink listens only logs the refusal.
+MAIL_SINK_PORT = free_port()
+ALERT_TO = "ops@candlecast.invalid"
+os.environ["CANDLECAST_ALERT_EMAIL"] = ALERT_TO
+os.environ["CANDLECAST_ALERT_FROM"] = "airflow@candlecast.invalid"
+os.environ["CANDLECAST_ALERT_SMTP_CONN_ID"] = "candlecast_test_smtp"
+os.environ["AIRFLOW_CONN_CANDLECAST_TEST_SMTP"] = json.dumps({
+    "conn_type": "smtp", "host": "127.0.0.1", "port": MAIL_SINK_PORT,
+    "extra": {"disable_tls": True, "disable_ssl": True, "retry_limit": 0, "timeout": 10},
+})
 
 
 @pytest.fixture(scope="package")
@@ -81,6 +94,12 @@ def dagbag(dbt_manifest: Path):
     from airflow.dag_processing.dagbag import BundleDagBag
 
     return BundleDagBag(dag_folder=DAGS_DIR, bundle_path=DAGS_DIR, bundle_name="dags-folder")
+
+
+@pytest.fixture(scope="package")
+def mail_sink() -> Iterator[MailSink]:
+    with MailSink(MAIL_SINK_PORT) as sink:
+        yield sink
 
 
 @pytest.fixture(scope="package")

@@ -73,11 +73,11 @@ def test_schedules_run_one_interval_at_a_time_in_utc_with_backoff(dagbag) -> Non
             assert task.max_retry_delay == timedelta(minutes=30)
 
 
-def test_hourly_runs_extract_then_features_then_predict_then_accuracy(dagbag, dbt_manifest: Path) -> None:
+def test_hourly_runs_extract_then_features_then_predict_then_accuracy_then_health(dagbag, dbt_manifest: Path) -> None:
     dag = dagbag.dags[HOURLY]
     features, accuracy = dbt_tasks(dag, "features"), dbt_tasks(dag, "accuracy")
     python_tasks = {t.task_id for t in dag.tasks} - set(features) - set(accuracy)
-    assert python_tasks == {"extract", "predict", "all_steps_ok"}
+    assert python_tasks == {"extract", "predict", "health", "all_steps_ok"}
 
     extract, predict = dag.get_task("extract"), dag.get_task("predict")
     assert extract.upstream_task_ids == set()
@@ -89,7 +89,12 @@ def test_hourly_runs_extract_then_features_then_predict_then_accuracy(dagbag, db
     acc_roots = {tid for tid, t in accuracy.items() if not (t.upstream_task_ids & set(accuracy))}
     acc_leaves = {tid for tid, t in accuracy.items() if not (t.downstream_task_ids & set(accuracy))}
     assert predict.downstream_task_ids == acc_roots | {"all_steps_ok"}
-    assert all(t.downstream_task_ids <= set(accuracy) | {"all_steps_ok"} for t in accuracy.values())
+    assert all(t.downstream_task_ids <= set(accuracy) | {"health", "all_steps_ok"} for t in accuracy.values())
+    # health judges the hour once the accuracy marts are built, after a failure too (stale data is when it
+    # matters), in the dbt pool since it builds a dbt table.
+    health = dag.get_task("health")
+    assert health.upstream_task_ids == acc_leaves and health.trigger_rule == "all_done"
+    assert health.pool == "candlecast_dbt"
     # A failed extract (an API outage) must not silence the hour: the steps after it run once it is done,
     # failed or not; inside a dbt group a failed model still stops what is built on it.
     assert {features[t].trigger_rule for t in roots} == {"all_done"}
@@ -99,7 +104,43 @@ def test_hourly_runs_extract_then_features_then_predict_then_accuracy(dagbag, db
     # ... and the run still fails: its only leaf waits on every step's tasks, all succeeded.
     check = dag.get_task("all_steps_ok")
     assert check.trigger_rule == "all_success" and check.downstream_task_ids == set()
-    assert check.upstream_task_ids == {"extract", "predict"} | leaves | acc_leaves
+    assert check.upstream_task_ids == {"extract", "predict", "health"} | leaves | acc_leaves
+
+
+def test_every_task_of_both_dags_alerts_when_it_fails(dagbag) -> None:
+    """Through Airflow's notifier mechanism: the log line always (mail only when CANDLECAST_ALERT_EMAIL is set)."""
+    from airflow.sdk.bases.notifier import BaseNotifier
+    from candlecast_orchestration.alerts import LogAlertNotifier
+
+    for dag_id in (HOURLY, WEEKLY):
+        for task in dagbag.dags[dag_id].tasks:
+            callbacks = task.on_failure_callback
+            assert all(isinstance(c, BaseNotifier) for c in callbacks), (dag_id, task.task_id)
+            assert any(isinstance(c, LogAlertNotifier) for c in callbacks), (dag_id, task.task_id)
+
+
+def test_the_default_alert_is_one_log_line_naming_dag_task_run_hour_and_error(dagbag, caplog) -> None:
+    import logging
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from candlecast_orchestration.alerts import LogAlertNotifier
+
+    # what a task's failure callback is handed (the Task SDK's context: its task instance, interval, error)
+    context = {
+        "ti": SimpleNamespace(dag_id=HOURLY, task_id="health", run_id="scheduled__2024-01-08T16:00:00+00:00",
+                              try_number=4),
+        "data_interval_start": datetime(2024, 1, 8, 16, tzinfo=UTC),
+        "data_interval_end": datetime(2024, 1, 8, 17, tzinfo=UTC),
+        "exception": RuntimeError("health check failed at 2024-01-08 17:00 UTC: BTC-USD: raw_lag_hours = 3 above "
+                                  "the maximum 2 (health_raw_data_is_fresh, error)\nwarning: ..."),
+    }
+    with caplog.at_level(logging.ERROR, logger="candlecast.alerts"):
+        LogAlertNotifier()(context)
+    assert [r.getMessage() for r in caplog.records if r.name == "candlecast.alerts"] == [
+        "candlecast alert: DAG candlecast_hourly task health failed; run scheduled__2024-01-08T16:00:00+00:00; "
+        "hour 2024-01-08 16:00..2024-01-08 17:00 UTC, try 4: RuntimeError: health check failed at 2024-01-08 17:00 "
+        "UTC: BTC-USD: raw_lag_hours = 3 above the maximum 2 (health_raw_data_is_fresh, error)"]
 
 
 def test_weekly_runs_features_then_train_evaluate_promote(dagbag) -> None:

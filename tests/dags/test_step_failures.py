@@ -1,4 +1,5 @@
-"""A run whose extract fails (an API outage on the replay server's clock) still forecasts, and still fails.
+"""A run whose extract fails (an API outage on the replay server's clock) still forecasts, and still fails; three
+hours without new data by then, its health task fails too, and every failed task's alert reaches the mail server.
 
 In a file of its own that sorts after the API test: it adds hours to the DAG base, which the tests before it
 compare with the direct run table for table.
@@ -10,39 +11,48 @@ from datetime import timedelta
 
 import pytest
 
-from tests.dags.conftest import BASE, HOURLY_START
+from tests.dags.conftest import ALERT_TO, BASE, HOURLY_START
 
 pytestmark = pytest.mark.integration
 
 HOUR = timedelta(hours=1)
+# The run for [16:00, 17:00) starts at 17:05, inside an outage of the API from 17:00 to 18:00; the newest
+# candle stored is 13:00's (12:00's when the API test did not run), so raw data is 3 h or more behind.
+START = HOURLY_START + 4 * HOUR
 
 
-def test_an_api_outage_fails_the_run_at_extract_and_the_hour_still_gets_a_labelled_fallback(
-        hourly_run, dagbag, replay_server, admin_engine, monkeypatch) -> None:
+@pytest.fixture(scope="module")
+def outage_run(hourly_run, dagbag, replay_server, mail_sink):
     from airflow.utils.session import create_session
-    from sqlalchemy import text
 
     from tools.replay import Fault
 
-    # The run for [15:00, 16:00) starts at 16:05, inside an outage of the API from 16:00 to 17:00.
-    start = HOURLY_START + 3 * HOUR
-    outage = Fault.outage(start + HOUR, start + 2 * HOUR)
-    replay_server.set_clock(start + HOUR + timedelta(minutes=5))
-    replay_server.inject(outage)
-    monkeypatch.setenv("CANDLECAST_EXTRACT_MAX_ATTEMPTS", "1")  # the task's retries are off in the tests too
-    try:
-        dr = dagbag.dags["candlecast_hourly"].test(logical_date=start + HOUR)
-    finally:
-        replay_server.set_clock(None)
-        replay_server.faults.clear()
+    replay_server.set_clock(START + HOUR + timedelta(minutes=5))
+    replay_server.inject(Fault.outage(START + HOUR, START + 2 * HOUR))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CANDLECAST_EXTRACT_MAX_ATTEMPTS", "1")  # the task's retries are off in the tests too
+        try:
+            dr = dagbag.dags["candlecast_hourly"].test(logical_date=START + HOUR)
+        finally:
+            replay_server.set_clock(None)
+            replay_server.faults.clear()
     with create_session() as session:
         states = {ti.task_id: ti.state for ti in dr.get_task_instances(session=session)}
+    return dr, states
+
+
+def test_an_api_outage_fails_the_run_at_extract_and_the_hour_still_gets_a_labelled_fallback(
+        outage_run, admin_engine) -> None:
+    from sqlalchemy import text
+
+    dr, states = outage_run
+    start = START
     # The run is failed (what monitoring and the UI show) at its extract ...
     assert dr.state == "failed", states
     assert states["extract"] == "failed"
     assert states["all_steps_ok"] == "upstream_failed"
-    # ... and everything after it ran on what the tables hold.
-    assert {s for t, s in states.items() if t not in ("extract", "all_steps_ok")} == {"success"}, states
+    # ... and everything after it ran on what the tables hold (health judged it: the next test).
+    assert {s for t, s in states.items() if t not in ("extract", "health", "all_steps_ok")} == {"success"}, states
     with admin_engine.connect() as conn:
         outcome = conn.execute(text(
             f"select outcome, reason_code, reason from `{BASE}_ml`.forecast_outcomes "
@@ -52,3 +62,26 @@ def test_an_api_outage_fails_the_run_at_extract_and_the_hour_still_gets_a_labell
     assert outcome.outcome == "fallback" and outcome.reason_code == "candle_missing"
     assert "extract step failed" in outcome.reason
     assert model_rows == 0
+
+
+def text_of(message) -> str:
+    """A mail's text parts, decoded (the SMTP provider sends base64 UTF-8 HTML)."""
+    return "".join(part.get_payload(decode=True).decode() for part in message.walk()
+                   if part.get_content_maintype() == "text")
+
+
+def test_stale_raw_data_fails_the_health_task_and_each_failed_task_alerts_by_mail(outage_run, mail_sink) -> None:
+    dr, states = outage_run
+    # red in the UI: the health task itself failed, on the freshness check (an error-severity dbt test)
+    assert states["health"] == "failed", states
+    # the on-failure notifiers ran for both failed tasks; the mail names DAG, task, run, hour and the error
+    mails = {m["Subject"]: m for m in mail_sink.messages if dr.run_id in text_of(m)}
+    hour = f"{START:%Y-%m-%d %H:%M}"  # the run's data interval [16:00, 17:00)
+    assert set(mails) == {f"candlecast alert: candlecast_hourly.{task} failed for {hour} UTC"
+                          for task in ("extract", "health")}, [m["Subject"] for m in mail_sink.messages]
+    health = mails[f"candlecast alert: candlecast_hourly.health failed for {hour} UTC"]
+    assert health["To"] == ALERT_TO
+    body = text_of(health)
+    assert f"DAG candlecast_hourly task health failed; run {dr.run_id}; hour {hour}.." in body
+    assert "HealthCheckFailed" in body and "BTC-USD: raw_lag_hours = " in body
+    assert "above the maximum 2 (health_raw_data_is_fresh, error)" in body
