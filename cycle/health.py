@@ -1,6 +1,6 @@
 """The hourly health check: build the ``product_health`` mart for the cycle's hour and judge its dbt tests.
 
-``dbt build --select product_health --vars '{cycle_hour: ...}'`` builds the mart and runs its tests, each with
+``dbt build --select product_health`` with ``CANDLECAST_CYCLE_HOUR`` set builds the mart and runs its tests, each with
 a severity (``models/marts/health/_health__models.yml``, thresholds in ``dbt_project.yml``'s ``health_*``
 vars). A test that fails at ``error`` severity fails the check (``HealthCheckFailed``: the hourly ``health``
 step fails, red in Airflow, exit 1 from ``python -m cycle``); one at ``warn`` severity is logged and reported in
@@ -79,9 +79,14 @@ class HealthCheckFailed(RuntimeError):
         self.report = report
 
 
-def cycle_hour_var(cycle_hour: datetime) -> str:
-    """The ``--vars`` argument: YAML dbt parses, the hour as naive UTC (what the mart accepts)."""
-    return "{cycle_hour: '" + f"{naive_utc(cycle_hour):%Y-%m-%d %H:%M}" + "'}"
+CYCLE_HOUR_ENV = "CANDLECAST_CYCLE_HOUR"
+
+
+def cycle_hour_env(cycle_hour: datetime) -> dict[str, str]:
+    """The hour for the mart, as naive UTC (what it accepts), in the env var it reads: dbt re-parses only the
+    files that read a changed env var, where a changed ``--vars`` would re-parse the whole project every hour
+    (and again for the next dbt step without it)."""
+    return {CYCLE_HOUR_ENV: f"{naive_utc(cycle_hour):%Y-%m-%d %H:%M}"}
 
 
 def _failing_rows(env: Mapping[str, str], compiled_sql: str) -> list[tuple[str, str]]:
@@ -161,7 +166,7 @@ def check_health(env: Mapping[str, str], cycle_hour: datetime, *, target_path: P
     failure (after logging the warnings), else return the report (warnings included)."""
     from candlecast.dbt_runner import run_dbt
 
-    result = run_dbt(["build"], env=env, select=HEALTH_SELECT, args=("--vars", cycle_hour_var(cycle_hour)),
+    result = run_dbt(["build"], env={**env, **cycle_hour_env(cycle_hour)}, select=HEALTH_SELECT,
                      target_path=target_path, log_path=log_path, pass_fds=pass_fds, check=False)
     report = judge(result, env, cycle_hour)
     for finding in report.warnings:

@@ -10,9 +10,11 @@
 -- interval holds, and the overall status under the thresholds of dbt_project.yml (vars health_*), which the
 -- tests of _health__models.yml check with warn and error severities.
 --
--- The cycle's hour comes from the caller, never the clock: the dbt var `cycle_hour` (the hourly step passes
--- its interval's end: the hour it forecasts). Without it, the newest raw hour of any product + 1 h.
-{%- set requested = var('cycle_hour', none) %}
+-- The cycle's hour comes from the caller, never the clock: the dbt var `cycle_hour`, or the env var
+-- CANDLECAST_CYCLE_HOUR (what the hourly step sets, to its interval's end: the hour it forecasts; a --vars
+-- value that changes every hour would make dbt re-parse the whole project on every run, an env var only this
+-- file). Without either, the newest raw hour of any product + 1 h.
+{%- set requested = var('cycle_hour', env_var('CANDLECAST_CYCLE_HOUR', '')) %}
 {%- if requested is not none and requested != '' %}
     {%- set parsed = modules.datetime.datetime.fromisoformat(requested | string) %}
     {%- if parsed.tzinfo is not none or parsed.minute or parsed.second or parsed.microsecond %}
