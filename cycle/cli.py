@@ -19,15 +19,15 @@ from candlecast.inputs import product_id_arg
 from candlecast.settings import SettingsError
 from cycle.context import Interval, RunContext
 from cycle.run import WEEK, CycleError, StepFailed, StepOutcome, run_hourly, run_weekly
-from cycle.steps import HOURLY_STEPS, WEEKLY_STEPS
+from cycle.steps import HEALTH_STEP, HOURLY_STEPS, WEEKLY_STEPS
 
 EPILOG = """\
 times are ISO 8601 (2024-01-08T13:00, 2024-01-08T14:00+01:00); without an offset they are UTC. --end is the
 end of the interval, exclusive, floored to the hour: --end 2024-01-08T13:00 fetches the hour 12:00-13:00 and
 forecasts 13:00-14:00, as the hourly DAG's run with that data interval end does. Re-running an --end changes
 nothing; a later run catches up what an earlier one could not do. --start S --end E runs the hourly cycles of
-[S, S+1h) ... [E-1h, E) in turn (stopping at the first failure), e.g. to re-run the forecasts of hours an outage
-left with a fallback.
+[S, S+1h) ... [E-1h, E) in turn (stopping at the first failure, but going on after a failed health check),
+e.g. to re-run the forecasts of hours an outage left with a fallback.
 
 settings (env vars, over the local credentials file): the database's CANDLECAST_DB_* and per-role
 CANDLECAST_{LOADER,TRANSFORMER,ML}_*, COINBASE_API_URL, CANDLECAST_EXTRACT_PRODUCTS, CANDLECAST_MODEL_STORE,
@@ -94,8 +94,12 @@ def _print_line(outcome: StepOutcome) -> None:
     print(outcome.line(), flush=True)
 
 
+OK, FAILED, UNHEALTHY = 0, 1, 2  # what _run_one reports: UNHEALTHY is a cycle whose only failed step is health
+
+
 def _run_one(name: str, end: datetime, ctx: RunContext) -> int:
-    """One cycle with its header, step lines and footer; 0, or 1 after saying which step failed."""
+    """One cycle with its header, step lines and footer: OK, or FAILED (UNHEALTHY when the health check was the
+    only step to fail) after saying which step failed."""
     steps, run = (WEEKLY_STEPS, run_weekly) if name == "weekly" else (HOURLY_STEPS, run_hourly)
     interval = Interval(end - WEEK, end) if name == "weekly" else Interval.hour_ending(end)
     print(f"{name} cycle {interval}, products {', '.join(ctx.products)}", flush=True)
@@ -111,12 +115,13 @@ def _run_one(name: str, end: datetime, ctx: RunContext) -> int:
         details = str(cause).strip().splitlines()[1:] if cause else []
         if details:
             print("\n".join(details[-40:]), file=sys.stderr)
-        return 1
+        failed = [o.name for o in exc.outcomes if not o.ok]
+        return UNHEALTHY if failed == [HEALTH_STEP] else FAILED
     except CycleError as exc:
         print(f"error: {name} cycle {interval}: {exc}", file=sys.stderr)
-        return 1
+        return FAILED
     print(f"{name} cycle {interval}: ok, {len(result.outcomes)} steps in {result.seconds:.1f} s", flush=True)
-    return 0
+    return OK
 
 
 def main(argv: list[str] | None = None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
@@ -134,10 +139,18 @@ def main(argv: list[str] | None = None, now: Callable[[], datetime] = lambda: da
     except (SettingsError, ValueError, RuntimeError) as exc:
         print(f"error: {name} cycle: settings: {exc}", file=sys.stderr)
         return 1
+    unhealthy = 0
     for end in ends:
-        if _run_one(name, end, ctx) != 0:
+        outcome = _run_one(name, end, ctx)
+        if outcome == FAILED:
             return 1
+        # Only the health verdict failed: the hour's data work is done, so a range goes on (re-running hours
+        # while the production model is losing to persistence must not stop at the first), and exits 1 at the end.
+        unhealthy += outcome == UNHEALTHY
     if len(ends) > 1:
-        print(f"{len(ends)} hourly cycles ok, {ends[0] - HOUR:%Y-%m-%d %H:%M}..{ends[-1]:%Y-%m-%d %H:%M} UTC",
-              flush=True)
-    return 0
+        span = f"{ends[0] - HOUR:%Y-%m-%d %H:%M}..{ends[-1]:%Y-%m-%d %H:%M} UTC"
+        if unhealthy:
+            print(f"{len(ends)} hourly cycles run, {span}: {unhealthy} failed their health check", flush=True)
+        else:
+            print(f"{len(ends)} hourly cycles ok, {span}", flush=True)
+    return 1 if unhealthy else 0

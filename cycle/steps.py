@@ -42,6 +42,8 @@ INDIRECT_SELECTION: tuple[str, ...] = ("--indirect-selection", "buildable")
 
 Summary = list[dict[str, Any]]
 
+HEALTH_STEP = "health"  # the hourly cycle's last step: its failure is a verdict on the hour, not a failed job
+
 
 def json_safe(value: Any) -> Any:
     """XCom-safe copy: NaN (a metric with nothing to measure) becomes None, datetimes ISO strings."""
@@ -374,7 +376,7 @@ HOURLY_STEPS: tuple[Step, ...] = (
     _dbt_step("accuracy", ACCURACY_SELECT, runs_after_failure=True),
     # Not a Cosmos group: one Python task builds the health mart and judges its tests by severity, so an error
     # fails that task (red) and names the product and check, while a warning only logs.
-    Step("health", "transformer", health_check, _describe_health, runs_after_failure=True),
+    Step(HEALTH_STEP, "transformer", health_check, _describe_health, runs_after_failure=True),
 )
 WEEKLY_STEPS: tuple[Step, ...] = (
     _dbt_step("features", FEATURE_SELECT),

@@ -108,7 +108,8 @@ def health_env(provision_schemas, replay_url: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def judged(health_env, replay):
-    """23 replayed hours of the broken model's forecasts, then the cycle of the 24th, at 5 past the hour."""
+    """22 replayed hours of the broken model's forecasts, then the cycles of the 23rd and the 24th as one range
+    (``--start --end``, at 5 past the last hour: the replay server serves both hours' candles)."""
     from candlecast.db import engine_for
     from candlecast.settings import Schemas
     from ml.predict import forecast_hours
@@ -116,12 +117,13 @@ def judged(health_env, replay):
 
     engine = engine_for("ml", health_env)
     try:
-        forecast_hours(engine, Schemas(BASE), ModelStore(STORE), PRODUCT, BROKEN_FROM, JUDGED_CYCLE_END - HOUR)
+        forecast_hours(engine, Schemas(BASE), ModelStore(STORE), PRODUCT, BROKEN_FROM, JUDGED_CYCLE_END - 2 * HOUR)
     finally:
         engine.dispose()
     replay.set_clock(JUDGED_CYCLE_END + timedelta(minutes=5))
     try:
-        return run_cycle(["--end", JUDGED_CYCLE_END.isoformat()], health_env)
+        return run_cycle(["--start", (JUDGED_CYCLE_END - 2 * HOUR).isoformat(), "--end", JUDGED_CYCLE_END.isoformat()],
+                         health_env)
     finally:
         replay.set_clock(None)
 
@@ -130,17 +132,21 @@ def test_a_broken_production_model_fails_the_health_step_within_24_hours_naming_
         judged, admin_engine) -> None:
     from sqlalchemy import text
 
-    # Every other step did its work; the health step failed, and the cycle with it, for cron's mail.
-    lines = {line.split()[0]: line.split()[1] for line in judged.stdout.splitlines()
-             if line.split() and line.split()[0] in ("extract", "features", "predict", "accuracy", "health")}
-    assert lines == {"extract": "ok", "features": "ok", "predict": "ok", "accuracy": "ok", "health": "failed"}, (
-        judged.stdout + judged.stderr)
+    # In both cycles every other step did its work and the health step failed; the range went on after the first
+    # (its data work was done) and the command failed at the end, for cron's mail.
+    steps = [(line.split()[0], line.split()[1]) for line in judged.stdout.splitlines()
+             if line.split() and line.split()[0] in ("extract", "features", "predict", "accuracy", "health")]
+    assert steps == 2 * [("extract", "ok"), ("features", "ok"), ("predict", "ok"), ("accuracy", "ok"),
+                         ("health", "failed")], judged.stdout + judged.stderr
     assert judged.returncode == 1
-    first = error_line(judged.stderr)
-    assert first.startswith("error: hourly cycle 2024-01-07 23:00..2024-01-08 00:00 UTC failed at step health: "
-                            "HealthCheckFailed: health check failed at 2024-01-08 00:00 UTC: BTC-USD: skill_168h = -")
-    assert "below the minimum -0.02 (health_production_beats_persistence, error)" in first
-    assert "raw_lag_hours" not in first  # the data itself is fresh
+    assert judged.stdout.strip().splitlines()[-1] == (
+        "2 hourly cycles run, 2024-01-07 22:00..2024-01-08 00:00 UTC: 2 failed their health check")
+    errors = [line for line in judged.stderr.splitlines() if line.startswith("error: ")]
+    for error, hour in zip(errors, ("2024-01-07 23:00", "2024-01-08 00:00"), strict=True):
+        assert f"failed at step health: HealthCheckFailed: health check failed at {hour} UTC: BTC-USD: skill_168h = -" \
+            in error
+        assert "below the minimum -0.02 (health_production_beats_persistence, error)" in error
+        assert "raw_lag_hours" not in error  # the data itself is fresh
     with admin_engine.connect() as conn:
         row = conn.execute(text(f"select * from `{BASE}_marts`.product_health")).one()._mapping
     assert row["status"] == "error" and "skill_168h" in row["failing_checks"]
