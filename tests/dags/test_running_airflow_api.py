@@ -210,7 +210,8 @@ def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_ru
     assert all(env == {"transformer"} for _, env in dbt), dbt
     step_processes = {(cmd.split("cycle.run_step ")[1].split()[0], env) for _, _, cmd, env, _ in seen
                       if "cycle.run_step " in cmd}
-    assert step_processes == {("extract", frozenset({"loader"})), ("predict", frozenset({"ml"}))}, step_processes
+    assert step_processes == {("extract", frozenset({"loader"})), ("predict", frozenset({"ml"})),
+                              ("health", frozenset({"transformer"}))}, step_processes
     running_tasks = {cmd for _, _, cmd, _, _ in seen if "LocalExecutor: " in cmd and "<idle>" not in cmd}
     assert running_tasks, "no task process seen while the run went on"
     holding = {cmd: env for pid, _, cmd, env, _ in seen
