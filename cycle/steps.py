@@ -374,9 +374,10 @@ HOURLY_STEPS: tuple[Step, ...] = (
     _dbt_step("features", FEATURE_SELECT, runs_after_failure=True),
     _python_step("predict", "ml", predict_interval_end, _describe_predict, runs_after_failure=True),
     _dbt_step("accuracy", ACCURACY_SELECT, runs_after_failure=True),
-    # Not a Cosmos group: one Python task builds the health mart and judges its tests by severity, so an error
-    # fails that task (red) and names the product and check, while a warning only logs.
-    Step(HEALTH_STEP, "transformer", health_check, _describe_health, runs_after_failure=True),
+    # Not a Cosmos group: one Python step (as the transformer, which builds the mart and reads the failing rows)
+    # builds the health mart and judges its tests by severity, so an error fails that task (red) and names the
+    # product and check, while a warning only logs.
+    _python_step(HEALTH_STEP, "transformer", health_check, _describe_health, runs_after_failure=True),
 )
 WEEKLY_STEPS: tuple[Step, ...] = (
     _dbt_step("features", FEATURE_SELECT),

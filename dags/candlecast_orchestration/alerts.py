@@ -50,7 +50,9 @@ def alert_text(context: Mapping[str, Any]) -> str:
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
     try_number = getattr(ti, "try_number", None)
     error = context.get("exception")
-    what = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}" if error else \
+    # a step run in its own process (cycle.step_process) reports the type raised there, not StepProcessError
+    kind = getattr(error, "error_type", None) or type(error).__name__
+    what = f"{kind}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}" if error else \
         "no error recorded"
     tries = f", try {try_number}" if try_number else ""
     return (f"candlecast alert: DAG {dag_id} task {task_id} failed; run {run_id}; hour {_hour(start)}..{_hour(end)} "

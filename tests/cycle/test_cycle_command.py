@@ -72,12 +72,12 @@ def hourly(weekly, cycle_env):
 
 def test_each_step_of_the_cycles_runs_in_a_process_holding_only_its_roles_password(weekly, hourly) -> None:
     """The cycle command is a launcher: it holds no password in its environment (it reads the credentials file
-    when it starts a step); extract runs with the loader's only, the ML steps with the ml role's only, dbt with
-    the transformer's only, and no command line holds any."""
+    when it starts a step); extract runs with the loader's only, the ML steps with the ml role's only, dbt and the
+    health check with the transformer's only, and no command line holds any."""
     assert weekly.returncode == 0 and hourly.returncode == 0, weekly.stderr[-2000:] + hourly.stderr[-2000:]
     processes = weekly.processes | hourly.processes
-    for step, role in [("extract", "loader"), ("predict", "ml"), ("train", "ml"), ("evaluate", "ml"),
-                       ("promote", "ml")]:
+    for step, role in [("extract", "loader"), ("predict", "ml"), ("health", "transformer"), ("train", "ml"),
+                       ("evaluate", "ml"), ("promote", "ml")]:
         assert weekly.held_by(f"cycle.run_step {step} ") | hourly.held_by(f"cycle.run_step {step} ") == {
             frozenset({role})}, (step, processes)
     assert {env for cmd, env in processes if "/bin/dbt " in cmd} == {frozenset({"transformer"})}

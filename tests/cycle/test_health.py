@@ -20,6 +20,7 @@ import pytest
 from tests.cycle.conftest import REPO_ROOT, run_cycle
 
 if TYPE_CHECKING:
+    from ml.lineage import FeatureLineage
     from ml.train import Candidate
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ def error_line(stderr: str) -> str:
     return next(line for line in stderr.splitlines() if line.startswith("error: "))
 
 
-def broken_model(features, cutoff: datetime) -> tuple[Candidate, Candidate]:
+def broken_model(features, cutoff: datetime, lineage: FeatureLineage) -> tuple[Candidate, Candidate]:
     """LightGBM trained on shuffled targets, squared loss, deep trees and the early stopping that would have caught
     it switched off: it fits noise, and forecasts noise (about −18% skill on the week after its cutoff).
     Registered with the metadata of an ordinary training run. With it, that run's persistence baseline."""
@@ -55,7 +56,8 @@ def broken_model(features, cutoff: datetime) -> tuple[Candidate, Candidate]:
     known = shuffled[TARGET_COLUMN].notna()
     shuffled.loc[known, TARGET_COLUMN] = np.random.default_rng(7).permutation(shuffled.loc[known, TARGET_COLUMN])
     config = TrainConfig(validation_hours=24 * 7, min_data_in_leaf=2, num_leaves=255, learning_rate=0.3)
-    ordinary, persistence, _ = train_candidates(shuffled, PRODUCT, cutoff, config)  # metadata, feature hash and all
+    # the metadata of an ordinary training run on the same features, lineage and all
+    ordinary, persistence, _ = train_candidates(shuffled, PRODUCT, cutoff, config, lineage=lineage)
     split = time_split(shuffled, cutoff, config)
     x, y = split.train.loc[:, list(config.features)].to_numpy("float64"), split.train[TARGET_COLUMN].to_numpy("float64")
     point, lower, upper = (
@@ -76,6 +78,7 @@ def health_env(provision_schemas, replay_url: str) -> dict[str, str]:
     from candlecast.settings import Schemas
     from cycle.steps import FEATURE_SELECT, INDIRECT_SELECTION, dbt_target_dir
     from ml.features import read_features
+    from ml.lineage import read_lineage
     from ml.registry import ensure_ml_tables, register, switch_production
     from ml.store import ModelStore
     from tests.support import backfill_history
@@ -88,11 +91,12 @@ def health_env(provision_schemas, replay_url: str) -> dict[str, str]:
     work = dbt_target_dir(env)
     run_dbt(["build"], env=env, select=FEATURE_SELECT, args=INDIRECT_SELECTION, target_path=work / "target",
             log_path=work / "logs")
+    lineage = read_lineage(work / "target" / "manifest.json")  # the project the cycle's own dbt steps build
     schemas, store = Schemas(BASE), ModelStore(STORE)
     engine = engine_for("ml", env)
     try:
         cutoff = BROKEN_FROM - 7 * 24 * HOUR
-        broken, persistence = broken_model(read_features(engine, schemas, PRODUCT, end=cutoff), cutoff)
+        broken, persistence = broken_model(read_features(engine, schemas, PRODUCT, end=cutoff), cutoff, lineage)
         version = store.save(broken.forecaster, broken.metadata)
         baseline = store.save(persistence.forecaster, persistence.metadata)
         ensure_ml_tables(engine, schemas)
@@ -112,12 +116,16 @@ def judged(health_env, replay):
     (``--start --end``, at 5 past the last hour: the replay server serves both hours' candles)."""
     from candlecast.db import engine_for
     from candlecast.settings import Schemas
+    from cycle.steps import dbt_target_dir
+    from ml.lineage import read_lineage
     from ml.predict import forecast_hours
     from ml.store import ModelStore
 
+    lineage = read_lineage(dbt_target_dir(health_env) / "target" / "manifest.json")
     engine = engine_for("ml", health_env)
     try:
-        forecast_hours(engine, Schemas(BASE), ModelStore(STORE), PRODUCT, BROKEN_FROM, JUDGED_CYCLE_END - 2 * HOUR)
+        forecast_hours(engine, Schemas(BASE), ModelStore(STORE), PRODUCT, BROKEN_FROM, JUDGED_CYCLE_END - 2 * HOUR,
+                       lineage=lineage)
     finally:
         engine.dispose()
     replay.set_clock(JUDGED_CYCLE_END + timedelta(minutes=5))
