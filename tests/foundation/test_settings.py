@@ -56,11 +56,23 @@ def test_an_invalid_db_value_names_the_variable_and_the_value(env: dict[str, str
         ({"CANDLECAST_DAG_CATCHUP": "maybe"}, "CANDLECAST_DAG_CATCHUP must be a boolean"),
         ({"CANDLECAST_COSMOS_LOAD_METHOD": "dbt_run"}, "CANDLECAST_COSMOS_LOAD_METHOD must be one of"),
         ({"CANDLECAST_DAG_START_DATE": "soon"}, "CANDLECAST_DAG_START_DATE must be an ISO date, got soon"),
+        # an alert address that would add a mail header (or a display name) is refused, not sent
+        ({"CANDLECAST_ALERT_EMAIL": "ops@example.com\nBcc: x@evil.example"},
+         "CANDLECAST_ALERT_EMAIL must be comma-separated plain e-mail addresses"),
+        ({"CANDLECAST_ALERT_EMAIL": "Ops <ops@example.com>"}, "CANDLECAST_ALERT_EMAIL must be comma-separated plain"),
     ],
 )
 def test_an_invalid_dag_value_names_the_variable_and_the_value(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         dag_settings(env)
+
+
+def test_alert_mail_is_off_by_default_and_names_its_addresses_and_connection() -> None:
+    assert dag_settings({}).alert_email == ()
+    settings = dag_settings({"CANDLECAST_ALERT_EMAIL": " oncall@example.com, ops@example.com ,",
+                             "CANDLECAST_ALERT_SMTP_CONN_ID": "mail_relay"})
+    assert settings.alert_email == ("oncall@example.com", "ops@example.com")
+    assert (settings.alert_smtp_conn_id, dag_settings({}).alert_smtp_conn_id) == ("mail_relay", "smtp_default")
 
 
 def test_the_dbt_executable_and_pool_come_from_their_variables() -> None:
