@@ -384,14 +384,15 @@ def create_app(settings: ApiSettings, db: DbSettings, *, clock: Callable[[], dat
         return await answer(request, compute)
 
     @app.get("/v1/health", tags=["meta"],
-             summary="Freshness, last cycle, availability, production model, trailing skill: 200 or 503",
+             summary="The health mart per product (raw lag, availability, production model, trailing skill and "
+                     "coverage) and whether the cycle still runs: 200, or 503 on an error",
              responses={503: {"description": "some check is an error, or the database is unavailable"}})
     def health_report(request: Request) -> Response:
         # Never cached (a load balancer asks for the truth now) and open without a key: statuses, hours, model
         # names and skill, no prices.
         with backend.read() as conn:
-            facts = marts.health_facts(conn, backend.schemas)
-        body = health.report(facts, backend.clock(), settings)
+            rows = marts.product_health(conn, backend.schemas)
+        body = health.report(rows, backend.clock(), settings)
         status = 503 if body["status"] == "error" else 200
         return Response(content=dumps(body), status_code=status, media_type=JSON,
                         headers={"Cache-Control": "no-store"})

@@ -70,7 +70,8 @@ def read_view(conn: Connection, schemas: Schemas, wanted: str | None, now: datet
             next_value=(chart.Point(latest["target_hour"], _f(latest["predicted_close"]))
                         if latest and latest["predicted_close"] is not None else None),
         )
-    report = health.report([f for f in marts.health_facts(conn, schemas) if f.product_id == product], now, settings)
+    report = health.report([r for r in marts.product_health(conn, schemas) if r["product_id"] == product], now,
+                           settings)
     products_health = report["products"]
     entry = products_health[0] if isinstance(products_health, list) and products_health else None
     modified = [t for t in (newest + HOUR if newest else None, latest["updated_at"] if latest else None) if t]

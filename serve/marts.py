@@ -10,7 +10,6 @@ UTC hours.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ Row = dict[str, Any]
 FEATURES = "fct_candle_features"
 OUTCOMES = "fct_forecast_outcomes"
 LEADERBOARD = "model_leaderboard"
+HEALTH = "product_health"
 
 # What a forecast looks like to a consumer, in this order.
 FORECAST_COLUMNS = (
@@ -145,85 +145,16 @@ def leaderboard(conn: Connection, schemas: Schemas, product: str | None = None) 
         order by product_id, rank_168h, model_version""", params)
 
 
-@dataclass(frozen=True)
-class HealthFacts:
-    """What the health checks judge, per product, read from the marts in one go."""
-
-    product_id: str
-    newest_hour: datetime | None  # newest candle in the feature mart
-    newest_target_hour: datetime | None  # newest hour the cycle served a forecast for
-    last_cycle_at: datetime | None  # when the cycle last wrote an outcome (UTC)
-    served_24h: int  # target hours of the trailing 24 (ending at the newest) with an outcome
-    model_24h: int  # ... served by the model
-    expected_24h: int  # hours in that window since the product's first outcome
-    served_168h: int
-    model_168h: int
-    expected_168h: int
-    production_model: str | None  # the model of the newest model forecast
-    production_kind: str | None
-    skill_168h: float | None
-    coverage_80_168h: float | None
-    n_168h: int | None
-    last_promoted_at: datetime | None
+# product_health, the dbt health mart (one row per product as of the cycle's hour), in this order.
+HEALTH_COLUMNS = (
+    "product_id", "cycle_hour", "newest_raw_hour", "raw_lag_hours", "expected_24h", "available_24h", "fallbacks_24h",
+    "availability_24h", "expected_168h", "available_168h", "fallbacks_168h", "availability_168h",
+    "production_model_version", "production_model_kind", "is_production_baseline", "last_promotion_hour",
+    "hours_since_promotion", "realized_168h", "mae_168h", "persistence_mae_168h", "skill_168h", "coverage_80_168h",
+    "status", "failing_checks",
+)
 
 
-def health_facts(conn: Connection, schemas: Schemas) -> list[HealthFacts]:
-    outcomes = _table(schemas, OUTCOMES)
-    rows = _rows(conn, f"""
-        with newest as (
-            select product_id, min(target_hour) as first_target, max(target_hour) as newest_target,
-                   max(updated_at) as last_cycle_at
-            from {outcomes} group by product_id
-        ),
-        windowed as (
-            select o.product_id,
-                   sum(o.target_hour > n.newest_target - interval 24 hour) as served_24h,
-                   sum(o.target_hour > n.newest_target - interval 24 hour and o.outcome = 'model') as model_24h,
-                   count(*) as served_168h,
-                   sum(o.outcome = 'model') as model_168h,
-                   timestampdiff(hour, greatest(n.first_target, n.newest_target - interval 23 hour),
-                                 n.newest_target) + 1 as expected_24h,
-                   timestampdiff(hour, greatest(n.first_target, n.newest_target - interval 167 hour),
-                                 n.newest_target) + 1 as expected_168h
-            from {outcomes} as o
-            inner join newest as n on n.product_id = o.product_id
-            where o.target_hour > n.newest_target - interval 168 hour
-            group by o.product_id, n.first_target, n.newest_target
-        ),
-        production as (
-            select o.product_id, o.model_version, o.model_kind
-            from {outcomes} as o
-            inner join (select product_id, max(target_hour) as target_hour from {outcomes}
-                        where outcome = 'model' group by product_id) as m
-                on m.product_id = o.product_id and m.target_hour = o.target_hour
-        ),
-        candles as (
-            select product_id, max(hour) as newest_hour from {_table(schemas, FEATURES)} group by product_id
-        )
-        select c.product_id, c.newest_hour, n.newest_target as newest_target_hour, n.last_cycle_at,
-               coalesce(w.served_24h, 0) as served_24h, coalesce(w.model_24h, 0) as model_24h,
-               coalesce(w.expected_24h, 0) as expected_24h,
-               coalesce(w.served_168h, 0) as served_168h, coalesce(w.model_168h, 0) as model_168h,
-               coalesce(w.expected_168h, 0) as expected_168h,
-               p.model_version as production_model, p.model_kind as production_kind,
-               l.skill_168h, l.coverage_80_168h, l.n_168h, l.last_promoted_at
-        from candles as c
-        left join newest as n on n.product_id = c.product_id
-        left join windowed as w on w.product_id = c.product_id
-        left join production as p on p.product_id = c.product_id
-        left join {_table(schemas, LEADERBOARD)} as l
-            on l.product_id = c.product_id and l.model_version = p.model_version
-        order by c.product_id""")
-    return [
-        HealthFacts(
-            product_id=r["product_id"], newest_hour=r["newest_hour"], newest_target_hour=r["newest_target_hour"],
-            last_cycle_at=r["last_cycle_at"], served_24h=int(r["served_24h"]), model_24h=int(r["model_24h"]),
-            expected_24h=int(r["expected_24h"]), served_168h=int(r["served_168h"]),
-            model_168h=int(r["model_168h"]), expected_168h=int(r["expected_168h"]),
-            production_model=r["production_model"], production_kind=r["production_kind"],
-            skill_168h=None if r["skill_168h"] is None else float(r["skill_168h"]),
-            coverage_80_168h=None if r["coverage_80_168h"] is None else float(r["coverage_80_168h"]),
-            n_168h=None if r["n_168h"] is None else int(r["n_168h"]), last_promoted_at=r["last_promoted_at"],
-        )
-        for r in rows
-    ]
+def product_health(conn: Connection, schemas: Schemas) -> list[Row]:
+    """``product_health``: what the cycle's health step judged for each product, as of its hour."""
+    return _rows(conn, f"select {', '.join(HEALTH_COLUMNS)} from {_table(schemas, HEALTH)} order by product_id")

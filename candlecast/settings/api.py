@@ -26,7 +26,8 @@ def _comma_separated(value: Any) -> Any:
 
 
 class ApiSettings(EnvSettings):
-    """``CANDLECAST_API_*``: host and port, optional keys, CORS origins, page and range caps, health thresholds."""
+    """``CANDLECAST_API_*``: host and port, optional keys, CORS origins, page and range caps, the answer cache,
+    the pool, how stale the health mart may be."""
 
     host: str = Field(DEFAULT_API_HOST, validation_alias="CANDLECAST_API_HOST")
     port: Port = Field(DEFAULT_API_PORT, validation_alias="CANDLECAST_API_PORT")
@@ -43,12 +44,9 @@ class ApiSettings(EnvSettings):
     db_timeout_s: int = Field(3, validation_alias="CANDLECAST_API_DB_TIMEOUT_S")
     # Answers are kept in memory this long per URL (the marts change hourly); 0: every request reads the database.
     cache_seconds: float = Field(5.0, validation_alias="CANDLECAST_API_CACHE_SECONDS")
-    # Health: the newest candle may be this many hours behind the last closed hour before the API says 503.
+    # Health: the health mart's cycle hour may be this many hours behind the current hour before the API says 503
+    # (the mart's own thresholds are dbt vars: it cannot see that the cycle stopped).
     stale_after_hours: int = Field(2, validation_alias="CANDLECAST_API_STALE_AFTER_HOURS")
-    # Health: the production model's trailing 168 h skill against persistence below this is unhealthy.
-    min_skill_168h: float = Field(-0.02, validation_alias="CANDLECAST_API_MIN_SKILL_168H")
-    # Health: the share of the trailing 24 h served by the model (not a fallback) below this is unhealthy.
-    min_availability_24h: float = Field(0.9, validation_alias="CANDLECAST_API_MIN_AVAILABILITY_24H")
     workers: int = Field(1, validation_alias="CANDLECAST_API_WORKERS")
 
     @field_validator("keys", "cors_origins", mode="before")

@@ -118,7 +118,7 @@ def test_leaderboard_ranks_every_model_with_the_production_one_marked(
     assert [m["rank_168h"] for m in models] == sorted(m["rank_168h"] for m in models)
 
 
-def test_health_is_200_while_fresh_and_503_once_the_newest_candle_is_stale(
+def test_health_is_the_health_marts_200_while_the_cycle_runs_and_503_once_it_stopped(
         client: httpx.Client, served_data: ServedData) -> None:
     from fastapi.testclient import TestClient
 
@@ -127,22 +127,49 @@ def test_health_is_200_while_fresh_and_503_once_the_newest_candle_is_stale(
     fresh = client.get("/v1/health")
     assert fresh.status_code == 200, fresh.text
     [product] = fresh.json()["products"]
-    checks = {c["name"]: c["status"] for c in product["checks"]}
-    assert checks["freshness"] == checks["last_cycle"] == "ok"
-    assert product["newest_hour"] == z(NEWEST) and product["newest_target_hour"] == z(NEWEST + HOUR)
-    # the missing hour (30 h before the newest) got a fallback: outside the trailing 24 h, inside the 168 h
-    assert product["availability_24h"] == 1.0 and product["availability_168h"] == pytest.approx(167 / 168)
-    assert product["production_model"] is not None
+    [stored] = mart(served_data, "select * from {marts}.product_health")
+    assert product["status"] == stored["status"] == "ok"
+    assert product["cycle_hour"] == z(NEWEST + HOUR) and product["newest_raw_hour"] == z(NEWEST)
+    # the missing hour (30 h before the newest) got a fallback: served, and counted as such in the week
+    assert product["availability_24h"] == 1.0 and product["fallbacks_168h"] == 1
+    assert product["production_model_version"] == stored["production_model_version"] is not None
+    assert product["skill_168h"] == stored["skill_168h"]
+    assert {c["name"]: c["status"] for c in product["checks"]} == {
+        "cycle": "ok", "raw_lag_hours": "ok", "availability_24h": "ok", "production_model": "ok", "skill_168h": "ok",
+        "coverage_80_168h": "ok"}
     assert fresh.headers["cache-control"] == "no-store"
 
+    # four hours later with no new cycle: the mart still says ok, the API says the cycle stopped
     later = create_app(ApiSettings(), served_data.reader, clock=lambda: NOW + 4 * HOUR)
     with TestClient(later) as other:
         stale = other.get("/v1/health")
     assert stale.status_code == 503
     body = stale.json()
     assert body["status"] == "error"
-    freshness = next(c for c in body["products"][0]["checks"] if c["name"] == "freshness")
-    assert freshness["status"] == "error" and "4 h behind" in freshness["detail"]
+    cycle = next(c for c in body["products"][0]["checks"] if c["name"] == "cycle")
+    assert cycle["status"] == "error" and "4 h before the current hour" in cycle["detail"]
+
+
+def test_health_says_503_when_the_mart_rates_a_product_an_error(served_data: ServedData) -> None:
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    table = f"`{served_data.schemas.marts}`.product_health"
+    [before] = mart(served_data, "select status, failing_checks, skill_168h from {marts}.product_health")
+    app = create_app(ApiSettings(), served_data.reader, clock=lambda: NOW)
+    with served_data.admin.begin() as conn:  # what the mart says when the model loses to persistence
+        conn.execute(text(f"update {table} set status = 'error', failing_checks = 'skill_168h', skill_168h = -0.05"))
+    try:
+        with TestClient(app) as c:
+            answer = c.get("/v1/health")
+    finally:
+        with served_data.admin.begin() as conn:
+            conn.execute(text(f"update {table} set status = :status, failing_checks = :failing_checks, "
+                              "skill_168h = :skill_168h"), before)
+    assert answer.status_code == 503
+    checks = {c["name"]: c["status"] for c in answer.json()["products"][0]["checks"]}
+    assert checks["skill_168h"] == "error" and checks["cycle"] == "ok"
 
 
 @pytest.mark.parametrize(("path", "params", "status", "parameter", "words"), [

@@ -26,7 +26,7 @@ from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
-TABLES = ("fct_candle_features", "fct_forecast_outcomes", "model_leaderboard")
+TABLES = ("fct_candle_features", "fct_forecast_outcomes", "model_leaderboard", "product_health")
 
 
 def copy_marts(source: ServedData, env: dict[str, str]) -> None:
