@@ -37,7 +37,8 @@ STEPS: list[tuple[str, list[tuple[Role | None, str]]]] = [
     ("airflow: the DAGs as Airflow parses them (Cosmos renders the dbt models as tasks)",
      [(None, "demo.dags_step:describe_dags_step")]),
     # --- serving (serve_step.py): last, so it ends by saying how to open the dashboard ---
-    ("serve: the read API and dashboard over the marts (reader role)", [("reader", "demo.serve_step:serve_step")]),
+    ("serve: the health mart, then the read API and dashboard over the marts (reader role)",
+     [("transformer", "demo.serve_step:build_health_step"), ("reader", "demo.serve_step:serve_step")]),
 ]
 
 

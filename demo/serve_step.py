@@ -1,5 +1,5 @@
-"""The last step of `make demo`: the read API and dashboard answer over HTTP on the demo's marts, then how to
-open them (`make serve`).
+"""The last step of `make demo`: the health mart, then the read API and dashboard answer over HTTP on the demo's
+marts, then how to open them (`make serve`).
 
 The app is the one `make serve` runs (``serve.app.create_app``, as the reader role), started here in a thread
 on a free port for the two requests, so the demo never holds the port `make serve` wants.
@@ -7,6 +7,7 @@ on a free port for the two requests, so the demo never holds the port `make serv
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Mapping
 
@@ -15,6 +16,16 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def build_health_step() -> str:
+    """dbt run of the health mart (``product_health``, what /v1/health and the dashboard read), as the transformer.
+
+    ``run``, not ``build``: the demo shows the mart's verdict; failing on it is the hourly cycle's job.
+    """
+    from candlecast.dbt_runner import run_dbt
+
+    return f"dbt: {run_dbt(['run'], env=os.environ, select=['tag:health']).summary()}"
 
 
 def serve_step(env: Mapping[str, str] | None = None) -> str:

@@ -33,7 +33,7 @@ from serve import health, marts
 from serve.auth import require_key
 from serve.cache import Answer, AnswerCache
 from serve.encoding import dumps, iso_utc
-from serve.errors import ApiError, database_unavailable, unknown_product
+from serve.errors import ApiError, database_unavailable, is_missing_table, unknown_product
 from serve.http_cache import JSON, conditional
 from serve.params import fields_param, limit_param, product_param, time_range
 
@@ -73,7 +73,7 @@ class Backend:
         except (OperationalError, InterfaceError, PoolTimeout) as exc:
             raise database_unavailable(self.where, exc) from exc
         except ProgrammingError as exc:
-            if getattr(exc.orig, "args", (None,))[0] == 1146:  # a mart table is missing: not built yet
+            if is_missing_table(exc):  # a mart not built yet
                 raise database_unavailable(self.where, exc) from exc
             raise
         except DBAPIError as exc:

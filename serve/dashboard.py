@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from candlecast.hours import HOUR
 from candlecast.settings import ApiSettings, Schemas
 from serve import chart, health, marts
+from serve.errors import is_missing_table
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -70,13 +71,26 @@ def read_view(conn: Connection, schemas: Schemas, wanted: str | None, now: datet
             next_value=(chart.Point(latest["target_hour"], _f(latest["predicted_close"]))
                         if latest and latest["predicted_close"] is not None else None),
         )
-    report = health.report([r for r in marts.product_health(conn, schemas) if r["product_id"] == product], now,
-                           settings)
-    products_health = report["products"]
-    entry = products_health[0] if isinstance(products_health, list) and products_health else None
+    entry = _health_entry(conn, schemas, product, now, settings)
     modified = [t for t in (newest + HOUR if newest else None, latest["updated_at"] if latest else None) if t]
     return View(products, product, latest, data, marts.leaderboard(conn, schemas, product), entry,
                 max(modified) if modified else None)
+
+
+def _health_entry(conn: Connection, schemas: Schemas, product: str, now: datetime,
+                  settings: ApiSettings) -> dict[str, Any] | None:
+    """This product's health report; None while the health mart is not built (the page shows the rest)."""
+    from sqlalchemy.exc import ProgrammingError
+
+    try:
+        rows = marts.product_health(conn, schemas)
+    except ProgrammingError as exc:
+        if not is_missing_table(exc):
+            raise
+        return None
+    report = health.report([r for r in rows if r["product_id"] == product], now, settings)
+    entries = report["products"]
+    return entries[0] if isinstance(entries, list) and entries else None
 
 
 def _money(value: Any, id_: str | None = None) -> str:
@@ -143,7 +157,9 @@ def _leaderboard(rows: list[marts.Row]) -> str:
 
 def _health(entry: dict[str, Any] | None) -> str:
     if entry is None:
-        return ""
+        return ('<section><h2>Health: <span id="health-status" class="warn">unknown</span></h2><p>No row in '
+                "<code>product_health</code> for this product yet: the cycle's health step builds it (or "
+                "<code>dbt run --select tag:health</code>).</p></section>")
     checks = "".join(
         f'<li class="{escape(c["status"])}"><b>{escape(c["name"])}</b> {escape(c["status"])}: '
         f'{escape(c["detail"])}</li>' for c in entry["checks"]

@@ -41,13 +41,23 @@ def unknown_product(product: str) -> ApiError:
     return ApiError(404, "unknown_product", f"no product {product!r} in the feature mart", parameter="product_id")
 
 
+NO_SUCH_TABLE = 1146  # MariaDB's ER_NO_SUCH_TABLE
+
+
+def is_missing_table(exc: BaseException) -> bool:
+    """A mart table that does not exist (dbt has not built it on this base yet)."""
+    orig = getattr(exc, "orig", None) or exc
+    args = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] == NO_SUCH_TABLE
+
+
 def database_unavailable(where: str, exc: BaseException) -> ApiError:
     """A 503 naming the server (``user@host:port``, no password) and the driver's reason."""
     orig = getattr(exc, "orig", None) or exc
     args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
     # PyMySQL's errors are (code, message); the message names a host and a user, never a password.
     reason = f"{args[0]}: {args[1]}" if len(args) >= 2 else (str(orig) or type(orig).__name__)
-    if args and args[0] == 1146:  # a mart table does not exist: dbt has not built it on this base yet
+    if is_missing_table(exc):
         message = f"the marts are not built yet on {where}: {reason}"
     else:
         message = f"the database is unavailable ({where}): {reason}; retry later"

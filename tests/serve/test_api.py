@@ -339,3 +339,25 @@ def test_a_long_answer_goes_gzipped_to_clients_that_accept_it_with_its_own_etag(
     # either tag names the same data
     for tag in (plain.headers["etag"], packed.headers["etag"]):
         assert client.get(path, headers={"If-None-Match": tag}).status_code == 304
+
+
+def test_before_the_health_mart_is_built_health_says_so_and_the_dashboard_shows_the_rest(
+        served_data: ServedData) -> None:
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    marts = f"`{served_data.schemas.marts}`"
+    app = create_app(ApiSettings(), served_data.reader, clock=lambda: NOW)
+    with served_data.admin.begin() as conn:
+        conn.execute(text(f"rename table {marts}.product_health to {marts}.product_health_away"))
+    try:
+        with TestClient(app) as c:
+            health = c.get("/v1/health")
+            page = c.get("/")
+    finally:
+        with served_data.admin.begin() as conn:
+            conn.execute(text(f"rename table {marts}.product_health_away to {marts}.product_health"))
+    assert health.status_code == 503 and "not built yet" in health.json()["error"]["message"]
+    assert page.status_code == 200
+    assert 'id="health-status" class="warn">unknown' in page.text and 'id="next-close"' in page.text
