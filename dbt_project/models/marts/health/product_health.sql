@@ -33,6 +33,8 @@ with candles as (
     from {{ ref('stg_coinbase__candles') }}
 ),
 
+-- what each hour served: the production model's forecast or a labelled fallback, never a shadow's (shadow
+-- forecasts live in predictions with role = 'shadow', and forecast_outcomes names the production one)
 outcomes as (
     select * from {{ ref('fct_forecast_outcomes') }}
 ),
