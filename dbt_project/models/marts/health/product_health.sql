@@ -18,8 +18,8 @@
 {%- if requested is not none and requested != '' %}
     {%- set parsed = modules.datetime.datetime.fromisoformat(requested | string) %}
     {%- if parsed.tzinfo is not none or parsed.minute or parsed.second or parsed.microsecond %}
-        {{ exceptions.raise_compiler_error("var cycle_hour must be a UTC hour without an offset, like "
-                                           ~ "'2024-01-08 13:00', got " ~ requested) }}
+        {{ exceptions.raise_compiler_error("the cycle hour (var cycle_hour, env CANDLECAST_CYCLE_HOUR) must be a UTC hour "
+                                           ~ "without an offset, like '2024-01-08 13:00', got " ~ requested) }}
     {%- endif %}
     {%- set cycle_hour_sql = "cast('" ~ parsed.strftime('%Y-%m-%d %H:%M:%S') ~ "' as datetime)" %}
 {%- else %}
