@@ -2,9 +2,13 @@
 
 Each week's model sees only rows whose target is realized before that week starts (the same
 ``time_split`` as production training, purge included), then forecasts each forecastable hour of the week
-(the rule hourly inference uses: the hour's candle exists and the warm-up is reached). Results are reported
-per week and overall, next to persistence and drift, and drawn as a PNG; hours with a missing hour inside
-some feature window (gap-affected: those features NULL) are also scored apart from the clean ones.
+(the rule hourly inference uses: the hour's candle exists and the warm-up is reached). Every model's 80%
+interval is recalibrated hour by hour on its own realized residuals before that hour (``ml.calibrate``, the rule
+hourly inference serves), and scored beside the raw one (``*_raw``) and a rolling-volatility interval
+(``rolling_vol``: persistence with close × exp(±1.2816 σ), σ the sample std of the last 24 one-hour log returns).
+Results are reported per week and overall, next to persistence and drift, and drawn as a PNG; hours with a
+missing hour inside some feature window (gap-affected: those features NULL) are also scored apart from the clean
+ones.
 """
 
 from __future__ import annotations
@@ -19,17 +23,25 @@ from typing import TYPE_CHECKING, Any
 
 from candlecast.hours import naive_utc
 from candlecast.inputs import product_id
-from ml.features import TARGET_CLOSE_COLUMN, gap_affected, usable_rows
+from ml.calibrate import Recalibration, recalibrate
+from ml.features import FORECASTABLE_COLUMN, TARGET_CLOSE_COLUMN, TARGET_COLUMN, gap_affected
 from ml.metrics import Scores, score, to_prices
 from ml.model import DRIFT, LIGHTGBM, PERSISTENCE
 from ml.train import TrainConfig, train_candidates
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
 KINDS = (LIGHTGBM, PERSISTENCE, DRIFT)
+RAW = "_raw"  # suffix: the model's own interval, before recalibration
+ROLLING_VOL = "rolling_vol"
+# the rows of the tables: each model as served (recalibrated interval), the raw intervals, the volatility baseline
+ROWS = (LIGHTGBM, LIGHTGBM + RAW, PERSISTENCE, PERSISTENCE + RAW, DRIFT, ROLLING_VOL)
+Z_80 = 1.2815515655446004  # the standard normal's 0.9 quantile
+COVERAGE_BAND = (0.75, 0.85)  # a week "holds" when its coverage lies in it
 GAP_AFFECTED, CLEAN = "gap_affected", "clean"
 
 
@@ -49,18 +61,29 @@ class BacktestResult:
     by_gap: dict[str, dict[str, Scores]]
     chart: Path | None = None
 
+    def weeks_holding(self, kind: str) -> tuple[int, int]:
+        """(weeks whose 80% interval coverage lies within ``COVERAGE_BAND``, weeks) for one row of the table."""
+        cov = self.weekly.loc[self.weekly["kind"] == kind, "coverage_80"]
+        low, high = COVERAGE_BAND
+        return int(((cov >= low) & (cov <= high)).sum()), int(cov.size)
+
     def summary(self) -> str:
+        weeks = self.weekly["week_start"].nunique()
         lines = [f"walk-forward backtest {self.product} {self.start:%Y-%m-%d %H:%M}..{self.end:%Y-%m-%d %H:%M} UTC: "
-                 f"{self.weekly['week_start'].nunique()} weekly retrains, {len(self.hourly)} hourly forecasts",
-                 f"  {'model':<18} {'MAE':>9} {'RMSE':>9} {'MAPE%':>7} {'dir':>6} {'skill':>8} {'cov80':>6} "
-                 f"{'pinball':>8}"]
-        for kind in KINDS:
+                 f"{weeks} weekly retrains, {len(self.hourly)} hourly forecasts",
+                 f"  {'model':<22} {'MAE':>9} {'RMSE':>9} {'MAPE%':>7} {'dir':>6} {'skill':>8} {'cov80':>6} "
+                 f"{'width':>8} {'pinball':>8} {'weeks 75-85%':>13} {'weekly cov80':>13}"]
+        for kind in ROWS:
             s = self.overall[kind]
             direction = "-" if s.direction_accuracy != s.direction_accuracy else f"{s.direction_accuracy:.3f}"
-            lines.append(f"  {kind:<18} {s.mae:>9.2f} {s.rmse:>9.2f} {s.mape:>7.3f} {direction:>6} {s.skill:>+8.4f} "
-                         f"{s.coverage_80:>6.3f} {s.pinball_mean:>8.2f}")
+            held, total = self.weeks_holding(kind)
+            cov = self.weekly.loc[self.weekly["kind"] == kind, "coverage_80"]
+            lines.append(f"  {kind:<22} {s.mae:>9.2f} {s.rmse:>9.2f} {s.mape:>7.3f} {direction:>6} {s.skill:>+8.4f} "
+                         f"{s.coverage_80:>6.3f} {s.width_80:>8.2f} {s.pinball_mean:>8.2f} "
+                         f"{held:>4}/{total:<3} {held / total:>4.0%} {cov.min():>6.3f}-{cov.max():.3f}")
         wins = int((self.weekly.query("kind == @LIGHTGBM")["skill"] > 0).sum())
-        lines.append(f"  LightGBM beat persistence in {wins} of {self.weekly['week_start'].nunique()} weeks")
+        lines.append(f"  LightGBM beat persistence in {wins} of {weeks} weeks; intervals: as served (recalibrated on "
+                     "each model's realized residuals), *_raw as the models give them")
         for part, label in ((GAP_AFFECTED, "gap-affected hours (a missing hour in some window)"),
                             (CLEAN, "clean hours (every window whole)")):
             scores = self.by_gap[part]
@@ -75,13 +98,32 @@ class BacktestResult:
         return "\n".join(lines)
 
 
+def rolling_vol_interval(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The rolling-volatility baseline's 80% interval in log returns: ±1.2816 σ, σ the sample std of the 24
+    one-hour log returns ending at each row (the row's own and 23 lags; those a gap blanked left out). Where
+    fewer than two are known, the previous row's σ."""
+    import numpy as np
+    import pandas as pd
+
+    cols = ["log_return_1h", *(f"log_return_1h_lag_{k}" for k in range(1, 24))]
+    returns = rows.loc[:, cols].to_numpy(dtype="float64")
+    known = np.count_nonzero(~np.isnan(returns), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma = np.where(known >= 2, np.nanstd(np.where(known[:, None] >= 2, returns, 0.0), axis=1, ddof=1), np.nan)
+    sigma = pd.Series(sigma).ffill().to_numpy()
+    return -Z_80 * sigma, Z_80 * sigma
+
+
 def walk_forward(features: pd.DataFrame, product: str, start: datetime, end: datetime,
                  config: TrainConfig | None = None, retrain_hours: int = 168,
-                 progress: Callable[[int, int], None] | None = None) -> BacktestResult:
+                 progress: Callable[[int, int], None] | None = None,
+                 recalibration: Recalibration | None = None) -> BacktestResult:
     """Pure: ``features`` is the product's feature frame (all history up to ``end`` is enough)."""
+    import numpy as np
     import pandas as pd
 
     config = config or TrainConfig()
+    recalibration = recalibration or Recalibration()
     start, end = naive_utc(start), naive_utc(end)
     if end <= start:
         raise BacktestError(f"{product}: empty backtest range {start}..{end}")
@@ -91,13 +133,19 @@ def walk_forward(features: pd.DataFrame, product: str, start: datetime, end: dat
     while t < end:
         weeks.append(t)
         t += step
-    usable = usable_rows(features)
+    lookback = pd.Timedelta(hours=recalibration.lookback_hours)
+    forecastable = features.loc[features[FORECASTABLE_COLUMN].astype(bool)]
     frames = []
     for i, week_start in enumerate(weeks):
         week_end = min(week_start + step, end)
-        rows = usable.loc[(usable["hour"] >= pd.Timestamp(week_start)) & (usable["hour"] < pd.Timestamp(week_end))]
-        if rows.empty:
+        # The week's forecastable hours and the ones before them whose residuals recalibrate the intervals.
+        span = forecastable.loc[(forecastable["hour"] >= pd.Timestamp(week_start) - lookback)
+                                & (forecastable["hour"] < pd.Timestamp(week_end))].reset_index(drop=True)
+        in_week = ((span["hour"] >= pd.Timestamp(week_start)) & span[TARGET_COLUMN].notna()
+                   & span[TARGET_CLOSE_COLUMN].notna()).to_numpy()
+        if not in_week.any():
             continue
+        rows = span.loc[in_week]
         # Only what was known when the week started is handed to training.
         history = features.loc[features["hour"] < pd.Timestamp(week_start)]
         candidates = train_candidates(history, product, week_start, config, trained_at=week_start)
@@ -105,11 +153,19 @@ def walk_forward(features: pd.DataFrame, product: str, start: datetime, end: dat
                             "close": rows["close"].to_numpy(), "actual": rows[TARGET_CLOSE_COLUMN].to_numpy(),
                             "is_gap_affected": gap_affected(rows).to_numpy()})
         for cand in candidates:
-            fc = cand.forecaster.predict(rows)
-            pred, lo, hi = to_prices(rows["close"], fc.point, fc.lower, fc.upper)
-            out[f"{cand.forecaster.kind}_predicted"] = pred
-            out[f"{cand.forecaster.kind}_lower"] = lo
-            out[f"{cand.forecaster.kind}_upper"] = hi
+            kind = cand.forecaster.kind
+            fc = cand.forecaster.predict(span)
+            lower, upper = recalibrate(span["hour"], fc.lower, fc.upper, span[TARGET_COLUMN], recalibration)
+            pred, lo_raw, hi_raw = to_prices(rows["close"], fc.point[in_week], fc.lower[in_week], fc.upper[in_week])
+            _, lo, hi = to_prices(rows["close"], fc.point[in_week], lower[in_week], upper[in_week])
+            out[f"{kind}_predicted"], out[f"{kind}_lower"], out[f"{kind}_upper"] = pred, lo, hi
+            if kind + RAW in ROWS:
+                raw = kind + RAW
+                out[f"{raw}_predicted"], out[f"{raw}_lower"], out[f"{raw}_upper"] = pred, lo_raw, hi_raw
+        vol_lo, vol_hi = rolling_vol_interval(rows)
+        zero = np.zeros(len(rows))
+        out[f"{ROLLING_VOL}_predicted"], out[f"{ROLLING_VOL}_lower"], out[f"{ROLLING_VOL}_upper"] = to_prices(
+            rows["close"], zero, vol_lo, vol_hi)
         frames.append(out)
         if progress:
             progress(i + 1, len(weeks))
@@ -118,13 +174,13 @@ def walk_forward(features: pd.DataFrame, product: str, start: datetime, end: dat
     hourly = pd.concat(frames, ignore_index=True)
     weekly_rows = []
     for week_start, grp in hourly.groupby("week_start", sort=True):
-        for kind in KINDS:
+        for kind in ROWS:
             s = _score(grp, kind)
             weekly_rows.append({"week_start": week_start, "kind": kind, **s.as_dict()})
     weekly = pd.DataFrame(weekly_rows)
-    overall = {kind: _score(hourly, kind) for kind in KINDS}
+    overall = {kind: _score(hourly, kind) for kind in ROWS}
     affected = hourly["is_gap_affected"].astype(bool)
-    by_gap = {part: {kind: _score_part(hourly.loc[mask], kind) for kind in KINDS}
+    by_gap = {part: {kind: _score_part(hourly.loc[mask], kind) for kind in ROWS}
               for part, mask in ((GAP_AFFECTED, affected), (CLEAN, ~affected))}
     return BacktestResult(product, start, end, hourly, weekly, overall, by_gap)
 
@@ -133,7 +189,7 @@ def _score_part(frame: pd.DataFrame, kind: str) -> Scores:
     """Scores of a subset of the hours, which may be empty (a range without gaps): then n = 0 and NaN."""
     if frame.empty:
         nan = float("nan")
-        return Scores(0, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+        return Scores(0, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan)
     return _score(frame, kind)
 
 

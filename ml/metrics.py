@@ -76,6 +76,7 @@ class Scores:
     coverage_80: float
     pinball_10: float
     pinball_90: float
+    width_80: float = float("nan")  # mean upper - lower, in price
 
     @property
     def pinball_mean(self) -> float:
@@ -107,6 +108,7 @@ def score(actual: ArrayLike, predicted: ArrayLike, lower: ArrayLike, upper: Arra
         coverage_80=coverage(a, lower, upper),
         pinball_10=pinball(a, lower, 0.1),
         pinball_90=pinball(a, upper, 0.9),
+        width_80=float(np.mean(_arr(upper) - _arr(lower))),
     )
 
 

@@ -189,8 +189,13 @@ def _hours_text(hours: list[datetime]) -> str:
     return f"{shown}{more} UTC"
 
 
-def forecast_rows(model: LoadedModel, frame: pd.DataFrame, product: str, role: str = SERVED) -> list[Prediction]:
-    fc = model.forecaster.predict(frame)
+def forecast_rows(model: LoadedModel, frame: pd.DataFrame, product: str, history: pd.DataFrame,
+                  role: str = SERVED) -> list[Prediction]:
+    """The model's forecasts from ``frame``, the 80% interval recalibrated on its realized residuals over ``history``
+    (the feature rows before it) and the earlier rows of ``frame`` (``ml.calibrate``)."""
+    from ml.calibrate import recalibrated_forecast
+
+    fc = recalibrated_forecast(model.forecaster, history, frame)
     pred, lo, hi = to_prices(frame["close"], fc.point, fc.lower, fc.upper)
     out = []
     for i, hour in enumerate(frame["hour"]):
@@ -244,6 +249,7 @@ def _model_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, produc
                      end: datetime, cache: ModelCache | None, lineage: FeatureLineage) -> Forecasts:
     """Every feature hour in [start, end): the production model's forecasts, all checked (strict), and the shadow
     models' from the same rows (a shadow that fails is skipped with its reason); nothing written."""
+    from ml.calibrate import Recalibration
     from ml.features import read_features
 
     cache = cache or DEFAULT_CACHE
@@ -251,14 +257,17 @@ def _model_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, produc
     check_lineage(model, lineage, product)
     shadows, skipped = shadow_models(engine, schemas, store, product, model.version, cache, lineage)
     columns = list(dict.fromkeys(c for m in (model, *shadows) for c in m.forecaster.features))
-    frame = read_features(engine, schemas, product, start=start, end=end, columns=columns)
+    # the hours asked for and, before them, the ones whose realized residuals recalibrate each model's interval
+    rows = read_features(engine, schemas, product, start=start - Recalibration().lookback_hours * HOUR, end=end,
+                         columns=columns)
+    frame, history = rows.loc[rows["hour"] >= start].reset_index(drop=True), rows.loc[rows["hour"] < start]
     hours = [start + i * HOUR for i in range(int((end - start) / HOUR))]
     check_rows(frame, product, hours)
-    production = forecast_rows(model, frame, product)
+    production = forecast_rows(model, frame, product, history)
     shadow_rows: list[Prediction] = []
     for shadow in shadows:
         try:
-            shadow_rows.extend(forecast_rows(shadow, frame, product, SHADOW))
+            shadow_rows.extend(forecast_rows(shadow, frame, product, history, SHADOW))
         except Exception as exc:
             skipped[shadow.version] = f"error: {type(exc).__name__}: {exc}"
     skips = [ShadowSkip(product, h + HOUR, version, reason) for version, reason in skipped.items() for h in hours]

@@ -3,7 +3,9 @@
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from ml.backtest import walk_forward, write_outputs
 from ml.features import usable_rows
@@ -23,6 +25,14 @@ def test_walk_forward_forecasts_every_usable_hour_once_and_draws_the_chart(tmp_p
     assert sorted(result.weekly["week_start"].unique()) == [pd.Timestamp(start), pd.Timestamp(2022, 2, 17)]
     assert result.overall["naive_persistence"].skill == 0.0
     assert result.overall["lightgbm"].n == len(expected)
+    assert set(result.overall) == {"lightgbm", "lightgbm_raw", "naive_persistence", "naive_persistence_raw",
+                                   "naive_drift", "rolling_vol"}
+    # the volatility baseline: persistence with close × exp(±1.2816 σ), σ the std of the 24 returns up to the hour
+    row = result.hourly.iloc[100]
+    returns = np.diff(np.log(frame.set_index("hour")["close"].loc[:row["hour"]].to_numpy()))[-24:]
+    sigma = np.std(returns, ddof=1)
+    assert (row["rolling_vol_lower"], row["rolling_vol_predicted"], row["rolling_vol_upper"]) == pytest.approx(
+        (row["close"] * np.exp(-1.2815516 * sigma), row["close"], row["close"] * np.exp(1.2815516 * sigma)))
     out = write_outputs(result, tmp_path)
     assert out.chart is not None and out.chart.stat().st_size > 10_000
     assert out.chart.with_suffix(".json").exists()

@@ -153,6 +153,31 @@ def test_inference_is_idempotent(ml_db: MlDb, production_store: ModelStore) -> N
     assert 0.9 < float(predicted) / float(close[0][0]) < 1.1
 
 
+def test_the_served_interval_is_recalibrated_on_earlier_realized_hours_only(ml_db: MlDb,
+                                                                          production_store: ModelStore) -> None:
+    from ml.calibrate import Recalibration, recalibrated_forecast
+    from ml.features import TARGET_COLUMN, read_features
+    from ml.registry import production_version
+
+    hour = datetime(2024, 1, 9, 20)  # the mart holds the hours after it: a backfill must not read them
+    served = predict_hour(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour, lineage=current_lineage())
+    model = production_store.load(production_version(ml_db.engine, ml_db.schemas, PRODUCT) or "")
+    frame = read_features(ml_db.engine, ml_db.schemas, PRODUCT,
+                          start=hour - timedelta(hours=Recalibration().lookback_hours), end=hour + timedelta(hours=1))
+    row = frame.loc[frame["hour"] == hour].reset_index(drop=True)
+    row[TARGET_COLUMN] = np.nan  # as the live hourly step sees it: its own outcome not realized yet
+    expected = recalibrated_forecast(model.forecaster, frame.loc[frame["hour"] < hour], row)
+    close = float(row["close"].iloc[0])
+    assert (served.lower_80, served.upper_80) == pytest.approx(
+        (close * np.exp(expected.lower[0]), close * np.exp(expected.upper[0])), rel=1e-12)
+    raw = model.forecaster.predict(row)
+    assert served.upper_80 - served.lower_80 != pytest.approx(close * (np.exp(raw.upper[0]) - np.exp(raw.lower[0])))
+    # a day's backfill ending at it serves the hour the same interval
+    day = predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT, hour - timedelta(hours=23),
+                        hour + timedelta(hours=1), lineage=current_lineage())
+    assert day[-1] == served
+
+
 def test_backfill_over_a_range_writes_every_hour_once(ml_db: MlDb, production_store: ModelStore) -> None:
     start, end = datetime(2024, 1, 7, 0), datetime(2024, 1, 9, 0)
     out = predict_range(ml_db.engine, ml_db.schemas, production_store, PRODUCT, start, end, lineage=current_lineage())
