@@ -29,7 +29,7 @@ from typing import Any
 from candlecast.hours import floor_hour
 from cycle.context import Interval, RunContext, schema_base
 from cycle.step_process import error_name
-from cycle.steps import HOURLY_STEPS, WEEKLY_STEPS, Step, dbt_target_dir
+from cycle.steps import HOURLY_STEPS, WEEKLY_STEPS, Step, dbt_manifest
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def run_steps(cycle: str, steps: Sequence[Step], ctx: RunContext, interval: Inte
         # The ML steps read the feature lineage from the manifest this cycle's dbt steps write: the project that
         # built the tables they read.
         ctx = replace(ctx, inherit_fds=(*ctx.inherit_fds, lock_fd),
-                      dbt_manifest=ctx.dbt_manifest or dbt_target_dir(ctx.env) / "target" / "manifest.json")
+                      dbt_manifest=ctx.dbt_manifest or dbt_manifest(ctx.env))
         log.info("%s cycle %s: %s", cycle, interval, ", ".join(s.name for s in steps))
         for step in steps:
             if first_failure is not None and not step.runs_after_failure:

@@ -178,6 +178,12 @@ def dbt_target_dir(env: Mapping[str, str]) -> Path:
     return local_dir(env) / "cycle" / "dbt" / schema_base(env)
 
 
+def dbt_manifest(env: Mapping[str, str]) -> Path:
+    """The manifest the cycle's own dbt steps write (``dbt_build``): the ML steps of a cycle read the feature lineage
+    from it (``RunContext.dbt_manifest``), the project that built the tables they read."""
+    return dbt_target_dir(env) / "target" / "manifest.json"
+
+
 def dbt_build(select: Sequence[str]) -> Callable[[RunContext, Interval], Summary]:
     """A step running ``dbt build --select ...`` (models and their tests) through the one dbt runner."""
 

@@ -306,13 +306,16 @@ class Soak:
         """The hours of cycles ``ks`` once more, at the final clock, through the cycle's own steps: each hour's
         extract, one build of the features (the raw data no longer changes, so one incremental build gives
         what one per hour would), each hour's forecast, one build of the accuracy marts."""
+        from dataclasses import replace
+
         from cycle.context import Interval, RunContext
-        from cycle.steps import HOURLY_STEPS
+        from cycle.steps import HOURLY_STEPS, dbt_manifest
 
         if not ks:
             return 0.0
         steps = {step.name: step for step in HOURLY_STEPS}
-        ctx = RunContext.resolve(self.env)
+        # its features step is the cycle's dbt: the forecasts read the feature lineage from the manifest it writes
+        ctx = replace(RunContext.resolve(self.env), dbt_manifest=dbt_manifest(self.env))
         intervals = [Interval.hour_ending(self.plan.end(k)) for k in sorted(ks)]
         self.server.set_clock(self.plan.final_clock)
         started = time.perf_counter()
