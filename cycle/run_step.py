@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--product", action="append", dest="products", type=product_id_arg, required=True)
     parser.add_argument("--model-store", type=Path, required=True)
     parser.add_argument("--failed", action="append", default=[])
+    parser.add_argument("--dbt-manifest", type=Path)
     parser.add_argument("--log-level", default="WARNING")
     return parser
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         chosen = step(args.name)
         ctx = replace(RunContext.resolve(products=args.products, model_store=args.model_store),
-                      failed_steps=tuple(args.failed))
+                      failed_steps=tuple(args.failed), dbt_manifest=args.dbt_manifest)
         answer: dict[str, Any] = {"summary": json_safe(chosen.run(ctx, Interval.of(args.start, args.end)))}
         status = 0
     except Exception as exc:  # handed to the launcher, which reports it as the step's failure

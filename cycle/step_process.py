@@ -53,6 +53,8 @@ def command(step: Step, ctx: RunContext, interval: Interval) -> list[str]:
         argv += ["--product", product]
     for failed in ctx.failed_steps:
         argv += ["--failed", failed]
+    if ctx.dbt_manifest is not None:  # the cycle's own dbt wrote it: the ML steps read the feature lineage there
+        argv += ["--dbt-manifest", str(ctx.dbt_manifest)]
     return argv
 
 
