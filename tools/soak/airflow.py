@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from candlecast.settings import REPO_ROOT
 from candlecast.settings.dags import HOURLY_DAG_ID
-from tools.soak.harness import Attempt, CycleRun
+from tools.soak.harness import DONE, Attempt, CycleRun, only_health_failed
 
 if TYPE_CHECKING:
     from tools.soak.harness import Soak
@@ -66,8 +66,12 @@ def run_through_airflow(soak: Soak, k: int) -> CycleRun:
         started = time.perf_counter()
         state, failed = _dag_test(soak.airflow_dag, soak.plan.end(k))
         seconds = time.perf_counter() - started
-        cycle.attempts.append(Attempt(clock, seconds, "ok" if state == "success" else "failed", failed))
-        if state == "success":
+        # the health task failed and nothing else did (all_steps_ok is upstream_failed because of it)
+        unhealthy = state != "success" and only_health_failed(
+            {bad.split("=")[0] for bad in failed.split(", ") if not bad.endswith("=upstream_failed")})
+        status = "ok" if state == "success" else "unhealthy" if unhealthy else "failed"
+        cycle.attempts.append(Attempt(clock, seconds, status, failed))
+        if status in DONE:
             break
     return cycle
 

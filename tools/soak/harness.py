@@ -54,8 +54,19 @@ class SoakError(RuntimeError):
 class Attempt:
     clock: datetime
     seconds: float
-    status: str  # "ok", "failed" or "killed"
+    # "ok", "failed", "killed", or "unhealthy": every step did its work and only the health check failed (a
+    # verdict on the hour, e.g. a model losing to persistence that week: not retried, the cycle counts as run)
+    status: str
     detail: str = ""
+
+
+DONE = ("ok", "unhealthy")  # attempt statuses of a cycle whose steps all did their work
+
+
+def only_health_failed(failed_steps: set[str]) -> bool:
+    from cycle.steps import HEALTH_STEP
+
+    return failed_steps == {HEALTH_STEP}
 
 
 @dataclass
@@ -68,7 +79,7 @@ class CycleRun:
 
     @property
     def ok(self) -> bool:
-        return bool(self.attempts) and self.attempts[-1].status == "ok"
+        return bool(self.attempts) and self.attempts[-1].status in DONE
 
     @property
     def seconds(self) -> float:
@@ -213,18 +224,20 @@ class Soak:
             else:
                 result = self._run_inline(k, clock)
             cycle.attempts.append(result)
-            if result.status == "ok":
+            if result.status in DONE:
                 break
         return cycle
 
     def _run_inline(self, k: int, clock: datetime) -> Attempt:
-        from cycle.run import CycleError, run_hourly
+        from cycle.run import CycleError, StepFailed, run_hourly
 
         started = time.perf_counter()
         try:
             run_hourly(self.plan.end(k), env=self.env, lock_timeout_s=60)
         except CycleError as exc:
-            return Attempt(clock, time.perf_counter() - started, "failed", str(exc).splitlines()[0])
+            failed = {o.name for o in exc.outcomes if not o.ok} if isinstance(exc, StepFailed) else set()
+            status = "unhealthy" if only_health_failed(failed) else "failed"
+            return Attempt(clock, time.perf_counter() - started, status, str(exc).splitlines()[0])
         return Attempt(clock, time.perf_counter() - started, "ok")
 
     def _run_process(self, k: int, clock: datetime, kill: bool) -> Attempt:
@@ -245,8 +258,12 @@ class Soak:
             self.kill_landed = True
             return Attempt(clock, seconds, "killed", "SIGKILL during its dbt step")
         if code != 0:
-            tail = [line for line in log_file.read_text().splitlines() if line.startswith("error:")]
-            return Attempt(clock, seconds, "failed", tail[-1] if tail else f"exit {code}")
+            attempt = log_file.read_text().split("=== clock ")[-1].splitlines()
+            tail = [line for line in attempt if line.startswith("error:")]
+            # the command's step lines: "NAME  ok|failed  SECONDS s  ..."
+            failed = {line.split()[0] for line in attempt if len(line.split()) > 1 and line.split()[1] == "failed"}
+            status = "unhealthy" if only_health_failed(failed) else "failed"
+            return Attempt(clock, seconds, status, tail[-1] if tail else f"exit {code}")
         return Attempt(clock, seconds, "ok")
 
     @contextmanager
