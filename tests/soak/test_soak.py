@@ -95,3 +95,16 @@ def test_re_running_every_hour_changes_nothing_but_forecasts_made_before_a_corre
 
 def test_the_feature_mart_equals_a_full_refresh(findings: Findings) -> None:
     assert findings.full_refresh_changes == []
+
+
+def test_a_cycle_whose_only_failed_step_is_health_is_unhealthy_not_failed() -> None:
+    """What the soak reads from a cycle command's output (process mode) to tell a verdict from a failure."""
+    from tools.soak.harness import failed_steps_in, only_health_failed
+
+    unhealthy = ("hourly cycle 2024-01-08 12:00..2024-01-08 13:00 UTC, products BTC-USD\n"
+                 "extract   ok        0.8 s  BTC-USD ...\nfeatures  ok        3.1 s  dbt build ...\n"
+                 "predict   ok        1.2 s  BTC-USD ...\naccuracy  ok        2.9 s  dbt build ...\n"
+                 "health    failed    3.0 s  HealthCheckFailed: ... skill_168h = -0.30 ...\n")
+    outage = unhealthy.replace("extract   ok ", "extract   failed ")
+    assert failed_steps_in(unhealthy) == {"health"} and only_health_failed(failed_steps_in(unhealthy))
+    assert failed_steps_in(outage) == {"extract", "health"} and not only_health_failed(failed_steps_in(outage))

@@ -69,6 +69,11 @@ def only_health_failed(failed_steps: set[str]) -> bool:
     return failed_steps == {HEALTH_STEP}
 
 
+def failed_steps_in(output: str) -> set[str]:
+    """The steps ``python -m cycle`` printed as failed (its step lines: ``NAME  ok|failed  SECONDS s  ...``)."""
+    return {line.split()[0] for line in output.splitlines() if len(line.split()) > 1 and line.split()[1] == "failed"}
+
+
 @dataclass
 class CycleRun:
     k: int
@@ -258,11 +263,9 @@ class Soak:
             self.kill_landed = True
             return Attempt(clock, seconds, "killed", "SIGKILL during its dbt step")
         if code != 0:
-            attempt = log_file.read_text().split("=== clock ")[-1].splitlines()
-            tail = [line for line in attempt if line.startswith("error:")]
-            # the command's step lines: "NAME  ok|failed  SECONDS s  ..."
-            failed = {line.split()[0] for line in attempt if len(line.split()) > 1 and line.split()[1] == "failed"}
-            status = "unhealthy" if only_health_failed(failed) else "failed"
+            attempt = log_file.read_text().split("=== clock ")[-1]
+            tail = [line for line in attempt.splitlines() if line.startswith("error:")]
+            status = "unhealthy" if only_health_failed(failed_steps_in(attempt)) else "failed"
             return Attempt(clock, seconds, status, tail[-1] if tail else f"exit {code}")
         return Attempt(clock, seconds, "ok")
 
