@@ -33,7 +33,7 @@ from serve import health, marts
 from serve.auth import require_key
 from serve.cache import Answer, AnswerCache
 from serve.encoding import dumps, iso_utc
-from serve.errors import ApiError, database_unavailable, is_missing_table, unknown_product
+from serve.errors import ApiError, database_unavailable, is_missing_table, is_unavailable, unknown_product
 from serve.http_cache import JSON, conditional
 from serve.params import fields_param, limit_param, product_param, time_range
 
@@ -63,21 +63,18 @@ class Backend:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A pooled connection; a database fault inside becomes ``ApiError`` 503 (others propagate)."""
-        from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
+        """A pooled connection; the database being unreachable (or a mart not built yet) inside becomes
+        ``ApiError`` 503; any other database error propagates (a 500: a fault of ours to fix, not an outage)."""
+        from sqlalchemy.exc import DBAPIError
         from sqlalchemy.exc import TimeoutError as PoolTimeout
 
         try:
             with self.engine.connect() as conn:
                 yield conn
-        except (OperationalError, InterfaceError, PoolTimeout) as exc:
+        except PoolTimeout as exc:
             raise database_unavailable(self.where, exc) from exc
-        except ProgrammingError as exc:
-            if is_missing_table(exc):  # a mart not built yet
-                raise database_unavailable(self.where, exc) from exc
-            raise
         except DBAPIError as exc:
-            if exc.connection_invalidated:
+            if is_unavailable(exc) or is_missing_table(exc):
                 raise database_unavailable(self.where, exc) from exc
             raise
 

@@ -51,6 +51,25 @@ def is_missing_table(exc: BaseException) -> bool:
     return bool(args) and args[0] == NO_SUCH_TABLE
 
 
+# Server error codes that mean "cannot serve now", not "the query is wrong": too many connections, access
+# denied (a rotated password), shutdown in progress, connection killed. The client's own codes (2000-2999:
+# cannot connect, server gone away, connection lost) all mean the same.
+UNAVAILABLE_CODES = frozenset({1040, 1044, 1045, 1053, 1927})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database cannot be reached or will not serve: a 503 and retry, not a bug (an unknown column is one)."""
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    orig = getattr(exc, "orig", None) or exc
+    args = tuple(getattr(orig, "args", ()))
+    if not args or not isinstance(args[0], int):
+        # PyMySQL's own connection failures without a server code (e.g. the socket closed mid-read)
+        return type(orig).__name__ in ("InterfaceError", "OperationalError")
+    # 0: PyMySQL's InterfaceError on a connection it already found closed
+    return args[0] in UNAVAILABLE_CODES or args[0] == 0 or 2000 <= args[0] < 3000
+
+
 def database_unavailable(where: str, exc: BaseException) -> ApiError:
     """A 503 naming the server (``user@host:port``, no password) and the driver's reason."""
     orig = getattr(exc, "orig", None) or exc
