@@ -155,7 +155,8 @@ def walk_forward(features: pd.DataFrame, product: str, start: datetime, end: dat
         for cand in candidates:
             kind = cand.forecaster.kind
             fc = cand.forecaster.predict(span)
-            lower, upper = recalibrate(span["hour"], fc.lower, fc.upper, span[TARGET_COLUMN], recalibration)
+            lower, upper = recalibrate(span["hour"], fc.lower, fc.upper, span[TARGET_COLUMN], recalibration,
+                                       where=in_week)
             pred, lo_raw, hi_raw = to_prices(rows["close"], fc.point[in_week], fc.lower[in_week], fc.upper[in_week])
             _, lo, hi = to_prices(rows["close"], fc.point[in_week], lower[in_week], upper[in_week])
             out[f"{kind}_predicted"], out[f"{kind}_lower"], out[f"{kind}_upper"] = pred, lo, hi

@@ -72,8 +72,9 @@ def scores(actual: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> np.ndarray:
 
 
 def recalibrate(hours: ArrayLike, lower: ArrayLike, upper: ArrayLike, actual: ArrayLike,
-                config: Recalibration | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The recalibrated interval of every row, each from the realized scores of earlier feature hours only.
+                config: Recalibration | None = None, where: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The recalibrated interval of every row (of the rows ``where`` is true, the others keep their raw one), each
+    from the realized scores of earlier feature hours only.
 
     ``hours`` are the rows' feature hours (distinct, any order, gaps allowed), ``lower``/``upper`` one model's raw
     interval (log returns) and ``actual`` the realized log return of each row, NaN where not realized or unknown.
@@ -107,7 +108,8 @@ def recalibrate(hours: ArrayLike, lower: ArrayLike, upper: ArrayLike, actual: Ar
         return max(float(ordered[p, min(k, n) - 1]), LOWEST_Q)
 
     new_lo, new_hi = lo.copy(), hi.copy()
-    for i in range(n_rows):
+    wanted = range(n_rows) if where is None else np.flatnonzero(np.asarray(where, dtype=bool))
+    for i in wanted:
         p = int(offset[i])
         alpha = miss_target
         for s in range(max(0, p - config.replay_hours), p):
@@ -140,6 +142,7 @@ def recalibrated_forecast(forecaster: Forecaster, history: pd.DataFrame, rows: p
     earlier = history.loc[history[FORECASTABLE_COLUMN].astype(bool) & (history["hour"] < rows["hour"].min())]
     sequence = pd.concat([earlier, rows], ignore_index=True) if len(earlier) else rows.reset_index(drop=True)
     fc = forecaster.predict(sequence)
-    lower, upper = recalibrate(sequence["hour"], fc.lower, fc.upper, sequence[TARGET_COLUMN], config)
     n = len(rows)
+    last = np.arange(len(sequence)) >= len(sequence) - n
+    lower, upper = recalibrate(sequence["hour"], fc.lower, fc.upper, sequence[TARGET_COLUMN], config, where=last)
     return Forecast(point=fc.point[-n:], lower=lower[-n:], upper=upper[-n:])
