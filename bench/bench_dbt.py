@@ -11,6 +11,12 @@
    start-up included) is shown beside it, and so is the same hourly step as `dbt build` (models + tests),
    whose whole-table tests do grow with history.
 
+3. The accuracy marts' hourly run (`fct_prediction_accuracy`, `fct_model_accuracy_monthly`, `model_leaderboard`,
+   `fct_forecast_outcomes`: `dbt run`, incremental): 10 registered models' forecasts of every hour (one served,
+   nine shadows) and the served outcomes, synthesized directly in SQL over a feature mart of one product's closes,
+   3 months vs 10 years of them; each hourly run adds one hour's 10 forecasts and outcome. Target: 10-year model
+   time ≤ 1.25 × 3-month, as above. `bench/bench_dbt.py accuracy` runs this part alone.
+
 Runs against the database in the env settings (`make bench` = the project's MariaDB), in bases of its own
 created with the project's grants (`cb_bench_bundled`, `cb_bench_3m`, `cb_bench_10y`: the `{base}_raw`,
 `_staging`, `_intermediate`, `_marts` databases), so the local server is needed for provisioning. dbt writes
@@ -142,6 +148,122 @@ def describe(t: DbtTiming) -> str:
     return f"wall {t.wall_s:6.1f} s | models {t.models_s:6.2f} s ({models}) | {t.tests} tests {t.tests_s:6.1f} s"
 
 
+# --- 3. the accuracy marts: hourly incremental cost at 3 months vs 10 years of forecasts ----------------------
+
+ACCURACY_SELECT = ["fct_prediction_accuracy", "fct_model_accuracy_monthly", "model_leaderboard",
+                   "fct_forecast_outcomes"]
+ACCURACY_MODELS = tuple(ACCURACY_SELECT)
+ACCURACY_PRODUCT = "BTC-USD"
+ACCURACY_MODELS_REGISTERED = 10  # production + 9 shadows: every hour has 10 forecasts
+SPARE_HOURS = HOURLY_REPEATS + 2  # feature rows after the history's forecasts, for the hourly runs to forecast
+
+
+def synthesized_forecasts(base: str, hours: int) -> Schemas:
+    """A base whose feature mart holds ``hours`` + a few closes of one product and whose ML tables hold 10 models'
+    forecasts of every one of those hours (one production, nine shadows) and the served outcomes, all made in SQL
+    (MariaDB's sequence engine): only what the accuracy marts read, none of it through the pipeline."""
+    from sqlalchemy import text
+
+    from ml.registry import ensure_ml_tables
+
+    schemas = Schemas(base)
+    mariadb.provision(schemas, fresh=True)
+    admin, ml_engine = engine_for("admin"), engine_for("ml")
+    first = END - timedelta(hours=hours)
+    total = hours + SPARE_HOURS
+    marts, ml = f"`{schemas.marts}`", f"`{schemas.ml}`"
+    with admin.begin() as conn:
+        # the columns of fct_candle_features the accuracy marts read, keyed like the real one
+        conn.execute(text(f"create table {marts}.fct_candle_features (product_id varchar(32) not null, "
+                          "hour datetime not null, close decimal(30,12) not null, is_missing_hour int not null, "
+                          "primary key (product_id, hour), key ix_fct_candle_features_hour (hour))"))
+        conn.execute(text(
+            f"insert into {marts}.fct_candle_features select '{ACCURACY_PRODUCT}', "
+            f"timestamp '{first:%Y-%m-%d %H:%M:%S}' + interval seq hour, "
+            "30000 + 2000 * sin(seq / 500) + 150 * sin(seq / 7) + mod(seq * 7919, 97), "
+            f"case when mod(seq, 1000) = 999 then 1 else 0 end from {marts}.seq_0_to_{total - 1}"))
+    ensure_ml_tables(ml_engine, schemas)
+    with ml_engine.begin() as conn:
+        conn.execute(text(
+            f"insert into {ml}.model_registry (model_version, product_id, kind, status, training_cutoff, trained_at, "
+            "feature_hash, checksum, train_rows, metadata, registered_at, status_changed_at) "
+            f"select concat('bench-model-', seq), '{ACCURACY_PRODUCT}', "
+            "case when seq = 1 then 'naive_persistence' when seq = 2 then 'naive_drift' else 'lightgbm' end, "
+            "case when seq = 0 then 'production' else 'candidate' end, "
+            f"timestamp '{first:%Y-%m-%d %H:%M:%S}', timestamp '{first:%Y-%m-%d %H:%M:%S}', repeat('0', 64), "
+            f"repeat('0', 64), 1000, '{{}}', utc_timestamp(6), utc_timestamp(6) "
+            f"from {ml}.seq_0_to_{ACCURACY_MODELS_REGISTERED - 1}"))
+    add_forecasts(schemas, first, END - timedelta(hours=1), historic=True)
+    admin.dispose()
+    ml_engine.dispose()
+    return schemas
+
+
+def add_forecasts(schemas: Schemas, first_feature_hour: datetime, end_feature_hour: datetime,
+                  historic: bool = False) -> None:
+    """Every model's forecast from each feature hour in [first, end), and the served outcome (model 0's): written
+    now, or (``historic``) each hour's just after that hour closed, as the hourly step wrote them."""
+    from sqlalchemy import text
+
+    ml, marts = f"`{schemas.ml}`", f"`{schemas.marts}`"
+    at = "f.hour + interval 65 minute" if historic else "utc_timestamp(6)"
+    hours = f"f.product_id = '{ACCURACY_PRODUCT}' and f.hour >= timestamp '{first_feature_hour:%Y-%m-%d %H:%M:%S}' " \
+            f"and f.hour < timestamp '{end_feature_hour:%Y-%m-%d %H:%M:%S}'"
+    engine = engine_for("ml")
+    with engine.begin() as conn:
+        conn.execute(text(
+            f"insert into {ml}.predictions (product_id, target_hour, model_version, role, predicted_close, lower_80, "
+            "upper_80, feature_hour, created_at, updated_at) "
+            "select f.product_id, f.hour + interval 1 hour, concat('bench-model-', m.seq), "
+            "case when m.seq = 0 then 'production' else 'shadow' end, f.close * (1 + (m.seq - 4.5) / 5000), "
+            f"f.close * 0.994, f.close * 1.006, f.hour, {at}, {at} "
+            f"from {marts}.fct_candle_features f cross join {ml}.seq_0_to_{ACCURACY_MODELS_REGISTERED - 1} m "
+            f"where {hours}"))
+        conn.execute(text(
+            f"insert into {ml}.forecast_outcomes (product_id, target_hour, feature_hour, outcome, model_version, "
+            "predicted_close, lower_80, upper_80, base_hour, created_at, updated_at) "
+            "select f.product_id, f.hour + interval 1 hour, f.hour, 'model', 'bench-model-0', "
+            f"f.close * (1 - 4.5 / 5000), f.close * 0.994, f.close * 1.006, f.hour, {at}, {at} "
+            f"from {marts}.fct_candle_features f where {hours}"))
+    engine.dispose()
+
+
+def accuracy_bench() -> None:
+    print(f"\n3. accuracy marts ({', '.join(ACCURACY_SELECT)}): {ACCURACY_MODELS_REGISTERED} models' forecasts "
+          "of every hour, synthesized in SQL")
+    started = time.perf_counter()
+    histories = {"3 months": synthesized_forecasts("cb_bench_acc_3m", THREE_MONTHS),
+                 "10 years": synthesized_forecasts("cb_bench_acc_10y", TEN_YEARS)}
+    print(f"  (synthesized {THREE_MONTHS * ACCURACY_MODELS_REGISTERED:,} and {TEN_YEARS * ACCURACY_MODELS_REGISTERED:,}"
+          f" forecasts in {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f})")
+    for label, schemas in histories.items():
+        full = run_dbt("run", ACCURACY_SELECT, schemas.base, f"acc-{label.replace(' ', '')}-full",
+                       args=("--full-refresh",))
+        print(f"  full build, {label}: {describe_accuracy(full)}")
+    runs: dict[str, list[DbtTiming]] = {label: [] for label in histories}
+    for i in range(HOURLY_REPEATS):
+        for label, schemas in histories.items():
+            hour = END + timedelta(hours=i) - timedelta(hours=1)
+            add_forecasts(schemas, hour, hour + timedelta(hours=1))
+            runs[label].append(run_dbt("run", ACCURACY_SELECT, schemas.base, f"acc-{label.replace(' ', '')}-{i}"))
+    for label, timings in runs.items():
+        for t in timings:
+            print(f"  hourly, {label}: {describe_accuracy(t)}")
+    short = statistics.median(t.models_s for t in runs["3 months"])
+    long = statistics.median(t.models_s for t in runs["10 years"])
+    ratio = long / short
+    verdict = "within target" if ratio <= RATIO_TARGET else "MISSES target"
+    print(f"  hourly dbt model time: 3 months {short:.2f} s, 10 years {long:.2f} s -> ratio {ratio:.2f} "
+          f"(target <= {RATIO_TARGET}): {verdict}; wall {statistics.median(t.wall_s for t in runs['3 months']):.1f} s "
+          f"vs {statistics.median(t.wall_s for t in runs['10 years']):.1f} s; load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def describe_accuracy(t: DbtTiming) -> str:
+    models = ", ".join(f"{m} {t.per_model.get(m, 0):.2f}" for m in ACCURACY_MODELS)
+    return f"wall {t.wall_s:6.1f} s | models {t.models_s:6.2f} s ({models})"
+
+
 def main() -> int:
     import numpy  # noqa: F401  (fail here, not half-way, if the project venv is not used)
     from sqlalchemy import text
@@ -149,7 +271,11 @@ def main() -> int:
     from tests.support import bundled_candles
 
     print(f"machine: {platform.system()} {platform.release()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; dbt {dbt_runner.dbt_settings().executable}")
+          f"{platform.python_version()}; dbt {dbt_runner.dbt_settings().executable}; load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if sys.argv[1:] == ["accuracy"]:  # the accuracy marts alone
+        accuracy_bench()
+        return 0
     loader = engine_for("loader")
 
     print("\n1. full build (dbt build --full-refresh: models + tests)")
@@ -192,6 +318,7 @@ def main() -> int:
     for label, t in builds.items():
         print(f"    {label}: {describe(t)}")
     loader.dispose()
+    accuracy_bench()
     return 0
 
 

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 # What each dbt step builds (dbt selection syntax), with the tests of those models. The feature chain ends at
 # the view the ML layer reads. The DAGs render the same selections through Cosmos.
 FEATURE_SELECT: tuple[str, ...] = ("+fct_candle_features", "+features_latest")
-ACCURACY_SELECT: tuple[str, ...] = ("fct_prediction_accuracy", "model_leaderboard", "fct_forecast_outcomes")
+ACCURACY_SELECT: tuple[str, ...] = ("fct_prediction_accuracy", "fct_model_accuracy_monthly", "model_leaderboard",
+                                     "fct_forecast_outcomes")
 
 # A test that reads two models (relationships, spine continuity, no-lookahead) runs once both exist, as in
 # the DAGs' Cosmos tasks (TestIndirectSelection.BUILDABLE): dbt's default would run it with the first one
@@ -254,20 +255,24 @@ def evaluate_store(ctx: RunContext, interval: Interval) -> Summary:
 
 
 def promote_best(ctx: RunContext, interval: Interval) -> Summary:
-    """Make each product's lowest-MAE model on the holdout production (persistence when nothing beats it).
+    """Promote each product's best model (``ml.promote``: the holdout score and, where the models have one, their
+    live record of realized shadow forecasts; persistence always competes).
 
     The scores are recomputed here rather than carried over from ``evaluate``: scoring is deterministic and
     cheap (a few models over one week), and this keeps the step re-runnable on its own.
     """
-    from ml.promote import promote
+    from candlecast.settings import ml_settings
+    from ml.promote import PromotionRule, promote
 
+    settings = ml_settings(ctx.env)
+    rule = PromotionRule(settings.promotion_live_hours, settings.promotion_min_live_hours)
     out = []
     reports = _evaluate(ctx, interval.end, False)
     with _engine("ml", ctx.env) as (engine, schemas):
         for product, report in reports.items():
-            decision = promote(engine, schemas, report)
+            decision = promote(engine, schemas, report, rule)
             out.append({"product": product, "production": decision.winner, "previous": decision.previous,
-                        "changed": decision.changed, "reason": decision.reason})
+                        "changed": decision.changed, "evidence": decision.evidence, "reason": decision.reason})
     return out
 
 
@@ -327,7 +332,8 @@ def _describe_evaluate(summary: Summary) -> str:
 
 
 def _describe_promote(summary: Summary) -> str:
-    return "; ".join(f"{s['product']}: {'promoted' if s['changed'] else 'kept'} {s['production']}" for s in summary)
+    return "; ".join(f"{s['product']}: {'promoted' if s['changed'] else 'kept'} {s['production']} "
+                     f"(on the {s.get('evidence', 'holdout')})" for s in summary)
 
 
 @dataclass(frozen=True)

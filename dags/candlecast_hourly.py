@@ -8,12 +8,13 @@ An Airflow DAG driven by its data interval ``[start, end)`` (UTC):
 2. ``features``: the dbt models up to ``fct_candle_features`` / ``features_latest`` with their tests, one
    Airflow task per model, rendered by Cosmos.
 3. ``predict``: the production model forecasts the hour that starts at the interval's end, from the
-   feature row of the hour that just closed (``ml.predict.forecast_hour``); when that hour's candle is
+   feature row of the hour that just closed (``ml.predict.forecast_hour``), and every other registered model
+   that is not archived forecasts it in its shadow (stored, never served); when that hour's candle is
    missing it records a labelled persistence fallback instead. The hours of the extractor's trailing re-fetch
    window that got a fallback and whose candle has since arrived get the model's forecast in the same task
    (``ml.predict.heal_forecasts``): no run needs clearing for a late candle.
-4. ``accuracy``: the accuracy marts (``fct_prediction_accuracy``, ``model_leaderboard``,
-   ``fct_forecast_outcomes``), via Cosmos.
+4. ``accuracy``: the accuracy marts (``fct_prediction_accuracy``, ``fct_model_accuracy_monthly``,
+   ``model_leaderboard``, ``fct_forecast_outcomes``; incremental but the small leaderboard), via Cosmos.
 5. ``health``: the ``product_health`` mart as of the hour forecast (the interval's end) and its dbt tests, in one
    Python task (``cycle.health``): it fails (red) when an error-severity check fails (raw data more than 2 h
    behind, the production model losing to persistence by more than 2% over 168 h), naming the product and the

@@ -106,10 +106,13 @@ def cmd_evaluate(args: argparse.Namespace) -> str:
 
 
 def cmd_promote(args: argparse.Namespace) -> str:
-    from ml.promote import promote
+    from candlecast.settings import ml_settings
+    from ml.promote import PromotionRule, promote
 
+    settings = ml_settings()
     engine, schemas, report = _evaluate(args)
-    return report.table() + "\n" + promote(engine, schemas, report).summary()
+    rule = PromotionRule(settings.promotion_live_hours, settings.promotion_min_live_hours)
+    return report.table() + "\n" + promote(engine, schemas, report, rule).summary()
 
 
 def cmd_predict(args: argparse.Namespace) -> str:
@@ -194,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_, func in (
         ("evaluate", "score every stored model on the holdout after the newest training cutoff", cmd_evaluate),
-        ("promote", "evaluate, then make the lowest-MAE model production (persistence competes)", cmd_promote),
+        ("promote", "evaluate, then promote the best model on the holdout and the live record (persistence "
+                    "competes)", cmd_promote),
     ):
         p = add(name, help_, func)
         p.add_argument("--end", type=parse_hour, help="UTC end of the holdout window, exclusive "

@@ -63,6 +63,8 @@ DDL = (
         window_end     datetime     not null comment 'exclusive',
         metrics        longtext     not null comment 'JSON: scores of every model on the window',
         reason         varchar(1024) not null,
+        evidence       varchar(16)  not null default 'holdout'
+                       comment 'what decided: holdout (the holdout score) or live (the live record, ml.promote)',
         promoted_at    datetime(6)  not null,
         primary key (promotion_id),
         key ix_model_promotions_product_time (product_id, promoted_at),
@@ -143,13 +145,14 @@ DDL = (
         updated_at       datetime(6)    not null comment 'UTC time the outcome last changed',
         primary key (product_id, target_hour),
         key ix_forecast_outcomes_outcome (outcome, target_hour),
+        key ix_forecast_outcomes_updated (updated_at),
         constraint ck_forecast_outcomes_outcome check (outcome in ('model', 'fallback', 'none'))
     ) engine=InnoDB default charset=utf8mb4 collate=utf8mb4_unicode_ci
     """,
 )
 
-# ``predictions`` as created before shadow forecasts: every row was the production model's (the only one that
-# forecast), so the role column is added with that default; updated_at starts at created_at.
+# The ML tables as created before shadow forecasts: every ``predictions`` row was the production model's (the only
+# one that forecast), so the role column is added with that default; updated_at starts at created_at.
 MIGRATIONS = (
     "alter table {ml}.predictions "
     "add column if not exists role varchar(16) not null default 'production' "
@@ -160,6 +163,13 @@ MIGRATIONS = (
     "update {ml}.predictions set updated_at = created_at where updated_at is null",
     "alter table {ml}.predictions modify updated_at datetime(6) not null "
     "comment 'UTC time the row last changed (values or role)'",
+    # what the incremental fct_forecast_outcomes reads changed outcomes by
+    "alter table {ml}.forecast_outcomes add index if not exists ix_forecast_outcomes_updated (updated_at)",
+)
+# ``model_promotions`` from before the live record: every switch was decided on the holdout.
+PROMOTION_MIGRATIONS = (
+    "alter table {ml}.model_promotions add column if not exists evidence varchar(16) not null default 'holdout' "
+    "comment 'what decided: holdout (the holdout score) or live (the live record, ml.promote)' after reason",
 )
 
 PREDICTION_COLUMNS = ("role", "predicted_close", "lower_80", "upper_80", "feature_hour")
@@ -181,13 +191,16 @@ def ensure_ml_tables(target: Engine | Connection, schemas: Schemas) -> None:
         ml = quote_ident(schemas.ml)
         for statement in DDL:
             conn.execute(text(statement.format(ml=ml)))
-        # one information_schema read per call: the ALTERs run once, on a table from before the role column
-        has_role = conn.execute(text("select count(*) from information_schema.columns where table_schema = :s "
-                                     "and table_name = 'predictions' and column_name = 'role'"),
-                                {"s": schemas.ml}).scalar()
-        if not has_role:
-            for statement in MIGRATIONS:
-                conn.execute(text(statement.format(ml=ml)))
+        # one information_schema read per call: the ALTERs run once, on tables from before these columns
+        present = {(str(t), str(c)) for t, c in conn.execute(text(
+            "select table_name, column_name from information_schema.columns where table_schema = :s and "
+            "((table_name = 'predictions' and column_name = 'role') or "
+            "(table_name = 'model_promotions' and column_name = 'evidence'))"), {"s": schemas.ml})}
+        for key, statements in ((("predictions", "role"), MIGRATIONS),
+                                (("model_promotions", "evidence"), PROMOTION_MIGRATIONS)):
+            if key not in present:
+                for statement in statements:
+                    conn.execute(text(statement.format(ml=ml)))
 
     if isinstance(target, Engine):
         with target.begin() as conn:
@@ -246,8 +259,9 @@ def shadow_versions(conn: Connection | Engine, schemas: Schemas, product: str) -
 
 def switch_production(engine: Engine, schemas: Schemas, product: str, to_version: str,
                       window: tuple[datetime, datetime], metrics: dict[str, Any], reason: str,
-                      to_metadata: dict[str, Any] | None = None) -> str | None:
-    """Make ``to_version`` production in one transaction and record the promotion.
+                      to_metadata: dict[str, Any] | None = None, evidence: str = "holdout") -> str | None:
+    """Make ``to_version`` production in one transaction and record the promotion (with the ``evidence`` that
+    decided it: ``holdout`` or ``live``, see ``ml.promote``).
 
     Returns the previous production version. Locks the product's registry rows, so two concurrent
     promotions serialise instead of leaving two production models (the unique key forbids that anyway).
@@ -275,9 +289,10 @@ def switch_production(engine: Engine, schemas: Schemas, product: str, to_version
                           "utc_timestamp(6) where model_version = :v"), {"v": to_version})
         conn.execute(
             text(f"insert into {ml}.model_promotions (product_id, from_version, to_version, window_start, "
-                 "window_end, metrics, reason, promoted_at) values (:p, :f, :t, :ws, :we, :m, :r, utc_timestamp(6))"),
+                 "window_end, metrics, reason, evidence, promoted_at) values (:p, :f, :t, :ws, :we, :m, :r, :e, "
+                 "utc_timestamp(6))"),
             {"p": product, "f": current, "t": to_version, "ws": window[0], "we": window[1],
-             "m": json.dumps(metrics, sort_keys=True, default=str), "r": reason[:1024]},
+             "m": json.dumps(metrics, sort_keys=True, default=str), "r": reason[:1024], "e": evidence},
         )
         return current
 

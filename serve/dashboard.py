@@ -143,7 +143,7 @@ def _leaderboard(rows: list[marts.Row]) -> str:
     if not rows:
         return '<section><h2>Leaderboard</h2><p>No realized forecast yet.</p></section>'
     body = "".join(
-        f'<tr class="{escape(str(r["status"] or ""))}"><td>{r["rank_168h"]}</td>'
+        f'<tr class="{escape(str(r["status"] or ""))}"><td>{"-" if r["rank_168h"] is None else r["rank_168h"]}</td>'
         f'<td><code>{escape(str(r["model_version"]))}</code></td><td>{escape(str(r["model_kind"] or ""))}</td>'
         f'<td>{escape(str(r["status"] or ""))}</td><td>{r["n_168h"]}</td>'
         f'<td class="mae">{_num(r["mae_168h"], ",.2f")}</td><td>{_num(r["persistence_mae_168h"], ",.2f")}</td>'

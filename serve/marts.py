@@ -39,7 +39,8 @@ DEFAULT_FEATURE_FIELDS = (
 # Always in a feature row: what it is about.
 FEATURE_KEY = ("product_id", "hour")
 LEADERBOARD_COLUMNS = (
-    "product_id", "rank_168h", "model_version", "model_kind", "status", "last_promoted_at", "as_of_hour",
+    "product_id", "rank_168h", "is_ranked_168h", "rank_24h", "model_version", "model_kind", "status",
+    "last_promoted_at", "as_of_hour",
     "n_realized", "n_24h", "mae_24h", "persistence_mae_24h", "skill_24h", "n_168h", "mae_168h",
     "persistence_mae_168h", "skill_168h", "coverage_80_168h",
 )
@@ -142,7 +143,7 @@ def leaderboard(conn: Connection, schemas: Schemas, product: str | None = None) 
     where, params = ("where product_id = :p", {"p": product}) if product else ("", {})
     return _rows(conn, f"""
         select {", ".join(LEADERBOARD_COLUMNS)} from {_table(schemas, LEADERBOARD)} {where}
-        order by product_id, rank_168h, model_version""", params)
+        order by product_id, rank_168h is null, rank_168h, model_version""", params)
 
 
 # product_health, the dbt health mart (one row per product as of the cycle's hour), in this order.

@@ -15,7 +15,8 @@ from candlecast.settings.extract import DEFAULT_PRODUCT
 
 class MlSettings(EnvSettings):
     """``CANDLECAST_MODEL_STORE`` (default ``$CANDLECAST_LOCAL_DIR/models``), ``CANDLECAST_PRODUCT``,
-    ``CANDLECAST_ML_THREADS``, ``CANDLECAST_HOLDOUT_HOURS``, ``CANDLECAST_DEMO_BACKTEST_WEEKS``."""
+    ``CANDLECAST_ML_THREADS``, ``CANDLECAST_HOLDOUT_HOURS``, ``CANDLECAST_PROMOTION_LIVE_HOURS``,
+    ``CANDLECAST_PROMOTION_MIN_LIVE_HOURS``, ``CANDLECAST_DEMO_BACKTEST_WEEKS``."""
 
     store_dir: Path = Field(validation_alias="CANDLECAST_MODEL_STORE")
     product: str = Field(DEFAULT_PRODUCT, validation_alias="CANDLECAST_PRODUCT")
@@ -24,6 +25,10 @@ class MlSettings(EnvSettings):
     num_threads: int = Field(1, validation_alias="CANDLECAST_ML_THREADS")
     # Hours of the most recent data held out from training so that every model can be compared on it.
     holdout_hours: int = Field(168, validation_alias="CANDLECAST_HOLDOUT_HOURS")
+    # Promotion's live record (ml.promote): the trailing window of realized forecasts, and the fewest hours of it
+    # with a fair record (every model with a record forecast each) for it to count beside the holdout.
+    promotion_live_hours: int = Field(672, validation_alias="CANDLECAST_PROMOTION_LIVE_HOURS")
+    promotion_min_live_hours: int = Field(168, validation_alias="CANDLECAST_PROMOTION_MIN_LIVE_HOURS")
     # Length of the demo's backtest (`make backtest` runs 52 weeks).
     demo_backtest_weeks: int = Field(8, validation_alias="CANDLECAST_DEMO_BACKTEST_WEEKS")
     # Only to place the default model store.
@@ -46,7 +51,7 @@ class MlSettings(EnvSettings):
             raise ValueError("must be >= 0 (0: LightGBM's own default)")
         return value
 
-    @field_validator("holdout_hours", "demo_backtest_weeks")
+    @field_validator("holdout_hours", "demo_backtest_weeks", "promotion_live_hours", "promotion_min_live_hours")
     @classmethod
     def _hours(cls, value: int) -> int:
         if value < 1:

@@ -36,6 +36,10 @@ def test_accuracy_marts_build_before_the_ml_tables_exist(ml_db: MlDb) -> None:
         for table in ("forecast_skips", "forecast_outcomes", "predictions", "model_promotions", "model_evaluations",
                       "model_registry"):
             conn.execute(text(f"drop table if exists `{ml_db.schemas.ml}`.{table}"))
+        # a fresh database: no accuracy mart either (they are incremental, and would keep an earlier run's rows)
+        for table in ("fct_prediction_accuracy", "fct_model_accuracy_monthly", "model_leaderboard",
+                      "fct_forecast_outcomes"):
+            conn.execute(text(f"drop table if exists `{ml_db.schemas.marts}`.{table}"))
     run_dbt("build", "tag:accuracy")
     assert _query(ml_db, f"select count(*) from {ml_db.schemas.marts}.fct_prediction_accuracy") == [(0,)]
     assert _query(ml_db, f"select count(*) from {ml_db.schemas.marts}.model_leaderboard") == [(0,)]
@@ -53,6 +57,7 @@ def test_accuracy_marts_build_before_the_ml_tables_exist(ml_db: MlDb) -> None:
         "PRIMARY": ["product_id", "target_hour", "model_version"],
         "ix_fct_prediction_accuracy_hour": ["target_hour"],
         "ix_fct_prediction_accuracy_model": ["model_version", "target_hour"],
+        "ix_fct_prediction_accuracy_updated": ["updated_at"],
     }
     assert index("model_leaderboard") == {"PRIMARY": ["product_id", "model_version"]}
 

@@ -88,6 +88,8 @@ def scenario(mariadb: dict[str, str], provision_schemas, admin_engine, tmp_path_
             for table in ("forecast_skips", "forecast_outcomes", "predictions", "model_promotions",
                           "model_evaluations", "model_registry"):
                 conn.execute(text(f"drop table if exists `{schemas.ml}`.{table}"))
+            for table in ("fct_prediction_accuracy", "fct_model_accuracy_monthly", "fct_forecast_outcomes"):
+                conn.execute(text(f"drop table if exists `{schemas.marts}`.{table}"))  # incremental: start afresh
         # LightGBM trained after the gap (its rows with NULL features among the training rows), made production
         store = ModelStore(tmp_path_factory.mktemp("gap-models"))
         cutoff = datetime(2023, 6, 1)

@@ -111,11 +111,14 @@ def test_feature_rows_serve_a_documented_subset_or_the_fields_asked_for(
 def test_leaderboard_ranks_every_model_with_the_production_one_marked(
         client: httpx.Client, served_data: ServedData) -> None:
     models = client.get("/v1/leaderboard", params={"product": PRODUCT}).json()["models"]
-    stored = mart(served_data, "select * from {marts}.model_leaderboard order by rank_168h, model_version")
+    stored = mart(served_data, "select * from {marts}.model_leaderboard "
+                               "order by rank_168h is null, rank_168h, model_version")
     assert [m["model_version"] for m in models] == [r["model_version"] for r in stored]
     assert [m["mae_168h"] for m in models] == [number(r["mae_168h"]) for r in stored]
     assert [m["status"] for m in models].count("production") == 1
+    # every model forecast every hour of the week (shadow forecasts): all ranked, on the same hours
     assert [m["rank_168h"] for m in models] == sorted(m["rank_168h"] for m in models)
+    assert all(m["is_ranked_168h"] == 1 and m["n_168h"] == models[0]["n_168h"] for m in models)
 
 
 def test_health_is_the_health_marts_200_while_the_cycle_runs_and_503_once_it_stopped(

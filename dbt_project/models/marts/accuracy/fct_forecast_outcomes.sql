@@ -1,19 +1,28 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        unique_key=['product_id', 'target_hour'],
         tags=['accuracy'],
+        pre_hook="{{ fail_on_column_drift() }}",
         post_hook="{{ ensure_keys(
             primary_key=['product_id', 'target_hour'],
-            indexes={'ix_fct_forecast_outcomes_outcome': ['outcome', 'target_hour']},
+            indexes={
+                'ix_fct_forecast_outcomes_outcome': ['outcome', 'target_hour'],
+                'ix_fct_forecast_outcomes_updated': ['updated_at'],
+            },
         ) }}",
     )
 }}
 -- One row per product and target hour the hourly step ran for: what it served (the production model's
 -- forecast, a labelled persistence fallback, or no forecast) and, once the hour has closed, how far off it was.
 -- Fallbacks are kept here, apart: fct_prediction_accuracy and model_leaderboard score model forecasts only.
+-- Incremental like fct_prediction_accuracy (forecast_recompute_bounds): the outcomes recorded or changed since the
+-- last run and the newest hours whose realized close may have changed; a full refresh gives the same rows.
+
+{%- set bounds = forecast_recompute_bounds() %}
 
 with outcomes as (
-    select * from {{ ref('stg_ml__forecast_outcomes') }}
+    {{ select_forecasts_to_score(ref('stg_ml__forecast_outcomes'), bounds) }}
 ),
 
 registry as (

@@ -1,22 +1,30 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        unique_key=['product_id', 'target_hour', 'model_version'],
         tags=['accuracy'],
+        pre_hook="{{ fail_on_column_drift() }}",
         post_hook="{{ ensure_keys(
             primary_key=['product_id', 'target_hour', 'model_version'],
             indexes={
                 'ix_fct_prediction_accuracy_model': ['model_version', 'target_hour'],
                 'ix_fct_prediction_accuracy_hour': ['target_hour'],
+                'ix_fct_prediction_accuracy_updated': ['updated_at'],
             },
         ) }}",
     )
 }}
--- One row per prediction (production and shadow: `role`) with what actually happened: the realized close of the target hour, the error, the
--- error persistence (previous close) would have made on the same hour, and whether the 80% interval held it.
--- A prediction whose target hour has not closed yet (or was a missing hour) has is_realized = 0 and NULL errors.
+-- One row per prediction (production and shadow: `role`) with what actually happened: the realized close of the
+-- target hour, the error, the error persistence (previous close) would have made on the same hour, and whether
+-- the 80% interval held it. A prediction whose target hour has not closed yet (or was a missing hour) has
+-- is_realized = 0 and NULL errors. Incremental: each run re-scores only the forecasts written since the last run
+-- and the recent hours whose realized close may have changed (forecast_recompute_bounds), so its cost is flat in
+-- history; a full refresh gives the same rows.
+
+{%- set bounds = forecast_recompute_bounds() %}
 
 with predictions as (
-    select * from {{ ref('stg_ml__predictions') }}
+    {{ select_forecasts_to_score(ref('stg_ml__predictions'), bounds) }}
 ),
 
 registry as (

@@ -5,7 +5,8 @@ with source as (
         "cast(null as signed) as promotion_id, cast(null as char(32)) as product_id,
          cast(null as char(128)) as from_version, cast(null as char(128)) as to_version,
          cast(null as datetime) as window_start, cast(null as datetime) as window_end,
-         cast(null as char(1024)) as reason, cast(null as datetime(6)) as promoted_at") }}
+         cast(null as char(1024)) as reason, cast(null as char(16)) as evidence,
+         cast(null as datetime(6)) as promoted_at") }}
 ),
 
 renamed as (
@@ -17,6 +18,7 @@ renamed as (
         window_start,
         window_end,
         reason,
+        evidence,
         promoted_at
     from source
 )
