@@ -7,6 +7,10 @@
    forecast, upsert of the prediction and its outcome), cold (a fresh model cache, as in a new Airflow task
    process) and warm; and a fallback (the hour's candle missing). Interpreter and library import excluded.
    Target ≤ 1 s.
+2b. The same hourly step with shadow forecasts: one model registered (production alone) against ten registered
+   models (production + 9 candidates forecasting in its shadow: 4 LightGBM models and the baselines of 3
+   retrains), cold and warm. Target: the ten-model step ≤ 3 × the one-model step (cold, as in an Airflow task's
+   fresh process) and ≤ 1 s.
 3. Evaluating a 50-model store (``ml.evaluate.evaluate``: load and verify every model, score it on the holdout,
    record the results). Target ≤ 30 s.
 
@@ -27,8 +31,9 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -36,10 +41,17 @@ sys.path.insert(0, str(REPO))
 from candlecast.dbt_runner import run_dbt  # noqa: E402
 from candlecast.settings import Schemas, effective_env  # noqa: E402
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ml.lineage import FeatureLineage
+    from ml.store import ModelStore
+
 BASE = "bench_ml"
 PRODUCT = "BTC-USD"
 DBT_WORK = REPO / ".local" / "bench" / "ml-dbt"
 TRAIN_TARGET_S, PREDICT_TARGET_S, EVALUATE_TARGET_S = 15.0, 1.0, 30.0
+SHADOW_RATIO_TARGET = 3.0  # ten registered models' hourly step vs one model's
 
 
 def setup(schemas: Schemas) -> None:
@@ -72,6 +84,62 @@ def line(what: str, times: list[float], target: float) -> str:
     verdict = "meets" if best <= target else "MISSES"
     return (f"{what}: best {best:.3f} s, median {median:.3f} s over {len(times)} runs; "
             f"target ≤ {target:g} s ({verdict})")
+
+
+def hourly_steps(engine: Engine, schemas: Schemas, store: ModelStore, hour: datetime, lineage: FeatureLineage,
+                 runs: int = 10) -> tuple[list[float], list[float]]:
+    """``forecast_hour`` over ``runs`` hours, cold (a fresh model cache each) and warm (one cache)."""
+    from ml.predict import ModelCache, forecast_hour
+
+    cold, warm = [], []
+    cache = ModelCache()
+    for i in range(runs):
+        t = time.perf_counter()
+        forecast_hour(engine, schemas, store, PRODUCT, hour - timedelta(hours=i), ModelCache(), lineage=lineage)
+        cold.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        forecast_hour(engine, schemas, store, PRODUCT, hour - timedelta(hours=i), cache, lineage=lineage)
+        warm.append(time.perf_counter() - t)
+    return cold, warm
+
+
+def shadow_step(engine: Engine, schemas: Schemas, store: ModelStore, end: datetime, threads: int,
+                lineage: FeatureLineage) -> None:
+    """The hourly step with production alone, then with ten registered models (9 in its shadow)."""
+    from sqlalchemy import text
+
+    from ml.train import TrainConfig, train
+
+    ml = f"`{schemas.ml}`"
+
+    def registered() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(text(f"select count(*) from {ml}.model_registry where product_id = :p "
+                                         "and status <> 'archived'"), {"p": PRODUCT}).scalar_one())
+
+    with engine.begin() as conn:  # production alone: every other model archived
+        conn.execute(text(f"update {ml}.model_registry set status = 'archived' where status = 'candidate'"))
+    hour = end - timedelta(hours=30)  # hours of their own, so no write is a no-op re-run of section 2's
+    one_cold, one_warm = hourly_steps(engine, schemas, store, hour, lineage)
+    assert registered() == 1
+    cutoff = end - timedelta(hours=168)
+    for days, lr in ((7, 0.05), (14, 0.05), (21, 0.05), (7, 0.12)):  # 3 retrains' 3 models each, one more LightGBM
+        train(engine, schemas, store, PRODUCT, cutoff - timedelta(days=days),
+              TrainConfig(num_threads=threads, learning_rate=lr), lineage=lineage)
+    count = registered()
+    ten_cold, ten_warm = hourly_steps(engine, schemas, store, hour, lineage)
+    with engine.connect() as conn:
+        shadows = conn.execute(text(f"select count(*) from {ml}.predictions where role = 'shadow' "
+                                    "and target_hour = :t"), {"t": hour + timedelta(hours=1)}).scalar_one()
+    print(line("one hourly step, production model alone registered, cold", one_cold, PREDICT_TARGET_S))
+    print(line(f"one hourly step, {count} models registered ({shadows} shadow forecasts beside production), cold",
+               ten_cold, PREDICT_TARGET_S))
+    print(line(f"one hourly step, {count} models registered, warm (one model alone: best "
+               f"{min(one_warm):.3f} s, median {statistics.median(one_warm):.3f} s)", ten_warm, PREDICT_TARGET_S))
+    ratio = statistics.median(ten_cold) / statistics.median(one_cold)
+    verdict = "meets" if ratio <= SHADOW_RATIO_TARGET else "MISSES"
+    print(f"shadow cost: {count} models / one model, cold medians: {ratio:.2f}x; target ≤ {SHADOW_RATIO_TARGET:g}x "
+          f"({verdict}); machine load: {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}")
 
 
 def main() -> int:
@@ -136,6 +204,9 @@ def main() -> int:
             fallback.append(time.perf_counter() - t)
             assert outcome.outcome == FALLBACK, outcome
         print(line("one hourly step, fallback (the hour's candle missing)", fallback, PREDICT_TARGET_S))
+
+        # 2b. shadow forecasts: the hourly step with one registered model, then with ten
+        shadow_step(engine, schemas, store, end, threads, lineage)
 
         # 3. a 50-model store: 16 training cutoffs × 3 distinct LightGBM models, plus both baselines
         big = ModelStore(root / "store50")
