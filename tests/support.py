@@ -176,7 +176,10 @@ class ProcessWatch:
                     parent = proc.ppid()
                 except (OSError, psutil.Error):
                     continue
-                if not cmdline:  # a process that is exiting (a zombie): /proc shows neither its argv nor its env
+                # A process that is exiting (a zombie, or one whose memory is being released between the two
+                # reads) shows an empty argv or an empty environment: nothing to judge. Every process of ours has
+                # an environment.
+                if not cmdline or not environ:
                     continue
                 shown = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
                 self.seen.add((proc.pid, parent, shown, self._roles_in(environ), self._roles_in(cmdline)))
