@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-store", type=Path, required=True)
     parser.add_argument("--failed", action="append", default=[])
     parser.add_argument("--dbt-manifest", type=Path)
+    parser.add_argument("--inherit-fd", type=int, action="append", default=[], dest="inherit_fds")
     parser.add_argument("--log-level", default="WARNING")
     return parser
 
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         chosen = step(args.name)
         ctx = replace(RunContext.resolve(products=args.products, model_store=args.model_store),
-                      failed_steps=tuple(args.failed), dbt_manifest=args.dbt_manifest)
+                      failed_steps=tuple(args.failed), dbt_manifest=args.dbt_manifest,
+                      inherit_fds=tuple(args.inherit_fds))
         answer: dict[str, Any] = {"summary": json_safe(chosen.run(ctx, Interval.of(args.start, args.end)))}
         status = 0
     except Exception as exc:  # handed to the launcher, which reports it as the step's failure

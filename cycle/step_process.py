@@ -12,8 +12,8 @@ as arguments (no secret among them); the step's process answers with one JSON do
 output: the step's summary, or the error it raised (its type and message, which the launcher raises again
 as ``StepProcessError`` so that the cycle reports it as if it had run in-process). Its logs go to standard
 error, which it shares with the launcher (the terminal, the cron log, the Airflow task log). It inherits the
-cycle's lock (``RunContext.inherit_fds``), so a step process that outlives a killed cycle keeps the next one
-waiting.
+cycle's lock (``RunContext.inherit_fds``, named in its arguments so that it hands it on to a dbt of its own),
+so a step process, or its dbt, that outlives a killed cycle keeps the next one waiting.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def command(step: Step, ctx: RunContext, interval: Interval) -> list[str]:
         argv += ["--product", product]
     for failed in ctx.failed_steps:
         argv += ["--failed", failed]
+    for fd in ctx.inherit_fds:  # the cycle's lock: the step hands it on to the dbt it starts (the health step)
+        argv += ["--inherit-fd", str(fd)]
     if ctx.dbt_manifest is not None:  # the cycle's own dbt wrote it: the ML steps read the feature lineage there
         argv += ["--dbt-manifest", str(ctx.dbt_manifest)]
     return argv
