@@ -265,7 +265,7 @@ def promote_best(ctx: RunContext, interval: Interval) -> Summary:
     from ml.promote import PromotionRule, promote
 
     settings = ml_settings(ctx.env)
-    rule = PromotionRule(settings.promotion_live_hours, settings.promotion_min_live_hours)
+    rule = PromotionRule(settings.promotion_live_hours, settings.promotion_min_live_hours, settings.shadow_retrains)
     out = []
     reports = _evaluate(ctx, interval.end, False)
     with _engine("ml", ctx.env) as (engine, schemas):

@@ -111,7 +111,7 @@ def cmd_promote(args: argparse.Namespace) -> str:
 
     settings = ml_settings()
     engine, schemas, report = _evaluate(args)
-    rule = PromotionRule(settings.promotion_live_hours, settings.promotion_min_live_hours)
+    rule = PromotionRule(settings.promotion_live_hours, settings.promotion_min_live_hours, settings.shadow_retrains)
     return report.table() + "\n" + promote(engine, schemas, report, rule).summary()
 
 

@@ -16,6 +16,12 @@ The rule (persistence always competes; ties go to the simpler model: persistence
    version among them): the lowest holdout MAE wins. Evidence ``live`` when the champion wins (the longer, real
    record chose it, and no newcomer beat it on the holdout), ``holdout`` when a newcomer does.
 
+5. After the decision, candidates of training cutoffs older than the newest ``shadow_retrains``
+   (``CANDLECAST_SHADOW_RETRAINS``, 4) are archived (the winner excepted): every weekly retrain adds three
+   candidates, and all of them forecast every hour in the shadow of production; four retrains' worth (~12
+   shadows) keeps the hourly step's cost bounded, and a model four weeks old has had its live record to win on.
+   An archived model stays in the store; evaluation still scores it and a later promotion may bring it back.
+
 Why: the holdout is one week, scored after the fact on today's feature rows; the live record is up to four weeks of
 forecasts as they were made. Between models that have both, the longer record is the better evidence; a model
 trained this week has only the holdout, so it must beat the champion there. The evidence that decided, both
@@ -51,6 +57,7 @@ class PromotionError(RuntimeError):
 class PromotionRule:
     live_hours: int = 672  # the live record's trailing window
     min_live_hours: int = 168  # fewer hours with a fair record than this, and the holdout alone decides
+    shadow_retrains: int = 4  # candidates of older training cutoffs are archived: they stop forecasting
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class PromotionDecision:
     previous: str | None
     reason: str
     evidence: str = HOLDOUT
+    retired: tuple[str, ...] = ()  # candidates archived by this promotion (older than the shadows kept)
 
     @property
     def changed(self) -> bool:
@@ -141,7 +149,7 @@ def promote(engine: Engine, schemas: Schemas, report: EvaluationReport,
             rule: PromotionRule = PromotionRule()) -> PromotionDecision:
     """Apply the rule to ``report`` and the live record ending at its window's end; record a switch."""
     from ml.live import live_record
-    from ml.registry import ensure_ml_tables, switch_production
+    from ml.registry import ensure_ml_tables, retire_candidates, switch_production
 
     ensure_ml_tables(engine, schemas)
     live = live_record(engine, schemas, report.product, report.window_end, rule.live_hours)
@@ -158,6 +166,12 @@ def promote(engine: Engine, schemas: Schemas, report: EvaluationReport,
     previous = switch_production(engine, schemas, report.product, choice.winner.version,
                                  (report.window_start, report.window_end), metrics, reason, choice.winner.metadata,
                                  evidence=choice.evidence)
-    decision = PromotionDecision(report.product, choice.winner.version, previous, reason, choice.evidence)
+    with engine.begin() as conn:
+        retired = retire_candidates(conn, schemas, report.product, rule.shadow_retrains, keep=choice.winner.version)
+    if retired:
+        log.info("%s: archived %d candidate(s) older than the newest %d training cutoffs: %s", report.product,
+                 len(retired), rule.shadow_retrains, ", ".join(retired))
+    decision = PromotionDecision(report.product, choice.winner.version, previous, reason, choice.evidence,
+                                 tuple(retired))
     log.info("%s", decision.summary())
     return decision

@@ -297,6 +297,31 @@ def switch_production(engine: Engine, schemas: Schemas, product: str, to_version
         return current
 
 
+def retire_candidates(conn: Connection, schemas: Schemas, product: str, keep_cutoffs: int,
+                      keep: str | None = None) -> list[str]:
+    """Archive the product's candidates trained before its newest ``keep_cutoffs`` training cutoffs (``keep``, the
+    model just chosen, excepted), so the shadow forecasts of each hour stay bounded: every weekly retrain adds
+    three candidates, and without this they would all forecast every hour forever. An archived model stays in
+    the store and the registry (evaluation still scores it; a promotion may bring it back). Returns them."""
+    from sqlalchemy import bindparam, text
+
+    ml = quote_ident(schemas.ml)
+    cutoffs = [r[0] for r in conn.execute(text(
+        f"select distinct training_cutoff from {ml}.model_registry where product_id = :p "
+        "order by training_cutoff desc limit :n"), {"p": product, "n": keep_cutoffs})]
+    if len(cutoffs) < keep_cutoffs:
+        return []
+    old = [str(v) for v in conn.execute(text(
+        f"select model_version from {ml}.model_registry where product_id = :p and status = '{CANDIDATE}' "
+        "and training_cutoff < :oldest and model_version <> :keep order by model_version"),
+        {"p": product, "oldest": cutoffs[-1], "keep": keep or ""}).scalars()]
+    if old:
+        conn.execute(text(f"update {ml}.model_registry set status = '{ARCHIVED}', status_changed_at = "
+                          "utc_timestamp(6) where model_version in :versions").bindparams(
+            bindparam("versions", expanding=True)), {"versions": old})
+    return old
+
+
 def record_evaluations(conn: Connection, schemas: Schemas, product: str, window: tuple[datetime, datetime],
                        rows: list[dict[str, Any]]) -> None:
     """Upsert one row per evaluated model (scores, or the reason it was skipped)."""

@@ -16,7 +16,7 @@ from candlecast.settings.extract import DEFAULT_PRODUCT
 class MlSettings(EnvSettings):
     """``CANDLECAST_MODEL_STORE`` (default ``$CANDLECAST_LOCAL_DIR/models``), ``CANDLECAST_PRODUCT``,
     ``CANDLECAST_ML_THREADS``, ``CANDLECAST_HOLDOUT_HOURS``, ``CANDLECAST_PROMOTION_LIVE_HOURS``,
-    ``CANDLECAST_PROMOTION_MIN_LIVE_HOURS``, ``CANDLECAST_DEMO_BACKTEST_WEEKS``."""
+    ``CANDLECAST_PROMOTION_MIN_LIVE_HOURS``, ``CANDLECAST_SHADOW_RETRAINS``, ``CANDLECAST_DEMO_BACKTEST_WEEKS``."""
 
     store_dir: Path = Field(validation_alias="CANDLECAST_MODEL_STORE")
     product: str = Field(DEFAULT_PRODUCT, validation_alias="CANDLECAST_PRODUCT")
@@ -29,6 +29,9 @@ class MlSettings(EnvSettings):
     # with a fair record (every model with a record forecast each) for it to count beside the holdout.
     promotion_live_hours: int = Field(672, validation_alias="CANDLECAST_PROMOTION_LIVE_HOURS")
     promotion_min_live_hours: int = Field(168, validation_alias="CANDLECAST_PROMOTION_MIN_LIVE_HOURS")
+    # Candidates of the newest this many training cutoffs keep forecasting in the shadow of production; older
+    # ones are archived at promotion, so the shadows of each hour stay bounded.
+    shadow_retrains: int = Field(4, validation_alias="CANDLECAST_SHADOW_RETRAINS")
     # Length of the demo's backtest (`make backtest` runs 52 weeks).
     demo_backtest_weeks: int = Field(8, validation_alias="CANDLECAST_DEMO_BACKTEST_WEEKS")
     # Only to place the default model store.
@@ -51,7 +54,8 @@ class MlSettings(EnvSettings):
             raise ValueError("must be >= 0 (0: LightGBM's own default)")
         return value
 
-    @field_validator("holdout_hours", "demo_backtest_weeks", "promotion_live_hours", "promotion_min_live_hours")
+    @field_validator("holdout_hours", "demo_backtest_weeks", "promotion_live_hours", "promotion_min_live_hours",
+                     "shadow_retrains")
     @classmethod
     def _hours(cls, value: int) -> int:
         if value < 1:

@@ -65,3 +65,23 @@ def test_models_with_a_live_record_are_promoted_on_it_and_the_log_says_so(ml_db:
             "order by promotion_id desc limit 1")).one()
     assert (to_version, evidence) == (best_live, LIVE) and "live MAE over 336 h" in reason
     assert json.loads(metrics)["live"]["hours"] == LIVE_HOURS
+
+
+def test_promotion_archives_the_candidates_of_older_retrains_so_the_shadows_stay_bounded(
+        ml_db: MlDb, clean_ml_tables: None, tmp_path: Path) -> None:
+    engine, schemas, store = ml_db.engine, ml_db.schemas, ModelStore(tmp_path)
+    # five weekly retrains' baselines (persistence and drift), the newest at CUTOFF
+    cutoffs = [CUTOFF - timedelta(days=7 * k) for k in range(5)]
+    with engine.begin() as conn:
+        for cutoff in cutoffs:
+            for forecaster in (ConstantForecaster(PERSISTENCE, 0.0, -0.004, 0.004),
+                               ConstantForecaster(DRIFT, 0.0001 * (1 + cutoffs.index(cutoff)), -0.004, 0.004)):
+                register(conn, schemas, store.metadata(store.save(forecaster, _meta(cutoff))))
+    decision = promote(engine, schemas, evaluate(engine, schemas, store, PRODUCT, END, lineage=current_lineage()),
+                       PromotionRule(shadow_retrains=2))
+    with engine.connect() as conn:
+        status = dict(conn.execute(text(f"select model_version, status from `{schemas.ml}`.model_registry")).all())
+    live = {v for v, s in status.items() if s != "archived"}
+    assert live == {v for v in status if v.split("-")[2] in {f"{c:%Y%m%dT%H%MZ}" for c in cutoffs[:2]}} | {
+        decision.winner}
+    assert set(decision.retired) == set(status) - live and len(decision.retired) >= 5
