@@ -186,7 +186,7 @@ def snapshot(soak: Soak) -> Snapshot:
 # row is made again, from the corrected data, when its hour is re-run.
 FORECAST_TABLES = ("predictions", "forecast_skips", "forecast_outcomes", "fct_forecast_outcomes",
                    "fct_prediction_accuracy")
-DERIVED_FROM_FORECASTS = ("model_leaderboard",)
+DERIVED_FROM_FORECASTS = ("model_leaderboard", "fct_model_accuracy_monthly")
 
 
 def snapshot_differences(before: Snapshot, after: Snapshot,
