@@ -80,7 +80,8 @@ def test_promotion_archives_the_candidates_of_older_retrains_so_the_shadows_stay
     decision = promote(engine, schemas, evaluate(engine, schemas, store, PRODUCT, END, lineage=current_lineage()),
                        PromotionRule(shadow_retrains=2))
     with engine.connect() as conn:
-        status = dict(conn.execute(text(f"select model_version, status from `{schemas.ml}`.model_registry")).all())
+        rows = conn.execute(text(f"select model_version, status from `{schemas.ml}`.model_registry")).all()
+    status: dict[str, str] = {version: state for version, state in rows}
     live = {v for v, s in status.items() if s != "archived"}
     assert live == {v for v in status if v.split("-")[2] in {f"{c:%Y%m%dT%H%MZ}" for c in cutoffs[:2]}} | {
         decision.winner}
