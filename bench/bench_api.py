@@ -63,7 +63,7 @@ def setup(schemas: Schemas, store_dir: Path) -> str:
     from ml.promote import promote
     from ml.store import ModelStore
     from ml.train import TrainConfig, train
-    from tests.support import bundled_candles
+    from tests.support import bundled_candles, load_raw_candles
 
     mariadb.provision(schemas)
     loader = engine_for("loader")
@@ -71,12 +71,7 @@ def setup(schemas: Schemas, store_dir: Path) -> str:
     ensure_raw_tables(loader, schemas)
     with loader.begin() as conn:
         conn.execute(text(f"delete from `{schemas.raw}`.candles"))
-        for i in range(0, len(candles), 2000):
-            values = ", ".join(
-                f"('{PRODUCT}', '{c.bucket_start:%Y-%m-%d %H:%M:%S}', {c.open}, {c.high}, {c.low}, {c.close}, "
-                f"{c.volume}, utc_timestamp(6))" for c in candles[i:i + 2000])
-            conn.execute(text(f"insert into `{schemas.raw}`.candles (product_id, bucket_start, open, high, low, "
-                              f"close, volume, ingested_at) values {values}"))
+    load_raw_candles(loader, schemas, candles, PRODUCT)
     loader.dispose()
     work = REPO / ".local" / "bench" / "api-dbt"
     env = {**os.environ, "CANDLECAST_DB_SCHEMA": BASE}

@@ -60,7 +60,7 @@ def setup(schemas: Schemas) -> None:
     from candlecast import mariadb
     from candlecast.db import engine_for
     from extract.schema import ensure_raw_tables
-    from tests.support import bundled_candles
+    from tests.support import bundled_candles, load_raw_candles
 
     mariadb.provision(schemas, fresh=True)  # a registry left by an earlier run would change what is measured
     engine = engine_for("loader")
@@ -68,12 +68,7 @@ def setup(schemas: Schemas) -> None:
     ensure_raw_tables(engine, schemas)
     with engine.begin() as conn:
         conn.execute(text(f"delete from `{schemas.raw}`.candles"))
-        for i in range(0, len(candles), 2000):
-            values = ", ".join(
-                f"('{PRODUCT}', '{c.bucket_start:%Y-%m-%d %H:%M:%S}', {c.open}, {c.high}, {c.low}, {c.close}, "
-                f"{c.volume}, utc_timestamp(6))" for c in candles[i:i + 2000])
-            conn.execute(text(f"insert into `{schemas.raw}`.candles (product_id, bucket_start, open, high, low, "
-                              f"close, volume, ingested_at) values {values}"))
+    load_raw_candles(engine, schemas, candles, PRODUCT)
     engine.dispose()
     run_dbt(["run"], env={**os.environ, "CANDLECAST_DB_SCHEMA": BASE}, select=["+fct_candle_features"],
             args=["--quiet"], target_path=DBT_WORK / "target", log_path=DBT_WORK / "logs")
