@@ -20,6 +20,7 @@ _test_port = os.environ.get("CANDLECAST_TEST_DB_PORT", "3408")
 _test_airflow_port = os.environ.get("CANDLECAST_TEST_AIRFLOW_PORT", "18180")
 _test_kill_port = os.environ.get("CANDLECAST_TEST_KILL_DB_PORT", "3409")  # the killed-database test's own server
 _test_soak_port = os.environ.get("CANDLECAST_TEST_SOAK_DB_PORT", "3410")  # the soak's own server (tests/soak)
+_test_pg_port = os.environ.get("CANDLECAST_TEST_PG_PORT", "5408")  # the tests' PostgreSQL (Airflow's metadata)
 _soak = os.environ.get("CANDLECAST_SOAK")  # `make soak`: which soak tests/soak runs
 for _key in [k for k in os.environ if k.startswith("CANDLECAST_")]:
     del os.environ[_key]
@@ -28,6 +29,7 @@ os.environ["CANDLECAST_DB_PORT"] = _test_port
 os.environ["CANDLECAST_TEST_AIRFLOW_PORT"] = _test_airflow_port
 os.environ["CANDLECAST_TEST_KILL_DB_PORT"] = _test_kill_port
 os.environ["CANDLECAST_TEST_SOAK_DB_PORT"] = _test_soak_port
+os.environ["CANDLECAST_TEST_PG_PORT"] = _test_pg_port
 if _soak is not None:
     os.environ["CANDLECAST_SOAK"] = _soak
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from candlecast import airflow_local, mariadb
+from candlecast import airflow_local, mariadb, postgres
 from candlecast.pidfile import process_state
 
 
@@ -78,5 +78,18 @@ def test_airflow_stop_never_signals_a_recycled_pid_or_its_process_group(
     assert airflow_local.running_pid(airflow) is None
     assert airflow_local.stop(env) is False
     assert not airflow.pid_file.exists()
+    time.sleep(0.2)
+    assert _alive(bystander)
+
+
+def test_postgres_stop_never_signals_a_recycled_pid(tmp_path: Path, bystander: subprocess.Popen[bytes]) -> None:
+    env = {"CANDLECAST_LOCAL_DIR": str(tmp_path), "CANDLECAST_PG_PORT": "1"}
+    server = postgres.local_postgres(env)
+    server.datadir.mkdir(parents=True)
+    server.pid_file.write_text(f"{bystander.pid}\n{server.datadir}\n")  # postmaster.pid's first lines
+    assert postgres.running_pid(server) is None
+    assert postgres.status(env).startswith("stopped")
+    assert postgres.stop(env) is False
+    assert not server.pid_file.exists()
     time.sleep(0.2)
     assert _alive(bystander)
