@@ -22,20 +22,26 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 RUN := $(PY) -m candlecast.withenv
 
 .PHONY: help deps system-deps venvs db-start db-stop db-status demo test test-db-stop test-unit lint bench soak \
-        dbt-parse dbt-build docs docs-serve airflow airflow-stop clean serve
+        dbt-parse dbt-build docs docs-serve airflow airflow-stop airflow-backfill pg-start pg-stop pg-status clean serve
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # --- set-up -------------------------------------------------------------------------------------
 
-deps: system-deps venvs  ## install what is missing: mariadb-server, chromium, wrk and both virtualenvs
+deps: system-deps venvs  ## install what is missing: mariadb-server, postgresql, chromium, wrk and both virtualenvs
 
 system-deps:
 	@if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then \
 	  echo "installing Debian's mariadb-server"; \
 	  $(SUDO) apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null; \
+	fi
+	@# Debian's PostgreSQL: Airflow's metadata database (candlecast.postgres runs it; Debian's own cluster is not used).
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+	  echo "installing Debian's postgresql"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	fi
 	@# Debian's chromium for the dashboard's browser test (Playwright drives it; its own browser download is not
 	@# used), wrk for the API benchmark.
@@ -80,8 +86,9 @@ demo: db-start  ## run the whole offline pipeline on the bundled real data and s
 test: deps  ## the whole test suite (starts its own MariaDB on port 3408 under .local/test)
 	@$(PY) -m pytest
 
-test-db-stop:  ## stop the tests' own MariaDB (port 3408, .local/test)
+test-db-stop:  ## stop the tests' own MariaDB (port 3408) and PostgreSQL (port 5408), .local/test
 	@CANDLECAST_LOCAL_DIR=$(LOCAL)/test CANDLECAST_DB_PORT=$${CANDLECAST_TEST_DB_PORT:-3408} $(PY) -m candlecast.mariadb stop
+	@CANDLECAST_LOCAL_DIR=$(LOCAL)/test CANDLECAST_PG_PORT=$${CANDLECAST_TEST_PG_PORT:-5408} $(PY) -m candlecast.postgres stop
 
 test-unit: deps  ## fast tests only
 	@$(PY) -m pytest -m "not integration"
@@ -96,7 +103,7 @@ bench: db-start  ## every benchmark; prints figure and target (bench_soak.py alo
 soak: deps  ## the replayed fortnight: 336 hourly cycles through every fault, 24 via Airflow (about an hour)
 	@CANDLECAST_SOAK=fortnight $(PY) -m pytest tests/soak -v
 
-clean:  ## remove caches (keeps .local data; `make db-stop && rm -rf .local` for a clean slate)
+clean:  ## remove caches (keeps .local data; `make airflow-stop pg-stop db-stop && rm -rf .local` for a clean slate)
 	rm -rf .pytest_cache .ruff_cache .mypy_cache dbt_project/target dbt_project/logs
 
 # --- serving: the read API and dashboard (serve/) ------------------------------------------------
@@ -107,15 +114,31 @@ serve: db-start  ## the read API and dashboard on http://127.0.0.1:8090/ (API do
 
 # --- orchestration: the local Airflow (dags/) --------------------------------------------------
 # Airflow standalone (scheduler, DAG processor, triggerer, API server + UI) with AIRFLOW_HOME under
-# .local/airflow, SQLite metadata, LocalExecutor with 4 slots, on 127.0.0.1:$CANDLECAST_AIRFLOW_PORT (8080).
+# .local/airflow, its metadata in the project's PostgreSQL (127.0.0.1:$CANDLECAST_PG_PORT, 5407, data under
+# .local/postgres), LocalExecutor with 4 slots, on 127.0.0.1:$CANDLECAST_AIRFLOW_PORT (8080).
 # Each role's login becomes an Airflow Connection (candlecast_<role>, never the admin); Airflow itself holds no
 # password, so a task holds its step's role only and dbt under Cosmos the transformer's (see README, Security).
+# OFFLINE=1: the replay server too (127.0.0.1:$CANDLECAST_REPLAY_PORT, 8765), the DAGs pointed at it, bounded to
+# its data and paused.
 
-airflow: db-start dbt-parse  ## start the local Airflow in the background; prints its URL and the admin password file
-	@$(PY) -m candlecast.airflow_local start
+airflow: db-start dbt-parse  ## start the local Airflow in the background (OFFLINE=1: on the replay server); prints its URL
+	@$(PY) -m candlecast.airflow_local start $(if $(OFFLINE),--offline)
 
-airflow-stop:  ## stop the Airflow that `make airflow` started
+airflow-stop:  ## stop the Airflow that `make airflow` started (and its replay server); PostgreSQL keeps running
 	@$(PY) -m candlecast.airflow_local stop
+
+airflow-backfill:  ## run hours through the running Airflow: FROM=2024-01-09T20:00 TO=2024-01-09T22:00 (interval starts)
+	@[ -n "$(FROM)" ] && [ -n "$(TO)" ] || { echo "usage: make airflow-backfill FROM=2024-01-09T20:00 TO=2024-01-09T22:00 [DAG=...]" >&2; exit 2; }
+	@$(PY) -m candlecast.airflow_local backfill --from "$(FROM)" --to "$(TO)" $(if $(DAG),--dag "$(DAG)") $(if $(REPROCESS),--reprocess "$(REPROCESS)")
+
+pg-start: deps  ## start the project's PostgreSQL, Airflow's metadata DB (127.0.0.1:$CANDLECAST_PG_PORT, default 5407)
+	@$(PY) -m candlecast.postgres start
+
+pg-stop:  ## stop the project's PostgreSQL (stop Airflow first)
+	@$(PY) -m candlecast.postgres stop
+
+pg-status:  ## is the project's PostgreSQL running?
+	@$(PY) -m candlecast.postgres status
 
 # The same steps without Airflow (cycle/): what a crontab line runs. END is the interval's end (default: the
 # current hour); START runs every hour from there; WEEKLY=1 the retrain.
@@ -126,7 +149,8 @@ cycle: db-start  ## one hourly cycle without Airflow (END=2024-01-08T13:00, STAR
 
 # --- extract: Coinbase candles and the offline replay server (extract/) --------------------------
 # The extractor reads COINBASE_API_URL (default: the real Coinbase Exchange API). Offline, run `make replay`
-# in one shell and `export COINBASE_API_URL=http://127.0.0.1:8765` in another.
+# in one shell and `export COINBASE_API_URL=http://127.0.0.1:8765` in another (`make airflow OFFLINE=1` starts
+# its own in the background).
 
 .PHONY: replay extract-backfill extract-incremental
 

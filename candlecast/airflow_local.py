@@ -1,9 +1,20 @@
 """The project's local Airflow: ``airflow standalone`` run as a background process, like ``candlecast.mariadb``.
 
-Everything Airflow keeps lives under ``$CANDLECAST_AIRFLOW_HOME`` (default ``.local/airflow``): the SQLite
-metadata database, ``airflow.cfg`` (with the secrets Airflow generates on first start), task logs, the
-Cosmos cache, the generated admin password, and this launcher's pid and log files. The API server and UI
-listen on 127.0.0.1 only, on ``CANDLECAST_AIRFLOW_PORT`` (default 8080).
+Its metadata database is the database ``CANDLECAST_AIRFLOW_DB`` (default ``airflow``) in the project's own
+PostgreSQL (``candlecast.postgres``, started here when it is not running), reached as the ``airflow`` role with
+the password in that server's 0600 password file, named in the URL: the URL holds no secret, so neither Airflow's
+environment, its command lines nor ``airflow config`` show one. ``CANDLECAST_AIRFLOW_METADATA=sqlite`` opts into
+SQLite instead (one writer at a time: the CLI meets "database is locked" while the scheduler runs).
+
+Everything else Airflow keeps lives under ``$CANDLECAST_AIRFLOW_HOME`` (default ``.local/airflow``):
+``airflow.cfg`` (with the secrets Airflow generates on first start), task logs, the Cosmos cache, the generated
+admin password, and this launcher's pid and log files. The API server and UI listen on 127.0.0.1 only, on
+``CANDLECAST_AIRFLOW_PORT`` (default 8080).
+
+Offline (``start --offline``, ``make airflow OFFLINE=1``) it also starts the replay server (``candlecast.replay_local``)
+and points the DAGs at it: ``COINBASE_API_URL`` is the replay's, the products are the replay's, both DAGs' start
+and end dates are the replay's first and last hour, and both DAGs are paused; so unpausing schedules no hour the
+replay does not have, and ``backfill`` (``make airflow-backfill``) runs the hours asked for.
 
 The DB credentials reach the tasks as one Airflow Connection per role (``candlecast_loader``,
 ``candlecast_transformer``, ``candlecast_ml``, ``candlecast_reader``; never the admin), imported into
@@ -12,7 +23,8 @@ is started with no role's password in its environment (and no credentials file t
 holds only the login of the Connection its step asks for, and dbt under Cosmos only the transformer's
 (rendered from that Connection into dbt's environment when the task runs).
 
-    python -m candlecast.airflow_local start|stop|status|env
+    python -m candlecast.airflow_local start [--offline]|stop|status|env
+    python -m candlecast.airflow_local backfill --from HOUR --to HOUR [--dag DAG_ID]
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -29,12 +42,18 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from candlecast import pidfile
+from candlecast import pidfile, postgres, replay_local
+from candlecast.hours import cli_time, to_utc
+from candlecast.postgres import LocalPostgres, PostgresError
+from candlecast.replay_local import LocalReplay, ReplayLocalError, replay_port
 from candlecast.role_env import role_env
 from candlecast.settings import REPO_ROOT, DbtSettings, LocalServices, Role, SettingsError, db_settings, effective_env
+from candlecast.settings.dags import HOURLY_DAG_ID, RETRAIN_DAG_ID
 from candlecast.settings.dbt import NO_POOL, POOL_DESCRIPTION
+from candlecast.settings.local import DEFAULT_AIRFLOW_DB
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +71,28 @@ class LocalAirflow:
     home: Path
     port: int
     host: str = HOST
+    # Where the metadata lives: a database of the project's PostgreSQL, or SQLite in ``home`` when None.
+    postgres: LocalPostgres | None = None
+    database: str = DEFAULT_AIRFLOW_DB
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def sql_alchemy_conn(self) -> str:
+        if self.postgres is None:
+            return f"sqlite:///{self.home}/airflow.db"
+        return self.postgres.url(self.database)
+
+    def replay(self, env: Mapping[str, str] | None = None) -> LocalReplay:
+        """Offline mode's replay server: its pid file and log under this home, on ``CANDLECAST_REPLAY_PORT``."""
+        return LocalReplay(root=self.home / "replay", port=replay_port(env))
+
+    @property
+    def mode_file(self) -> Path:
+        """``online`` or ``offline``: what the running instance was started as."""
+        return self.home / "mode"
 
     @property
     def pid_file(self) -> Path:
@@ -82,7 +119,9 @@ class LocalAirflow:
 
 def local_airflow(env: Mapping[str, str] | None = None) -> LocalAirflow:
     local = LocalServices.from_env(env)
-    return LocalAirflow(home=local.airflow_home.resolve(), port=local.airflow_port)
+    pg = None if local.airflow_metadata == "sqlite" else LocalPostgres(local.postgres_dir.resolve(), local.pg_port)
+    return LocalAirflow(home=local.airflow_home.resolve(), port=local.airflow_port, postgres=pg,
+                        database=local.airflow_db)
 
 
 def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -109,7 +148,7 @@ def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> 
         {
             "AIRFLOW_HOME": str(airflow.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow.home}/airflow.db",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow.sql_alchemy_conn,
             "AIRFLOW__API__HOST": airflow.host,
             "AIRFLOW__API__PORT": str(airflow.port),
             # Tasks reach the execution API through this URL: it must match the port, or every task fails.
@@ -122,6 +161,9 @@ def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> 
             "PATH": venv_bin + os.pathsep + env.get("PATH", os.defpath),
         }
     )
+    if airflow.postgres is not None:
+        # Airflow derives an asyncpg URL otherwise; psycopg serves both, and reads the same password file.
+        result["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = airflow.postgres.url(airflow.database, "psycopg_async")
     return result
 
 
@@ -149,16 +191,17 @@ def role_connections(values: Mapping[str, str], prefix: str) -> dict[str, dict[s
     return out
 
 
-def _airflow_cli(env: Mapping[str, str], *args: str) -> None:
+def _airflow_cli(env: Mapping[str, str], *args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "airflow", *args], cwd=REPO_ROOT, env=dict(env),
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise AirflowLocalError(f"`airflow {' '.join(args[:2])}` failed: {proc.stderr.strip()[-800:]}")
+        raise AirflowLocalError(f"`airflow {' '.join(args[:2])}` failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
+    return proc.stdout
 
 
 def install_connections(airflow: LocalAirflow, values: Mapping[str, str], child_env: Mapping[str, str],
                         prefix: str) -> None:
-    """Migrate the metadata DB and (re)write the role Connections, before the scheduler holds SQLite's lock.
+    """Migrate the metadata DB and (re)write the role Connections, before the scheduler starts.
 
     The passwords go through a 0600 file that is removed at once, never through a command line.
     """
@@ -211,18 +254,52 @@ def _detach() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start(env: Mapping[str, str] | None = None, timeout: float = 300.0) -> LocalAirflow:
-    """Start ``airflow standalone`` in the background (idempotent) and wait until every component is healthy."""
+def offline_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Start the replay server (idempotent) and return what points the DAGs at it, bounded to its data."""
+    replay = replay_local.start(airflow.replay(env))
+    data = replay_local.describe()
+    return {
+        "COINBASE_API_URL": replay.url,
+        "CANDLECAST_EXTRACT_PRODUCTS": ",".join(data.products),
+        "CANDLECAST_DAG_START_DATE": data.first_hour.isoformat(),
+        # By interval start: the last interval [last hour, +1 h) is the last one whose candle the replay has.
+        "CANDLECAST_DAG_END_DATE": data.last_hour.isoformat(),
+        "CANDLECAST_DAG_CATCHUP": "false",
+    }
+
+
+def _mode(offline: bool) -> str:
+    return "offline" if offline else "online"
+
+
+def start(env: Mapping[str, str] | None = None, timeout: float = 300.0, offline: bool = False) -> LocalAirflow:
+    """Start ``airflow standalone`` in the background (idempotent) and wait until every component is healthy.
+
+    ``offline``: the replay server too, with the DAGs pointed at it, bounded to its data and paused.
+    """
     values = effective_env(env)
     airflow = local_airflow(values)
     pid = running_pid(airflow)
+    if pid is not None and airflow.mode_file.exists() and airflow.mode_file.read_text().strip() != _mode(offline):
+        raise AirflowLocalError(
+            f"Airflow already runs {airflow.mode_file.read_text().strip()} (pid {pid}); stop it first "
+            f"(`make airflow-stop`) to start it {_mode(offline)}")
+    if airflow.postgres is not None:  # idempotent: a running server only gets its role and database re-applied
+        postgres.start_server(airflow.postgres, databases=(airflow.database,))
+    if pid is not None and offline:
+        replay_local.start(airflow.replay(values))  # the running instance's replay server, back if it died
     if pid is None:
         pidfile.discard_stale(airflow.pid_file, STANDALONE)
         airflow.home.mkdir(parents=True, exist_ok=True)
         prefix = values.get("CANDLECAST_AIRFLOW_CONN_PREFIX", "").strip() or DEFAULT_CONN_PREFIX
         # No role's password in Airflow's own environment: each task gets its role's from its Connection.
         child_env = {**role_env(None, values), **airflow_env(airflow, values), "CANDLECAST_AIRFLOW_CONN_PREFIX": prefix}
+        if offline:
+            child_env.update(offline_env(airflow, values))
         install_connections(airflow, values, child_env, prefix)
+        if offline:
+            pause_dags(child_env)
+        airflow.mode_file.write_text(_mode(offline) + "\n")
         with airflow.log_file.open("ab") as log_fh:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "airflow", "standalone"],
@@ -247,6 +324,38 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 300.0) -> Local
         time.sleep(1.0)
     raise AirflowLocalError(f"Airflow at {airflow.url} not healthy after {timeout:.0f} s; see {airflow.log_file}:\n"
                             f"{_log_tail(airflow)}")
+
+
+def pause_dags(child_env: Mapping[str, str]) -> None:
+    """Both DAGs written to the metadata DB now (parsed the way the DAG processor will) and paused, so that
+    nothing is scheduled until asked for, whatever an earlier online run left unpaused."""
+    _airflow_cli(child_env, "dags", "reserialize")
+    for dag_id in (HOURLY_DAG_ID, RETRAIN_DAG_ID):
+        _airflow_cli(child_env, "dags", "pause", dag_id)
+
+
+def backfill(date_from: datetime, date_to: datetime, dag_id: str = HOURLY_DAG_ID,
+             reprocess: str = "failed", env: Mapping[str, str] | None = None) -> str:
+    """Have the running Airflow run every interval of ``dag_id`` whose start is in ``[date_from, date_to]``.
+
+    ``airflow backfill create`` itself (the scheduler runs the runs, one at a time), after unpausing the DAG: the
+    scheduler schedules no task of a paused DAG, a backfill's included. Returns the CLI's output.
+    """
+    values = effective_env(env)
+    airflow = local_airflow(values)
+    if running_pid(airflow) is None:
+        raise AirflowLocalError(f"no local Airflow runs (pid file {airflow.pid_file}): `make airflow` first")
+    if airflow.mode_file.exists() and airflow.mode_file.read_text().strip() == "offline":
+        data = replay_local.describe()
+        if to_utc(date_from) < data.first_hour or to_utc(date_to) > data.last_hour:
+            raise AirflowLocalError(
+                f"offline, the replay server has the hours {data.first_hour:%Y-%m-%dT%H:%M} to "
+                f"{data.last_hour:%Y-%m-%dT%H:%M} UTC only; backfill within them")
+    cli_env = {**role_env(None, values), **airflow_env(airflow, values)}
+    _airflow_cli(cli_env, "dags", "unpause", dag_id)
+    return _airflow_cli(cli_env, "backfill", "create", "--dag-id", dag_id,
+                        "--from-date", to_utc(date_from).isoformat(), "--to-date", to_utc(date_to).isoformat(),
+                        "--max-active-runs", "1", "--reprocess-behavior", reprocess)
 
 
 def ensure_pool(airflow: LocalAirflow, env: Mapping[str, str]) -> None:
@@ -288,6 +397,7 @@ def _group_members(pgid: int) -> list[int]:
 def stop(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> bool:
     """Stop what ``start`` started, by its pid (and its process group). Returns False if it was not running."""
     airflow = local_airflow(env)
+    replay_local.stop(airflow.replay(env))  # offline mode's replay server, if it runs
     pid = running_pid(airflow)
     if pid is None:
         pidfile.discard_stale(airflow.pid_file, STANDALONE)  # a recycled pid is never signalled
@@ -305,20 +415,38 @@ def stop(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> bool:
         _signal_group(pid, sig)
         deadline = time.monotonic() + 10
     airflow.pid_file.unlink(missing_ok=True)
+    airflow.mode_file.unlink(missing_ok=True)
     return True
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m candlecast.airflow_local", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["start", "stop", "status", "env"])
+    parser.add_argument("command", choices=["start", "stop", "status", "env", "backfill"])
+    parser.add_argument("--offline", action="store_true",
+                        help="start: the replay server too, the DAGs pointed at it, bounded to its data and paused")
+    hour = cli_time()
+    parser.add_argument("--from", dest="date_from", type=hour, help="backfill: the first interval's start")
+    parser.add_argument("--to", dest="date_to", type=hour, help="backfill: the last interval's start")
+    parser.add_argument("--dag", default=HOURLY_DAG_ID, choices=[HOURLY_DAG_ID, RETRAIN_DAG_ID])
+    parser.add_argument("--reprocess", default="failed", choices=["none", "failed", "completed"],
+                        help="backfill: intervals that already have a run: re-run the failed ones (default), none "
+                             "or all of them")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    airflow = local_airflow()
     try:
+        airflow = local_airflow()
         if args.command == "start":
-            start()
+            start(offline=args.offline)
             print(f"Airflow is up: {airflow.url}  (user admin; password in {airflow.password_file})")
+            print(f"metadata: {airflow.sql_alchemy_conn}")
+            if args.offline:
+                print(f"offline: the DAGs read the replay server ({airflow.replay().url}) and are paused; "
+                      "run hours with `make airflow-backfill FROM=... TO=...`")
             print(f"standalone log: {airflow.log_file}; task logs: {airflow.logs_dir}; stop with `make airflow-stop`")
+        elif args.command == "backfill":
+            if args.date_from is None or args.date_to is None:
+                parser.error("backfill needs --from and --to (interval starts, both included)")
+            print(backfill(args.date_from, args.date_to, args.dag, args.reprocess).strip())
         elif args.command == "stop":
             print("Airflow stopped" if stop() else "Airflow was not running")
         elif args.command == "status":
@@ -329,9 +457,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Airflow {state}: {airflow.url} (pid {pid or '-'})" + (f"; {stale}" if stale else ""))
             return 0 if pid else 1
         else:
+            # For `eval "$(python -m candlecast.airflow_local env)"`: then `airflow ...` reaches this instance.
             for key, value in sorted(airflow_env(airflow).items()):
-                print(f"export {key}={value!r}" if " " in value else f"export {key}={value}")
-    except (AirflowLocalError, SettingsError) as exc:
+                print(f"export {key}={shlex.quote(value)}")
+    except (AirflowLocalError, SettingsError, PostgresError, ReplayLocalError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

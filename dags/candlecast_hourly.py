@@ -55,6 +55,7 @@ SETTINGS = dag_settings()
     # (interval start == end), and this DAG needs the hour it covers.
     schedule=CronDataIntervalTimetable(SETTINGS.hourly_schedule, timezone="UTC"),
     start_date=SETTINGS.start_date,
+    end_date=SETTINGS.end_date,
     catchup=SETTINGS.catchup,
     max_active_runs=1,
     default_args=default_args(SETTINGS),

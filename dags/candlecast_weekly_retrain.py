@@ -35,6 +35,7 @@ SETTINGS = dag_settings()
     # A data-interval timetable: the run knows the week it closes (see candlecast_hourly).
     schedule=CronDataIntervalTimetable(SETTINGS.retrain_schedule, timezone="UTC"),
     start_date=SETTINGS.start_date,
+    end_date=SETTINGS.end_date,
     catchup=SETTINGS.catchup,
     max_active_runs=1,
     default_args=default_args(SETTINGS),

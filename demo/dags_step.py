@@ -34,5 +34,5 @@ def describe_dags_step() -> str:
             lines.append(f"{dag.dag_id} ({dag.schedule} UTC, parsed in {parsed.seconds:.2f} s): {len(dbt)} dbt tasks "
                          f"rendered by Cosmos + {', '.join(other)}")
     lines.append(f"run them: `make airflow`, then {airflow.url} (user admin, password in {airflow.password_file}); "
-                 "offline, `make replay` and COINBASE_API_URL=http://127.0.0.1:8765")
+                 "offline, `make airflow OFFLINE=1` (the replay server too, the DAGs bounded to its data)")
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from candlecast.settings.base import EnvSettings
@@ -41,6 +41,9 @@ class DagSettings(EnvSettings):
     retrain_schedule: str = Field("30 23 * * 0", validation_alias="CANDLECAST_RETRAIN_SCHEDULE")
     # The bundled sample starts here; backfills before it have nothing to extract.
     start_date: datetime = Field(datetime(2021, 12, 14, tzinfo=UTC), validation_alias="CANDLECAST_DAG_START_DATE")
+    # The last interval (by its start) the scheduler or a backfill may create: offline, the replay's last hour,
+    # so that unpausing never schedules an hour the replay server does not have.
+    end_date: datetime | None = Field(None, validation_alias="CANDLECAST_DAG_END_DATE")
     catchup: bool = Field(False, validation_alias="CANDLECAST_DAG_CATCHUP")
     retries: int = Field(3, validation_alias="CANDLECAST_DAG_RETRIES")
     retry_delay: timedelta = Field(timedelta(minutes=1), validation_alias="CANDLECAST_DAG_RETRY_DELAY_S")
@@ -57,9 +60,11 @@ class DagSettings(EnvSettings):
     alert_from: str | None = Field(None, validation_alias="CANDLECAST_ALERT_FROM")
     dbt: DbtSettings = DbtSettings()
 
-    @field_validator("start_date", mode="before")
+    @field_validator("start_date", "end_date", mode="before")
     @classmethod
-    def _utc_date(cls, value: Any) -> Any:
+    def _utc_date(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.strip() and info.field_name == "end_date":
+            return None  # set but blank: no end
         if isinstance(value, str):
             try:
                 value = datetime.fromisoformat(value.strip())

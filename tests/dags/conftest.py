@@ -1,10 +1,12 @@
-"""DAG tests: real Airflow 3 (``dag.test()`` in this process, a standalone server for the API test), the tests'
-MariaDB under the base ``ct_dags``, real dbt through Cosmos, and the replay server over HTTP.
+"""DAG tests: real Airflow 3 (``dag.test()`` in this process, a standalone server for the API and CLI tests), the
+tests' MariaDB under the base ``ct_dags``, real dbt through Cosmos, and the replay server over HTTP.
 
 Airflow reads its configuration once, when first imported, so its environment is pinned here, before any
-test module imports it: a SQLite metadata DB under ``.local/test/airflow``, the repo's ``dags/``, telemetry
-off. The ``CANDLECAST_*`` variables the DAGs read (schema base, model store, API URL) are set by the
-package-scoped ``dag_env`` fixture and restored when the last DAG test is done, so other areas never see them.
+test module imports it: its metadata in the database ``airflow_dags`` of the tests' own PostgreSQL
+(``CANDLECAST_TEST_PG_PORT``, default 5408, data under ``.local/test/postgres``; the standalone server's in
+``airflow_api``), its home under ``.local/test/airflow``, the repo's ``dags/``, telemetry off. The
+``CANDLECAST_*`` variables the DAGs read (schema base, model store, API URL) are set by the package-scoped
+``dag_env`` fixture and restored when the last DAG test is done, so other areas never see them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from candlecast import dbt_runner
 from candlecast.airflow_local import LocalAirflow, airflow_env
 from candlecast.hours import HOUR
+from candlecast.postgres import LocalPostgres
 from tests.support import MailSink, free_port
 
 if TYPE_CHECKING:
@@ -46,7 +49,10 @@ WEEKLY_RUN_AFTER = datetime(2024, 1, 7, 23, 30, tzinfo=UTC)
 HOURLY_START = datetime(2024, 1, 8, 12, tzinfo=UTC)
 
 
-TEST_AIRFLOW = LocalAirflow(home=TEST_LOCAL_DIR / "airflow", port=int(os.environ["CANDLECAST_TEST_AIRFLOW_PORT"]))
+# The tests' PostgreSQL: one server, a database per Airflow (this process's, and the standalone one's).
+TEST_PG = LocalPostgres(root=TEST_LOCAL_DIR / "postgres", port=int(os.environ["CANDLECAST_TEST_PG_PORT"]))
+TEST_AIRFLOW = LocalAirflow(home=TEST_LOCAL_DIR / "airflow", port=int(os.environ["CANDLECAST_TEST_AIRFLOW_PORT"]),
+                            postgres=TEST_PG, database="airflow_dags")
 
 for _key in [k for k in os.environ if k.startswith("AIRFLOW")]:
     del os.environ[_key]
@@ -80,9 +86,11 @@ def airflow_db() -> None:
     from airflow.models.pool import Pool
     from airflow.utils import db
 
+    from candlecast import postgres
     from candlecast.settings.dbt import DEFAULT_POOL, POOL_DESCRIPTION
 
     TEST_AIRFLOW.home.mkdir(parents=True, exist_ok=True)
+    postgres.start_server(TEST_PG, databases=(TEST_AIRFLOW.database,))
     db.initdb()
     # What `make airflow` creates too: the one-slot pool every dbt task of both DAGs runs in.
     Pool.create_or_update_pool(DEFAULT_POOL, slots=1, description=POOL_DESCRIPTION, include_deferred=False)
@@ -158,13 +166,35 @@ def run_dag(dag, logical_date: datetime, **kwargs):
 BOOTING: dict[str, _Boot] = {}
 
 
+# The test modules that drive the one standalone Airflow of the session (``api_airflow``).
+STANDALONE_USERS = ("test_running_airflow_api.py", "test_the_airflow_cli.py")
+
+
 @pytest.fixture(scope="package")
 def airflow_booting(dag_env, dbt_manifest, request):
-    """Boot the API test's Airflow now if that test is part of this session."""
-    if any(item.fspath.basename == "test_running_airflow_api.py" for item in request.session.items):
+    """Boot the API and CLI tests' Airflow now if those tests are part of this session."""
+    if any(item.fspath.basename in STANDALONE_USERS for item in request.session.items):
         from tests.dags.test_running_airflow_api import _boot
 
         BOOTING["api"] = _boot()
+
+
+@pytest.fixture(scope="package")
+def api_airflow(dag_env, dbt_manifest) -> Iterator[LocalAirflow]:
+    """Airflow standalone for the API and CLI tests, one for the session, started in the background (its ~30 s
+    boot overlaps the DAG runs when the whole package runs: see ``airflow_booting``); waited for here."""
+    from candlecast.airflow_local import stop
+    from tests.dags.test_running_airflow_api import _boot
+
+    boot = BOOTING.get("api") or _boot()
+    boot.thread.join(timeout=400)
+    if boot.error is not None:
+        raise boot.error
+    assert boot.airflow is not None, "the test Airflow did not start within 400 s"
+    try:
+        yield boot.airflow
+    finally:
+        stop(boot.env)
 
 
 @pytest.fixture(scope="package")

@@ -1,7 +1,11 @@
-"""Against a running Airflow: ``airflow standalone`` started the way ``make airflow`` starts it, on a free port.
+"""Against a running Airflow: ``airflow standalone`` started the way ``make airflow`` starts it, on a free port, with
+its metadata in the tests' PostgreSQL (a fresh database each session).
 
-The REST API lists the Cosmos-rendered dbt tasks, and an Airflow backfill created through it (the interval after
-the one ``test_dag_runs`` ran) succeeds on the LocalExecutor and stores exactly what a direct run of that hour does.
+The REST API lists the Cosmos-rendered dbt tasks, and the standard CLI, with the scheduler running, has it run one
+interval for a given logical date (``airflow backfill create`` from and to that date: ``airflow dags trigger`` would
+give the run the interval of the wall clock), the one after the interval ``test_dag_runs`` ran: it succeeds on the
+LocalExecutor and stores exactly what a direct run of that hour does. ``test_the_airflow_cli`` drives the same
+instance with more of the CLI.
 """
 
 from __future__ import annotations
@@ -13,21 +17,21 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
 
-from candlecast.airflow_local import LocalAirflow, local_airflow, start, stop
+from candlecast.airflow_local import LocalAirflow, airflow_env, local_airflow, start, stop
 from candlecast.hours import HOUR
 from tests.dags import pipeline
-from tests.dags.conftest import BASE, DIRECT_BASE, HOURLY_START, TEST_LOCAL_DIR
+from tests.dags.conftest import BASE, DIRECT_BASE, HOURLY_START, TEST_LOCAL_DIR, TEST_PG
 from tests.support import ProcessWatch
 
 pytestmark = pytest.mark.integration
 
 DAG_ID = "candlecast_hourly"
+API_DATABASE = "airflow_api"
 
 
 def _free_port() -> int:
@@ -66,8 +70,7 @@ class Api:
                 with urllib.request.urlopen(req, timeout=30) as resp:
                     return json.loads(resp.read() or b"null")
             except urllib.error.HTTPError as exc:
-                # 503: the API server met SQLite's lock (scheduler and DAG processor write the same file) and
-                # rolled back; it says to try again.
+                # 503: the API server says to try again (a metadata database busy or restarting).
                 if exc.code != 503 or attempt == 9:
                     raise
                 time.sleep(2)
@@ -80,23 +83,6 @@ class Api:
 
     def patch(self, path: str, body: Any) -> Any:
         return self._call("PATCH", path, body)
-
-
-@pytest.fixture(scope="package")
-def api_airflow(dag_env, dbt_manifest) -> Iterator[LocalAirflow]:
-    """Airflow standalone for this test, started in the background (its ~30 s boot overlaps the DAG runs
-    when the whole package runs: see ``airflow_booting``); waited for here."""
-    from tests.dags.conftest import BOOTING
-
-    boot = BOOTING.get("api") or _boot()
-    boot.thread.join(timeout=400)
-    if boot.error is not None:
-        raise boot.error
-    assert boot.airflow is not None, "the test Airflow did not start within 400 s"
-    try:
-        yield boot.airflow
-    finally:
-        stop(boot.env)
 
 
 class _Boot:
@@ -121,18 +107,43 @@ def _boot() -> _Boot:
     env.update({
         "CANDLECAST_AIRFLOW_HOME": str(TEST_LOCAL_DIR / "airflow-api"),
         "CANDLECAST_AIRFLOW_PORT": str(_free_port()),
+        # Its metadata: a database of its own on the tests' PostgreSQL, next to the in-process Airflow's.
+        "CANDLECAST_PG_PORT": str(TEST_PG.port),
+        "CANDLECAST_AIRFLOW_DB": API_DATABASE,
         # The scheduler must not start runs of its own next to the one the test triggers: with this off it
         # creates no scheduled runs, and still runs triggered ones (the DAG itself is unchanged).
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
     })
     airflow = local_airflow(env)
+    assert airflow.postgres == TEST_PG
     stop(env)  # a server a crashed session left behind
     shutil.rmtree(airflow.home, ignore_errors=True)
+    from candlecast import postgres
+
+    postgres.start_server(TEST_PG)
+    postgres.ensure_database(TEST_PG, API_DATABASE, fresh=True)  # every session starts from an empty Airflow
     return _Boot(env)
 
 
-def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_run(hourly_run, dagbag, admin_engine,
-                                                                   direct_run, api_airflow) -> None:
+def airflow_cli(airflow: LocalAirflow, *args: str, timeout: float = 180) -> str:
+    """``airflow ARGS`` (the venv's console script, as a user types it) against ``airflow``, with the environment
+    ``python -m candlecast.airflow_local env`` prints and no role's password; its standard output."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from candlecast.role_env import role_env
+
+    env = {k: v for k, v in role_env(None, os.environ).items() if not k.startswith("AIRFLOW")}
+    env.update(airflow_env(airflow, env))
+    proc = subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, f"`airflow {' '.join(args)}` exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def test_api_lists_the_cosmos_tasks_and_an_interval_run_with_the_cli_equals_a_direct_run(
+        hourly_run, dagbag, admin_engine, direct_run, api_airflow) -> None:
     from sqlalchemy import text
 
     direct_run.release_next_hour.set()  # the reference for this interval, in the background meanwhile
@@ -153,22 +164,20 @@ def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_ru
     assert expected_dbt and {t.split(".")[0] for t in expected_dbt} == {"features", "accuracy"}
     assert task_ids == expected_dbt | others
 
-    api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
-    # The interval after the one test_dag_runs ran, [13:00, 14:00), created the way an operator backfills a
-    # past range: Airflow's own backfill (the engine behind `airflow backfill create`), through the REST API.
-    # Backfill bounds are logical dates, and this DAG's logical date is its interval's start.
+    # The interval after the one test_dag_runs ran, [13:00, 14:00), run for its logical date with the standard
+    # CLI while the scheduler runs: a backfill from and to that date (bounds are logical dates, both included,
+    # and this DAG's logical date is its interval's start). The scheduler runs no task of a paused DAG.
+    airflow_cli(api_airflow, "dags", "unpause", DAG_ID)
     interval_start = HOURLY_START + HOUR
-    backfill = api.post("/api/v2/backfills", {
-        "dag_id": DAG_ID, "from_date": interval_start.isoformat(), "to_date": interval_start.isoformat(),
-        "max_active_runs": 1,
-    })
+    airflow_cli(api_airflow, "backfill", "create", "--dag-id", DAG_ID, "--from-date", interval_start.isoformat(),
+                "--to-date", interval_start.isoformat(), "--max-active-runs", "1")
     deadline = time.monotonic() + 60
     runs: list[dict[str, Any]] = []
     while not runs and time.monotonic() < deadline:
         runs = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns?run_type=backfill")["dag_runs"]
         if not runs:
             time.sleep(1)
-    assert len(runs) == 1, f"backfill {backfill['id']} created {len(runs)} runs, expected one"
+    assert len(runs) == 1, f"the backfill created {len(runs)} runs, expected one"
     run = runs[0]
     run_id = run["dag_run_id"]
     assert datetime.fromisoformat(run["data_interval_start"]) == interval_start
@@ -178,6 +187,9 @@ def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_ru
     from candlecast.settings import ROLES
 
     passwords: dict[str, str] = {role: os.environ[f"CANDLECAST_{role.upper()}_PASSWORD"] for role in ROLES}
+    # Airflow's own metadata login: in the PostgreSQL server's 0600 password file only, never in a process's
+    # environment or command line (the URL names the file), nor in any log.
+    passwords["airflow_metadata"] = TEST_PG.passfile.read_text().strip().rsplit(":", 1)[1]
     standalone = running_pid(api_airflow)
     assert standalone is not None
     watch = ProcessWatch(standalone, passwords)
@@ -196,8 +208,9 @@ def test_api_lists_the_cosmos_tasks_and_a_backfill_through_it_equals_a_direct_ru
                     f"task logs under {api_airflow.logs_dir}")
 
     # One secret per process: Airflow and its task processes hold no role's password in their environment (a
-    # task reads its step's role from its Connection); the step process a Python task starts holds its role's
-    # only (extract the loader's, predict the ml role's), each dbt process Cosmos starts the transformer's only.
+    # task reads its step's role from its Connection), nor the metadata database's; the step process a Python
+    # task starts holds its role's only (extract the loader's, predict the ml role's), each dbt process Cosmos
+    # starts the transformer's only.
     # No password on any command line, nor in any log of the run.
     dbt_pids = {pid for pid, _, cmd, _, _ in seen if "/dbt " in cmd or cmd.startswith("dbt ")}
     assert dbt_pids, f"no dbt process seen among {sorted({cmd for _, _, cmd, _, _ in seen})}"

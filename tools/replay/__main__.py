@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
-from tools.replay.clock import to_unix
+from tools.replay.clock import iso, to_unix
 from tools.replay.data import BUNDLED_CSV, BUNDLED_PRODUCT, ReplayDataError, read_csv
 from tools.replay.faults import Fault
 from tools.replay.server import ReplayServer
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="requests/s per client before 429 (default 10)")
     parser.add_argument("--burst", type=int, default=15, help="token-bucket burst (default 15)")
     parser.add_argument("--no-rate-limit", action="store_true", help="never answer 429")
+    parser.add_argument("--describe", action="store_true",
+                        help="print what would be served (products, first and last hour) as JSON and exit")
     parser.add_argument("--spill-before", type=int, default=0, metavar="N",
                         help="also send N candles before start, as the API documents it may (default 0)")
     time_group = parser.add_argument_group(
@@ -94,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             if not sep or not product or not path:
                 parser.error(f"--csv wants PRODUCT=PATH, got {spec!r}")
             series[product] = read_csv(Path(path), product)
+        if args.describe:  # before binding anything: a launcher asks what it is about to serve
+            print(json.dumps({"products": {
+                product: {"candles": len(s), "first_hour": iso(s.times[0]), "last_hour": iso(s.times[-1])}
+                for product, s in series.items() if len(s)}}))
+            return 0
         try:
             faults = [parse_outage(spec) for spec in args.outage]
             for spec in args.truncate:
