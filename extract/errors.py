@@ -37,3 +37,8 @@ class TooFarBehind(ExtractError):
     def __init__(self, message: str, missing: Window) -> None:
         super().__init__(message)
         self.missing = missing
+
+
+class NeedsBackfill(ExtractError):
+    """Every product that failed an incremental run is too far behind, or has nothing stored: waiting and
+    retrying cannot help, only the backfill each message names. Schedulers fail such a run at once."""

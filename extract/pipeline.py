@@ -21,7 +21,7 @@ from candlecast.hours import HOUR, floor_hour, to_utc
 from candlecast.settings import ExtractSettings, Schemas
 from extract import load
 from extract.coinbase import CoinbaseClient
-from extract.errors import ExtractError, LoadError, NothingToResume, TooFarBehind
+from extract.errors import ExtractError, LoadError, NeedsBackfill, NothingToResume, TooFarBehind
 from extract.schema import ensure_raw_tables
 from extract.validate import validate_window
 from extract.windows import Window, clamp_end, split_windows
@@ -338,7 +338,8 @@ def incremental(
     run and is counted inserted or updated; unchanged ones are left alone. Hours the API still leaves out are
     reported as gaps, again on each run that covers them. A product with nothing stored starts at
     ``initial_start``, or fails with ``NothingToResume``. Every product is attempted; if any failed,
-    ``ExtractError`` lists them after the others have been stored.
+    ``ExtractError`` lists them after the others have been stored: ``NeedsBackfill`` when each failed one is
+    too far behind or has nothing stored (a retry cannot help).
     """
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -348,6 +349,7 @@ def incremental(
     client = client or CoinbaseClient(settings)
     results: list[ExtractResult] = []
     failures: list[str] = []
+    needs_backfill = 0
     try:
         for product_id in products:
             try:
@@ -361,6 +363,11 @@ def incremental(
             except TooFarBehind as exc:
                 _record_refusal(engine, schemas, product_id, exc)
                 failures.append(str(exc))
+                needs_backfill += 1
+                continue
+            except NothingToResume as exc:
+                failures.append(str(exc))
+                needs_backfill += 1
                 continue
             except ExtractError as exc:
                 failures.append(str(exc))
@@ -377,6 +384,9 @@ def incremental(
         if own_client:
             client.close()
     if failures:
-        raise ExtractError("; ".join(failures) if len(failures) == 1 else f"{len(failures)} products failed: "
-                           + "; ".join(failures))
+        message = "; ".join(failures)
+        if len(failures) > 1:
+            message = f"{len(failures)} products failed: {message}"
+        # Only a backfill helps these: a scheduler that retried would block its queue for the whole retry ladder.
+        raise NeedsBackfill(message) if needs_backfill == len(failures) else ExtractError(message)
     return results

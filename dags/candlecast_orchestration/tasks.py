@@ -77,12 +77,26 @@ def failed_earlier_steps(name: str) -> tuple[str, ...]:
     return tuple(s for s in earlier if s in failed)
 
 
+# Errors a retry cannot heal (an hour the API cannot give the run: a product too far behind or never backfilled).
+# Their task fails at once instead of climbing the retry ladder for minutes while ``max_active_runs=1`` holds every
+# other run of the DAG back, the run that was asked for among them.
+NOT_RETRIED = frozenset({"NeedsBackfill"})
+
+
+def not_retried(exc: BaseException) -> bool:
+    """Whether the task should fail for good on ``exc`` (raised in the task, or in its step's own process)."""
+    from cycle.step_process import error_name
+
+    return error_name(exc) in NOT_RETRIED
+
+
 def run_step(name: str, data_interval_start: datetime, data_interval_end: datetime,
              conn_prefix: str | None) -> list[dict[str, Any]]:
     """Run the cycle step ``name`` over the run's data interval; its summary becomes the task's XCom."""
     import logging
 
     from cycle.context import Interval
+    from cycle.step_process import error_name
     from cycle.steps import step
 
     chosen = step(name)
@@ -90,6 +104,14 @@ def run_step(name: str, data_interval_start: datetime, data_interval_end: dateti
     ctx = run_context(chosen.role, conn_prefix)
     if chosen.runs_after_failure:
         ctx = replace(ctx, failed_steps=failed_earlier_steps(name))
-    summary = chosen.execute(ctx, interval)
+    try:
+        summary = chosen.execute(ctx, interval)
+    except Exception as exc:
+        if not_retried(exc):
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"{name} {interval}: {exc} [{error_name(exc)}: failed without retries, "
+                                       "a retry cannot help]") from exc
+        raise
     logging.getLogger(__name__).info("%s %s: %s", name, interval, chosen.describe(summary))
     return summary

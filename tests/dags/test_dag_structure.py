@@ -119,6 +119,21 @@ def test_every_task_of_both_dags_alerts_when_it_fails(dagbag) -> None:
             assert any(isinstance(c, LogAlertNotifier) for c in callbacks), (dag_id, task.task_id)
 
 
+def test_a_failure_only_a_backfill_heals_fails_its_task_at_once_and_others_get_the_retries(dagbag) -> None:
+    """The task raises AirflowFailException for these (no retry), so a run for an hour the API cannot give it
+    does not hold the DAG's queue (max_active_runs=1) for the whole retry ladder."""
+    from candlecast_orchestration.tasks import not_retried
+
+    from cycle.step_process import StepProcessError
+    from extract.errors import FetchError, NeedsBackfill
+
+    # as the extract step's own process reports it (its type's name), and as raised in-process
+    assert not_retried(StepProcessError(NeedsBackfill.__name__, "BTC-USD: ... Run a backfill: ..."))
+    assert not_retried(NeedsBackfill("BTC-USD: ... Run a backfill: ..."))
+    assert not not_retried(StepProcessError(FetchError.__name__, "BTC-USD: gave up after 3 attempts: HTTP 503"))
+    assert not not_retried(StepProcessError("StepProcessDied", "killed by signal 9"))
+
+
 def test_the_default_alert_is_one_log_line_naming_dag_task_run_hour_and_error(dagbag, caplog) -> None:
     import logging
     from datetime import UTC, datetime
