@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from candlecast.settings import Role, Schemas
     from ml.lineage import FeatureLineage
+    from ml.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,14 @@ def _engine(role: Role, env: Mapping[str, str]) -> Iterator[tuple[Engine, Schema
         yield engine, settings.schemas
     finally:
         engine.dispose()
+
+
+def model_store(ctx: RunContext, engine: Engine, schemas: Schemas) -> ModelStore:
+    """The shared model store (``ml.store``): versions in the ml role's database, cached in ``ctx.model_store``."""
+    from ml.shared_store import StoreDatabase
+    from ml.store import ModelStore
+
+    return ModelStore(ctx.model_store, StoreDatabase(engine, schemas))
 
 
 def feature_lineage(ctx: RunContext) -> FeatureLineage:
@@ -132,19 +141,18 @@ def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
     hours it healed."""
     from candlecast.settings import ExtractSettings
     from ml.predict import forecast_hour, heal_forecasts
-    from ml.store import ModelStore
 
     feature_hour = interval.end - HOUR
     refetch_hours = ExtractSettings.from_env(ctx.env).refetch_hours
     # the feature hours whose candles this interval's extract re-fetched, the just-closed one (above) excepted
     heal_start = min(interval.end - refetch_hours * HOUR, feature_hour)
-    store = ModelStore(ctx.model_store)
     # a fallback's reason then says why the candle is missing for sure, not the usual guess
     upstream = "; ".join(_FAILED_BEFORE_PREDICT.get(name, f"this run's {name} step failed")
                          for name in ctx.failed_steps) or None
     out = []
     lineage = feature_lineage(ctx)
     with _engine("ml", ctx.env) as (engine, schemas):
+        store = model_store(ctx, engine, schemas)
         outcomes = [forecast_hour(engine, schemas, store, product, feature_hour, upstream_failure=upstream,
                                   lineage=lineage) for product in ctx.products]
         healed = heal_forecasts(engine, schemas, store, ctx.products, heal_start, feature_hour, lineage=lineage)
@@ -212,16 +220,15 @@ def training_cutoff(window_end: datetime, holdout_hours: int) -> datetime:
 def train_products(ctx: RunContext, interval: Interval) -> Summary:
     """Train LightGBM and the baselines on hours before ``end - CANDLECAST_HOLDOUT_HOURS``; register them."""
     from candlecast.settings import ml_settings
-    from ml.store import ModelStore
     from ml.train import TrainConfig, train
 
     settings = ml_settings(ctx.env)
     cutoff = training_cutoff(interval.end, settings.holdout_hours)
-    store = ModelStore(ctx.model_store)
     config = TrainConfig(num_threads=settings.num_threads)
     out = []
     lineage = feature_lineage(ctx)
     with _engine("ml", ctx.env) as (engine, schemas):
+        store = model_store(ctx, engine, schemas)
         for product in ctx.products:
             result = train(engine, schemas, store, product, cutoff, config, lineage=lineage)
             out.append({"product": product, "cutoff": cutoff.isoformat(), "versions": result.versions})
@@ -230,12 +237,11 @@ def train_products(ctx: RunContext, interval: Interval) -> Summary:
 
 def _evaluate(ctx: RunContext, window_end: datetime, record: bool) -> dict[str, Any]:
     from ml.evaluate import evaluate
-    from ml.store import ModelStore
 
-    store = ModelStore(ctx.model_store)
     reports = {}
     lineage = feature_lineage(ctx)
     with _engine("ml", ctx.env) as (engine, schemas):
+        store = model_store(ctx, engine, schemas)
         for product in ctx.products:
             reports[product] = evaluate(engine, schemas, store, product, window_end, record=record, lineage=lineage)
     return reports

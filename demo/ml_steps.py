@@ -25,13 +25,14 @@ PREDICT_HOURS = 48
 def _context(env: Mapping[str, str] | None = None) -> tuple[Engine, Schemas, MlSettings, ModelStore]:
     from candlecast.db import check_connection, make_engine
     from candlecast.settings import db_settings, ml_settings
+    from ml.shared_store import StoreDatabase
     from ml.store import ModelStore
 
     db = db_settings("ml", env)
     engine = make_engine(db)
     check_connection(engine, "candlecast ml")
     settings = ml_settings(env)
-    return engine, db.schemas, settings, ModelStore(settings.store_dir)
+    return engine, db.schemas, settings, ModelStore(settings.store_dir, StoreDatabase(engine, db.schemas))
 
 
 def _data_end(engine: Engine, schemas: Schemas, product: str) -> datetime:

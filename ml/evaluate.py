@@ -139,10 +139,10 @@ def evaluate(engine: Engine, schemas: Schemas, store: ModelStore, product: str, 
     window_end = naive_utc(window_end)
     versions = store.versions(product)
     if not versions:
-        raise EvaluationError(f"{product}: no models in the store {store.root}; run `python -m ml train` first")
+        raise EvaluationError(f"{product}: no models in the store {store}; run `python -m ml train` first")
     start = holdout_start(store, versions)
     if start is None:
-        raise EvaluationError(f"{product}: no readable model metadata in {store.root}")
+        raise EvaluationError(f"{product}: no readable model metadata in {store}")
     available = table_columns(engine, schemas)
     if not available:
         raise EvaluationError(f"{schemas.marts}.fct_candle_features does not exist or is not readable")

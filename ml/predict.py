@@ -235,7 +235,7 @@ def shadow_models(engine: Engine, schemas: Schemas, store: ModelStore, product: 
         try:
             model = cache.get(store, version)
         except Exception as exc:  # a broken shadow must not stop the served forecast
-            skipped[version] = f"cannot load from the store {store.root}: {exc}"
+            skipped[version] = f"cannot load from the store {store}: {exc}"
             continue
         reason = ineligibility(model.metadata, available, lineage)
         if reason is None:

@@ -117,6 +117,10 @@ def snapshot(admin, base: str) -> dict[str, list[tuple[Any, ...]]]:
                 keep = [c for c in columns if not c.lower().endswith("_at") and c.lower() not in VOLATILE_COLUMNS]
                 if database == schemas.raw and table == "extract_runs":
                     continue  # one row per run: two runs of the same hours are different runs
+                if database == schemas.ml and table == "model_store_files":
+                    # each version's metadata.json says when it was trained; the model files' identity is the
+                    # version's checksum, compared in model_store_versions
+                    continue
                 cols = ", ".join(f"`{c}`" for c in keep)
                 rows = conn.execute(text(f"select {cols} from `{database}`.`{table}`")).all()
                 key = f"{database.removeprefix(base)}.{table}"

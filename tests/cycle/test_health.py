@@ -80,6 +80,7 @@ def health_env(provision_schemas, replay_url: str) -> dict[str, str]:
     from ml.features import read_features
     from ml.lineage import read_lineage
     from ml.registry import ensure_ml_tables, register, switch_production
+    from ml.shared_store import StoreDatabase
     from ml.store import ModelStore
     from tests.support import backfill_history
 
@@ -92,8 +93,9 @@ def health_env(provision_schemas, replay_url: str) -> dict[str, str]:
     run_dbt(["build"], env=env, select=FEATURE_SELECT, args=INDIRECT_SELECTION, target_path=work / "target",
             log_path=work / "logs")
     lineage = read_lineage(work / "target" / "manifest.json")  # the project the cycle's own dbt steps build
-    schemas, store = Schemas(BASE), ModelStore(STORE)
+    schemas = Schemas(BASE)
     engine = engine_for("ml", env)
+    store = ModelStore(STORE, StoreDatabase(engine, schemas))
     try:
         cutoff = BROKEN_FROM - 7 * 24 * HOUR
         broken, persistence = broken_model(read_features(engine, schemas, PRODUCT, end=cutoff), cutoff, lineage)
@@ -119,12 +121,14 @@ def judged(health_env, replay):
     from cycle.steps import dbt_target_dir
     from ml.lineage import read_lineage
     from ml.predict import forecast_hours
+    from ml.shared_store import StoreDatabase
     from ml.store import ModelStore
 
     lineage = read_lineage(dbt_target_dir(health_env) / "target" / "manifest.json")
     engine = engine_for("ml", health_env)
+    store = ModelStore(STORE, StoreDatabase(engine, Schemas(BASE)))
     try:
-        forecast_hours(engine, Schemas(BASE), ModelStore(STORE), PRODUCT, BROKEN_FROM, JUDGED_CYCLE_END - 2 * HOUR,
+        forecast_hours(engine, Schemas(BASE), store, PRODUCT, BROKEN_FROM, JUDGED_CYCLE_END - 2 * HOUR,
                        lineage=lineage)
     finally:
         engine.dispose()
@@ -172,12 +176,14 @@ def test_a_stalled_source_fails_the_health_step_naming_product_and_raw_data(judg
     from candlecast.db import engine_for
     from candlecast.settings import Schemas
     from ml.registry import switch_production
+    from ml.shared_store import StoreDatabase
     from ml.store import ModelStore
     from tools.replay import MissingCandle
 
     engine = engine_for("ml", health_env)
     try:
-        persistence = next(v for v in ModelStore(STORE).versions(PRODUCT) if "naive_persistence" in v)
+        store = ModelStore(STORE, StoreDatabase(engine, Schemas(BASE)))
+        persistence = next(v for v in store.versions(PRODUCT) if "naive_persistence" in v)
         switch_production(engine, Schemas(BASE), PRODUCT, persistence, (BROKEN_FROM, JUDGED_CYCLE_END), {},
                           "the broken model replaced (tests/cycle/test_health.py)")
     finally:

@@ -71,6 +71,12 @@ def current_lineage() -> FeatureLineage:
     return read_lineage(DBT_DIR / "target" / "manifest.json")
 
 
+ML_TABLES = ("forecast_skips", "forecast_outcomes", "predictions", "model_promotions", "model_evaluations",
+             "model_registry")
+# the shared model store's (ml.shared_store): tests that go through the CLI or the cycle store models there
+STORE_TABLES = ("model_store_files", "model_store_versions")
+
+
 @dataclass(frozen=True)
 class MlDb:
     schemas: Schemas
@@ -89,8 +95,7 @@ def ml_db(mariadb: dict[str, str], provision_schemas, admin_engine) -> Iterator[
     fast_load_raw(engine_for("loader"), schemas)
     run_dbt("run", "+fct_candle_features")
     with admin_engine.begin() as conn:
-        for table in ("forecast_skips", "forecast_outcomes", "predictions", "model_promotions", "model_evaluations",
-                      "model_registry"):
+        for table in (*ML_TABLES, *STORE_TABLES):
             conn.execute(text(f"drop table if exists `{schemas.ml}`.{table}"))
     engine = engine_for("ml")  # the role ML runs as in production; schemas are passed explicitly
     yield MlDb(schemas, engine, admin_engine)
@@ -110,10 +115,11 @@ def clean_ml_tables(ml_db: MlDb) -> Iterator[None]:
     from sqlalchemy import text
 
     from ml.registry import ensure_ml_tables
+    from ml.shared_store import StoreDatabase
 
     ensure_ml_tables(ml_db.engine, ml_db.schemas)
+    StoreDatabase(ml_db.engine, ml_db.schemas).ensure_tables()
     with ml_db.admin.begin() as conn:
-        for table in ("forecast_skips", "forecast_outcomes", "predictions", "model_promotions", "model_evaluations",
-                      "model_registry"):
+        for table in (*ML_TABLES, *STORE_TABLES):
             conn.execute(text(f"delete from `{ml_db.schemas.ml}`.{table}"))
     yield

@@ -169,15 +169,18 @@ def table_rows(engine: Engine, database: str, table: str) -> Table:
 
 
 def snapshot(soak: Soak) -> Snapshot:
-    """Every table of the soak's base (raw, dbt, ML), the run log aside: one row per run, by design."""
+    """Every table of the soak's base (raw, dbt, ML), the run log and the stored models' files aside."""
     out: Snapshot = {}
+    # the run log has one row per run by design; a stored model's files include its metadata.json, which says when
+    # it was trained (the model files' checksum is in model_store_versions)
+    skipped = {(soak.schemas.raw, "extract_runs"), (soak.schemas.ml, "model_store_files")}
     with soak.admin.connect() as conn:
         for database in soak.schemas.all():
             tables = [r[0] for r in conn.exec_driver_sql(
                 "select table_name from information_schema.tables where table_schema = %s "
                 "and table_name not like '%%dbt_tmp%%' order by table_name", (database,))]
             for table in tables:
-                if (database, table) != (soak.schemas.raw, "extract_runs"):
+                if (database, table) not in skipped:
                     out[f"{database}.{table}"] = table_rows(soak.admin, database, table)
     return out
 
