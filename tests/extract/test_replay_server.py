@@ -97,3 +97,32 @@ def test_runs_as_a_command_on_a_port_of_its_choosing() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_synthetic_products_are_seeded_valid_candles_with_occasional_gaps_served_beside_the_sample() -> None:
+    from datetime import UTC, datetime
+
+    from extract.jsonnum import loads
+    from extract.validate import validate_window
+    from extract.windows import Window
+    from tools.replay import synthetic_products, with_synthetic
+
+    products = with_synthetic(20)
+    assert list(products)[:3] == ["BTC-USD", "SYN001-USD", "SYN002-USD"] and len(products) == 21
+    again = synthetic_products(20)
+    assert all(list(again[p].rows) == list(products[p].rows) for p in again)  # the same seed, the same candles
+    hours = sum(len(s) for p, s in products.items() if p != "BTC-USD")
+    # every product ends where the sample ends, and about one hour in 2,000 is not published at all
+    end = products["BTC-USD"].times[-1]
+    assert all(end - 3 * 3600 <= s.times[-1] <= end for s in again.values())
+    assert 0 < 20 * 2016 - hours < 100
+    with ReplayServer(products, rate=None) as server:
+        synthetic = again["SYN007-USD"]
+        first, last = synthetic.times[-300], synthetic.times[-1]
+        answer = get(server, "SYN007-USD", granularity=3600, start=first, end=last)
+        window = Window(datetime.fromtimestamp(first, UTC), datetime.fromtimestamp(last + 3600, UTC))
+        elements = loads(answer.text)
+        assert isinstance(elements, list)
+        checked = validate_window("SYN007-USD", window, elements)
+    # what the extractor would store: every served candle passes its checks (positive, low <= open/close <= high)
+    assert answer.status_code == 200 and checked.rejects == [] and len(checked.candles) == 300

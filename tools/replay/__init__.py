@@ -5,6 +5,7 @@ from tools.replay.clock import ReplayClock
 from tools.replay.data import BUNDLED_CSV, CandleSeries, bundled_series, read_csv
 from tools.replay.faults import Fault
 from tools.replay.server import ReplayServer
+from tools.replay.synthetic import synthetic_id, synthetic_products, with_synthetic
 from tools.replay.timeline import CorrectedCandle, LateCandle, MissingCandle
 
 __all__ = [
@@ -18,4 +19,7 @@ __all__ = [
     "ReplayServer",
     "bundled_series",
     "read_csv",
+    "synthetic_id",
+    "synthetic_products",
+    "with_synthetic",
 ]

@@ -12,6 +12,7 @@ from tools.replay.clock import iso, to_unix
 from tools.replay.data import BUNDLED_CSV, BUNDLED_PRODUCT, ReplayDataError, read_csv
 from tools.replay.faults import Fault
 from tools.replay.server import ReplayServer
+from tools.replay.synthetic import DEFAULT_HOURS, synthetic_products
 from tools.replay.timeline import CorrectedCandle, Event, LateCandle, MissingCandle
 
 
@@ -59,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"serve PATH (csv or csv.gz: time,low,high,open,close,volume) as PRODUCT; repeatable "
              f"(default {BUNDLED_PRODUCT}={BUNDLED_CSV.name}, the bundled sample)",
     )
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N",
+                        help="also serve N synthetic products SYN001-USD... (seeded random walks with gaps, "
+                             "tools/replay/synthetic.py) ending where the bundled sample ends (default 0)")
+    parser.add_argument("--synthetic-hours", type=int, default=DEFAULT_HOURS, metavar="H",
+                        help="hours of history of each synthetic product (default %(default)s)")
     parser.add_argument("--rate", type=float, default=10.0, help="requests/s per client before 429 (default 10)")
     parser.add_argument("--burst", type=int, default=15, help="token-bucket burst (default 15)")
     parser.add_argument("--no-rate-limit", action="store_true", help="never answer 429")
@@ -97,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             if not sep or not product or not path:
                 parser.error(f"--csv wants PRODUCT=PATH, got {spec!r}")
             series[product] = read_csv(Path(path), product)
+        if args.synthetic < 0 or args.synthetic_hours < 1:
+            parser.error("--synthetic wants N >= 0 and --synthetic-hours H >= 1")
+        series.update(synthetic_products(args.synthetic, hours=args.synthetic_hours))
         if args.describe:  # before binding anything: a launcher asks what it is about to serve
             print(json.dumps({"products": {
                 product: {"candles": len(s), "first_hour": iso(s.times[0]), "last_hour": iso(s.times[-1])}
@@ -124,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ReplayDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    served = ", ".join(f"{p} ({len(s):,} candles)" for p, s in series.items())
+    shown = list(series.items())[:5]
+    served = ", ".join(f"{p} ({len(s):,} candles)" for p, s in shown)
+    served += f" and {len(series) - len(shown)} more products" if len(series) > len(shown) else ""
     print(f"replay server on {server.url} serving {served}; export COINBASE_API_URL={server.url}", flush=True)
     try:
         server.serve_forever()

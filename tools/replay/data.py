@@ -9,6 +9,7 @@ import bisect
 import csv
 import gzip
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -29,7 +30,7 @@ class ReplayDataError(ValueError):
 class CandleSeries:
     product_id: str
     times: tuple[int, ...]  # ascending bucket starts, UNIX seconds
-    rows: tuple[tuple[str, str, str, str, str], ...]  # low, high, open, close, volume as recorded
+    rows: Sequence[tuple[str, str, str, str, str]]  # low, high, open, close, volume as recorded (or made)
 
     def __len__(self) -> int:
         return len(self.times)
