@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from candlecast.hours import HOUR, floor_hour
 from cycle.context import Interval, RunContext, schema_base
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ml.store import ModelStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What each dbt step builds (dbt selection syntax), with the tests of those models. The feature chain ends at
 # the view the ML layer reads. The DAGs render the same selections through Cosmos.
@@ -58,6 +59,44 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+class ProductsFailed(RuntimeError):
+    """A step did its work for every product but these (``failures``: product -> its error); the others' results
+    are written."""
+
+    def __init__(self, failures: dict[str, BaseException], attempted: int) -> None:
+        listed = "; ".join(_product_error(product, exc) for product, exc in failures.items())
+        super().__init__(f"{len(failures)} of {attempted} products failed: {listed}")
+        self.failures = failures
+
+
+def _product_error(product: str, exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    named = message if message.startswith(product) else f"{product}: {message}"
+    return f"{type(exc).__name__}: {named}"
+
+
+def each_product(products: Sequence[str], work: Callable[[str], T]) -> tuple[dict[str, T], dict[str, BaseException]]:
+    """``work`` for every product, one product's failure never stopping the others: (results, failures) by
+    product. With 250 products a step must not leave 249 undone because one has no model or bad data."""
+    results: dict[str, T] = {}
+    failures: dict[str, BaseException] = {}
+    for product in products:
+        try:
+            results[product] = work(product)
+        except Exception as exc:
+            log.error("%s failed: %s: %s", product, type(exc).__name__, exc)
+            failures[product] = exc
+    return results, failures
+
+
+def raise_failures(failures: dict[str, BaseException], attempted: int) -> None:
+    """After the others' work is written: the one product's own error as it is, or ``ProductsFailed`` naming each."""
+    if len(failures) == 1:
+        raise next(iter(failures.values()))
+    if failures:
+        raise ProductsFailed(failures, attempted)
 
 
 @contextmanager
@@ -149,14 +188,19 @@ def predict_interval_end(ctx: RunContext, interval: Interval) -> Summary:
     # a fallback's reason then says why the candle is missing for sure, not the usual guess
     upstream = "; ".join(_FAILED_BEFORE_PREDICT.get(name, f"this run's {name} step failed")
                          for name in ctx.failed_steps) or None
-    out = []
     lineage = feature_lineage(ctx)
+    healing_failures: dict[str, BaseException] = {}
     with _engine("ml", ctx.env) as (engine, schemas):
         store = model_store(ctx, engine, schemas)
-        outcomes = [forecast_hour(engine, schemas, store, product, feature_hour, upstream_failure=upstream,
-                                  lineage=lineage) for product in ctx.products]
-        healed = heal_forecasts(engine, schemas, store, ctx.products, heal_start, feature_hour, lineage=lineage)
-    for outcome in outcomes:
+        outcomes, failures = each_product(ctx.products, lambda product: forecast_hour(
+            engine, schemas, store, product, feature_hour, upstream_failure=upstream, lineage=lineage))
+        healed = heal_forecasts(engine, schemas, store, list(outcomes), heal_start, feature_hour, lineage=lineage,
+                                failures=healing_failures)
+    for product, exc in healing_failures.items():
+        failures.setdefault(product, exc)
+    raise_failures(failures, len(ctx.products))
+    out = []
+    for outcome in outcomes.values():
         hours = [o.feature_hour.isoformat() for o in healed.get(outcome.product_id, [])]
         out.append({**outcome.as_json(), "summary": outcome.summary(), "healed": hours,
                     "shadows": list(outcome.shadows), "shadow_skips": list(outcome.shadow_skips)})
@@ -225,25 +269,26 @@ def train_products(ctx: RunContext, interval: Interval) -> Summary:
     settings = ml_settings(ctx.env)
     cutoff = training_cutoff(interval.end, settings.holdout_hours)
     config = TrainConfig(num_threads=settings.num_threads)
-    out = []
     lineage = feature_lineage(ctx)
     with _engine("ml", ctx.env) as (engine, schemas):
         store = model_store(ctx, engine, schemas)
-        for product in ctx.products:
-            result = train(engine, schemas, store, product, cutoff, config, lineage=lineage)
-            out.append({"product": product, "cutoff": cutoff.isoformat(), "versions": result.versions})
-    return out
+        results, failures = each_product(ctx.products, lambda product: train(
+            engine, schemas, store, product, cutoff, config, lineage=lineage))
+    raise_failures(failures, len(ctx.products))
+    return [{"product": product, "cutoff": cutoff.isoformat(), "versions": result.versions}
+            for product, result in results.items()]
 
 
 def _evaluate(ctx: RunContext, window_end: datetime, record: bool) -> dict[str, Any]:
+    """Every product's evaluation report; ``ProductsFailed`` (or the one product's error) after the others'."""
     from ml.evaluate import evaluate
 
-    reports = {}
     lineage = feature_lineage(ctx)
     with _engine("ml", ctx.env) as (engine, schemas):
         store = model_store(ctx, engine, schemas)
-        for product in ctx.products:
-            reports[product] = evaluate(engine, schemas, store, product, window_end, record=record, lineage=lineage)
+        reports, failures = each_product(ctx.products, lambda product: evaluate(
+            engine, schemas, store, product, window_end, record=record, lineage=lineage))
+    raise_failures(failures, len(ctx.products))
     return reports
 
 
@@ -272,14 +317,13 @@ def promote_best(ctx: RunContext, interval: Interval) -> Summary:
 
     settings = ml_settings(ctx.env)
     rule = PromotionRule(settings.promotion_live_hours, settings.promotion_min_live_hours, settings.shadow_retrains)
-    out = []
     reports = _evaluate(ctx, interval.end, False)
     with _engine("ml", ctx.env) as (engine, schemas):
-        for product, report in reports.items():
-            decision = promote(engine, schemas, report, rule)
-            out.append({"product": product, "production": decision.winner, "previous": decision.previous,
-                        "changed": decision.changed, "evidence": decision.evidence, "reason": decision.reason})
-    return out
+        decisions, failures = each_product(list(reports), lambda product: promote(engine, schemas, reports[product],
+                                                                                    rule))
+    raise_failures(failures, len(reports))
+    return [{"product": product, "production": d.winner, "previous": d.previous, "changed": d.changed,
+             "evidence": d.evidence, "reason": d.reason} for product, d in decisions.items()]
 
 
 # --- one line per step, for the command's output -----------------------------------------------------

@@ -548,7 +548,8 @@ def _runs(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
 
 def heal_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, products: list[str] | tuple[str, ...],
                    start: datetime, end: datetime, cache: ModelCache | None = None, *,
-                   lineage: FeatureLineage) -> dict[str, list[ForecastOutcome]]:
+                   lineage: FeatureLineage,
+                   failures: dict[str, BaseException] | None = None) -> dict[str, list[ForecastOutcome]]:
     """Re-forecast (``forecast_hours``) every feature hour in [start, end) whose recorded outcome is a fallback
     or none, or that has no outcome (after the product's first one: its cycle never ran), and whose candle has
     since arrived and is forecastable; the outcomes written, per product.
@@ -558,13 +559,21 @@ def heal_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, products
     healed hour is a ``model`` outcome (its ``replaced_outcome`` keeps what was served at cycle time) and is
     not found again; an hour whose candle is still missing is not touched (one with no outcome gets none: nothing
     was served at its cycle, and a fallback recorded now would pretend otherwise). ``cache`` defaults to the process's
-    (``forecast_hour``'s), so the hour's own forecast and the healing load the model once.
+    (``forecast_hour``'s), so the hour's own forecast and the healing load the model once. With ``failures`` given,
+    a product whose healing fails is put there (product -> error) and the others are still healed.
     """
     cache = cache or DEFAULT_CACHE
     healed: dict[str, list[ForecastOutcome]] = {}
     for product, hours in healable_hours(engine, schemas, products, start, end).items():
-        outcomes = [o for first, last in _runs(hours) for o in forecast_hours(engine, schemas, store, product,
-                                                                               first, last, cache, lineage=lineage)]
+        try:
+            outcomes = [o for first, last in _runs(hours)
+                        for o in forecast_hours(engine, schemas, store, product, first, last, cache, lineage=lineage)]
+        except Exception as exc:
+            if failures is None:
+                raise
+            log.error("%s: healing failed: %s: %s", product, type(exc).__name__, exc)
+            failures[product] = exc
+            continue
         log.info("%s: healed %d hour(s) that had a fallback or no outcome: %s", product, len(outcomes),
                  _hours_text([o.feature_hour for o in outcomes]))
         healed[product] = outcomes
