@@ -63,20 +63,33 @@
 {#-
   A WHERE condition keeping each listed product's hours from its recompute_from minus `back_hours`
   on, and every hour of products not listed (new or recomputed whole).
+
+  Products that share a recompute_from (all of them, when every product is up to date) share one branch,
+  `hour >= <bound> and product_id in (...)`: one OR branch per distinct bound, not one per product, so the
+  condition MariaDB analyses into primary-key ranges stays small with hundreds of products.
 -#}
 {% macro recompute_filter(ranges, back_hours=0, product_column='product_id', hour_column='hour') -%}
     {%- if ranges | length == 0 -%}
     1 = 1
     {%- else -%}
+    {%- set by_bound = {} -%}
+    {%- for r in ranges -%}
+        {%- if r.recompute_from not in by_bound -%}{%- do by_bound.update({r.recompute_from: []}) -%}{%- endif -%}
+        {%- do by_bound[r.recompute_from].append(r.product_id) -%}
+    {%- endfor %}
     (
-        {%- for r in ranges %}
-        ({{ product_column }} = {{ sql_string(r.product_id) }}
-            and {{ hour_column }} >= timestamp {{ sql_string(r.recompute_from) }} - interval {{ back_hours }} hour)
+        {%- for bound in by_bound | sort %}
+        ({{ hour_column }} >= timestamp {{ sql_string(bound) }} - interval {{ back_hours }} hour
+            and {{ product_column }} in ({{ sql_list(by_bound[bound]) }}))
         or
         {%- endfor %}
-        {{ product_column }} not in ({% for r in ranges %}{{ sql_string(r.product_id) }}{{ ", " if not loop.last }}{% endfor %})
+        {{ product_column }} not in ({{ sql_list(ranges | map(attribute='product_id') | list) }})
     )
     {%- endif -%}
+{%- endmacro %}
+
+{% macro sql_list(values) -%}
+    {%- for value in values %}{{ sql_string(value) }}{{ ", " if not loop.last }}{% endfor -%}
 {%- endmacro %}
 
 {% macro sql_string(value) -%}
