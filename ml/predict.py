@@ -276,15 +276,32 @@ def _model_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, produc
     return Forecasts(production, shadow_rows, skips)
 
 
+# MariaDB's "table doesn't exist" and "unknown column": the ML tables are missing, or from before a column
+MISSING_TABLE_OR_COLUMN = frozenset({1146, 1054})
+
+
 def _write(engine: Engine, schemas: Schemas, forecasts: Forecasts, outcomes: list[ForecastOutcome]) -> None:
+    """One transaction per product and hour. The tables are created (or migrated) on the first write that finds
+    them missing, not checked before every write: that was seven statements per product and hour, most of the
+    hourly step's round trips once there are hundreds of products."""
+    from sqlalchemy.exc import DBAPIError
+
     from ml.registry import ensure_ml_tables, record_skips, upsert_outcomes, upsert_predictions
 
-    ensure_ml_tables(engine, schemas)
     predictions = [p.as_row() for p in (*forecasts.production, *forecasts.shadows)]
-    with engine.begin() as conn:
-        upsert_predictions(conn, schemas, predictions)
-        upsert_outcomes(conn, schemas, [o.as_row() for o in outcomes])
-        record_skips(conn, schemas, [s.as_row() for s in forecasts.skips], [p.as_row() for p in forecasts.shadows])
+    for attempt in (1, 2):
+        try:
+            with engine.begin() as conn:
+                upsert_predictions(conn, schemas, predictions)
+                upsert_outcomes(conn, schemas, [o.as_row() for o in outcomes])
+                record_skips(conn, schemas, [s.as_row() for s in forecasts.skips],
+                             [p.as_row() for p in forecasts.shadows])
+            return
+        except DBAPIError as exc:
+            code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+            if attempt == 2 or code not in MISSING_TABLE_OR_COLUMN:
+                raise
+            ensure_ml_tables(engine, schemas)
 
 
 def predict_range(engine: Engine, schemas: Schemas, store: ModelStore, product: str, start: datetime,

@@ -105,7 +105,7 @@ def synthetic_series(product_id: str, number: int, first: int, hours: int, seed:
     volume = base_volume * daily * np.exp(rng.normal(0.0, 0.4, hours)) * (1.0 + np.abs(returns) / vol)
     places = _price_places(float(np.median(close)))
     # rounding is monotonic: rounded lows and highs still bound the rounded open and close
-    values = np.round(np.column_stack([low, high, open_, close, volume]), [places] * 4 + [8])
+    values = np.column_stack([np.round(np.column_stack([low, high, open_, close]), places), np.round(volume, 8)])
     values[:, 0] = np.minimum(values[:, 0], np.minimum(values[:, 2], values[:, 3]))
     values[:, 1] = np.maximum(values[:, 1], np.maximum(values[:, 2], values[:, 3]))
     values[:, 0] = np.maximum(values[:, 0], 10.0 ** -places)  # never a zero price
