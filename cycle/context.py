@@ -107,6 +107,8 @@ class RunContext:
     # it (``ml.lineage``). None: ``CANDLECAST_DBT_MANIFEST`` (what ``make dbt-parse`` writes and Cosmos renders the
     # DAGs from); the cycle command sets the one its own dbt steps write (``cycle.steps.dbt_target_dir``).
     dbt_manifest: Path | None = None
+    # How many processes an ML step runs in, each with a share of the products (``CANDLECAST_ML_WORKERS``).
+    workers: int = 1
 
     @classmethod
     def resolve(cls, env: Mapping[str, str] | None = None, *, products: Sequence[str] | None = None,
@@ -127,7 +129,8 @@ class RunContext:
         if not chosen:
             raise SettingsError("no product to run: set CANDLECAST_EXTRACT_PRODUCTS")
         chosen = parse_products(",".join(chosen), "--product" if products else "CANDLECAST_EXTRACT_PRODUCTS")
-        store = Path(model_store) if model_store else ml_settings(full).store_dir
+        ml = ml_settings(full)
+        store = Path(model_store) if model_store else ml.store_dir
         secrets_from_file = set(password_vars()) - set(given)
         kept = {key: value for key, value in full.items() if key not in secrets_from_file}
-        return cls(env=kept, products=chosen, model_store=store)
+        return cls(env=kept, products=chosen, model_store=store, workers=ml.step_workers)

@@ -81,6 +81,36 @@ def run_in_own_process(step: Step, ctx: RunContext, interval: Interval) -> Summa
     return summary
 
 
+def run_in_processes(step: Step, ctx: RunContext, interval: Interval) -> Summary:
+    """``step`` in up to ``ctx.workers`` processes at once (``run_in_own_process``), each with every
+    ``workers``-th product (a heavy product and light ones share out evenly); the summaries in the products' order.
+
+    Every share runs to its end. One share's failure is raised as it is, several as one ``StepProcessError``
+    naming each; the other shares' work is written either way."""
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    shares = [ctx.products[i::ctx.workers] for i in range(ctx.workers) if ctx.products[i::ctx.workers]]
+    if len(shares) <= 1:
+        return run_in_own_process(step, ctx, interval)
+    with ThreadPoolExecutor(len(shares), thread_name_prefix=f"{step.name}-share") as pool:
+        futures = [pool.submit(run_in_own_process, step, replace(ctx, products=share), interval) for share in shares]
+    summary: Summary = []
+    errors: list[StepProcessError] = []
+    for future in futures:
+        try:
+            summary.extend(future.result())
+        except StepProcessError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        types = {e.error_type for e in errors}
+        raise StepProcessError(types.pop() if len(types) == 1 else "ProductsFailed", "; ".join(map(str, errors)))
+    order = {product: i for i, product in enumerate(ctx.products)}
+    return sorted(summary, key=lambda s: order.get(str(s.get("product") or s.get("product_id")), len(order)))
+
+
 def _answer(stdout: bytes) -> dict[str, Any] | None:
     lines = stdout.decode(errors="replace").strip().splitlines()
     if not lines:

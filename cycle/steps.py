@@ -404,6 +404,9 @@ class Step:
     # by name in the tables below; a step not in them (a test's) runs in the caller's process. dbt steps are
     # processes of their own anyway.
     own_process: bool = False
+    # Runs in ``RunContext.workers`` processes at once, each with a share of the products (``run_in_processes``):
+    # the ML steps, whose per-product work is CPU-bound. Not extract (the API's rate limit is per client address).
+    parallel: bool = False
 
     @property
     def is_dbt(self) -> bool:
@@ -412,9 +415,9 @@ class Step:
     def execute(self, ctx: RunContext, interval: Interval) -> Summary:
         """Run the step as the cycle command and the DAGs' tasks do: in a process of its own when so marked."""
         if self.own_process:
-            from cycle.step_process import run_in_own_process
+            from cycle.step_process import run_in_own_process, run_in_processes
 
-            return run_in_own_process(self, ctx, interval)
+            return (run_in_processes if self.parallel else run_in_own_process)(self, ctx, interval)
         return self.run(ctx, interval)
 
 
@@ -423,8 +426,8 @@ def _dbt_step(name: str, select: tuple[str, ...], runs_after_failure: bool = Fal
 
 
 def _python_step(name: str, role: Role, run: Callable[[RunContext, Interval], Summary],
-                 describe: Callable[[Summary], str], runs_after_failure: bool = False) -> Step:
-    return Step(name, role, run, describe, runs_after_failure=runs_after_failure, own_process=True)
+                 describe: Callable[[Summary], str], runs_after_failure: bool = False, parallel: bool = False) -> Step:
+    return Step(name, role, run, describe, runs_after_failure=runs_after_failure, own_process=True, parallel=parallel)
 
 
 # The DAGs' tasks, in their order (tests/dags checks the DAGs against these tables).
@@ -434,7 +437,7 @@ def _python_step(name: str, role: Role, run: Callable[[RunContext, Interval], Su
 HOURLY_STEPS: tuple[Step, ...] = (
     _python_step("extract", "loader", extract_interval, _describe_extract),
     _dbt_step("features", FEATURE_SELECT, runs_after_failure=True),
-    _python_step("predict", "ml", predict_interval_end, _describe_predict, runs_after_failure=True),
+    _python_step("predict", "ml", predict_interval_end, _describe_predict, runs_after_failure=True, parallel=True),
     _dbt_step("accuracy", ACCURACY_SELECT, runs_after_failure=True),
     # Not a Cosmos group: one Python step (as the transformer, which builds the mart and reads the failing rows)
     # builds the health mart and judges its tests by severity, so an error fails that task (red) and names the
@@ -443,9 +446,9 @@ HOURLY_STEPS: tuple[Step, ...] = (
 )
 WEEKLY_STEPS: tuple[Step, ...] = (
     _dbt_step("features", FEATURE_SELECT),
-    _python_step("train", "ml", train_products, _describe_train),
-    _python_step("evaluate", "ml", evaluate_store, _describe_evaluate),
-    _python_step("promote", "ml", promote_best, _describe_promote),
+    _python_step("train", "ml", train_products, _describe_train, parallel=True),
+    _python_step("evaluate", "ml", evaluate_store, _describe_evaluate, parallel=True),
+    _python_step("promote", "ml", promote_best, _describe_promote, parallel=True),
 )
 
 

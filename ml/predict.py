@@ -278,6 +278,10 @@ def _model_forecasts(engine: Engine, schemas: Schemas, store: ModelStore, produc
 
 # MariaDB's "table doesn't exist" and "unknown column": the ML tables are missing, or from before a column
 MISSING_TABLE_OR_COLUMN = frozenset({1146, 1054})
+# A deadlock or a lock wait timeout: processes forecasting other products at the same time (the cycle's shares, the
+# DAG's mapped batches) write rows next to each other in the same indexes; InnoDB rolled this one back: run it again.
+LOCK_CONFLICT = frozenset({1213, 1205})
+WRITE_ATTEMPTS = 4
 
 
 def _write(engine: Engine, schemas: Schemas, forecasts: Forecasts, outcomes: list[ForecastOutcome]) -> None:
@@ -289,7 +293,8 @@ def _write(engine: Engine, schemas: Schemas, forecasts: Forecasts, outcomes: lis
     from ml.registry import ensure_ml_tables, record_skips, upsert_outcomes, upsert_predictions
 
     predictions = [p.as_row() for p in (*forecasts.production, *forecasts.shadows)]
-    for attempt in (1, 2):
+    created = False
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             with engine.begin() as conn:
                 upsert_predictions(conn, schemas, predictions)
@@ -299,9 +304,15 @@ def _write(engine: Engine, schemas: Schemas, forecasts: Forecasts, outcomes: lis
             return
         except DBAPIError as exc:
             code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-            if attempt == 2 or code not in MISSING_TABLE_OR_COLUMN:
+            if attempt == WRITE_ATTEMPTS or not (code in LOCK_CONFLICT or (code in MISSING_TABLE_OR_COLUMN
+                                                                            and not created)):
                 raise
+            if code in LOCK_CONFLICT:
+                log.info("forecast write rolled back by InnoDB (%s); attempt %d of %d", code, attempt + 1,
+                         WRITE_ATTEMPTS)
+                continue
             ensure_ml_tables(engine, schemas)
+            created = True
 
 
 def predict_range(engine: Engine, schemas: Schemas, store: ModelStore, product: str, start: datetime,

@@ -16,7 +16,8 @@ from candlecast.settings.extract import DEFAULT_PRODUCT
 class MlSettings(EnvSettings):
     """``CANDLECAST_MODEL_STORE`` (default ``$CANDLECAST_LOCAL_DIR/models``), ``CANDLECAST_PRODUCT``,
     ``CANDLECAST_ML_THREADS``, ``CANDLECAST_HOLDOUT_HOURS``, ``CANDLECAST_PROMOTION_LIVE_HOURS``,
-    ``CANDLECAST_PROMOTION_MIN_LIVE_HOURS``, ``CANDLECAST_SHADOW_RETRAINS``, ``CANDLECAST_DEMO_BACKTEST_WEEKS``."""
+    ``CANDLECAST_PROMOTION_MIN_LIVE_HOURS``, ``CANDLECAST_SHADOW_RETRAINS``, ``CANDLECAST_ML_WORKERS``,
+    ``CANDLECAST_DEMO_BACKTEST_WEEKS``."""
 
     store_dir: Path = Field(validation_alias="CANDLECAST_MODEL_STORE")
     product: str = Field(DEFAULT_PRODUCT, validation_alias="CANDLECAST_PRODUCT")
@@ -32,6 +33,9 @@ class MlSettings(EnvSettings):
     # Candidates of the newest this many training cutoffs keep forecasting in the shadow of production; older
     # ones are archived at promotion, so the shadows of each hour stay bounded.
     shadow_retrains: int = Field(4, validation_alias="CANDLECAST_SHADOW_RETRAINS")
+    # Processes the cycle runs each ML step in (predict, train, evaluate, promote), each with a share of the products:
+    # the per-product work is CPU-bound Python, so a second core halves it once there are many products.
+    step_workers: int = Field(2, validation_alias="CANDLECAST_ML_WORKERS")
     # Length of the demo's backtest (`make backtest` runs 52 weeks).
     demo_backtest_weeks: int = Field(8, validation_alias="CANDLECAST_DEMO_BACKTEST_WEEKS")
     # Only to place the default model store.
@@ -55,7 +59,7 @@ class MlSettings(EnvSettings):
         return value
 
     @field_validator("holdout_hours", "demo_backtest_weeks", "promotion_live_hours", "promotion_min_live_hours",
-                     "shadow_retrains")
+                     "shadow_retrains", "step_workers")
     @classmethod
     def _hours(cls, value: int) -> int:
         if value < 1:
