@@ -279,23 +279,23 @@ def train_products(ctx: RunContext, interval: Interval) -> Summary:
             for product, result in results.items()]
 
 
-def _evaluate(ctx: RunContext, window_end: datetime, record: bool) -> dict[str, Any]:
-    """Every product's evaluation report; ``ProductsFailed`` (or the one product's error) after the others'."""
+def _evaluate(ctx: RunContext, window_end: datetime, record: bool) -> tuple[dict[str, Any], dict[str, BaseException]]:
+    """Every product's evaluation report, and the products whose evaluation failed with their errors."""
     from ml.evaluate import evaluate
 
     lineage = feature_lineage(ctx)
     with _engine("ml", ctx.env) as (engine, schemas):
         store = model_store(ctx, engine, schemas)
-        reports, failures = each_product(ctx.products, lambda product: evaluate(
+        return each_product(ctx.products, lambda product: evaluate(
             engine, schemas, store, product, window_end, record=record, lineage=lineage))
-    raise_failures(failures, len(ctx.products))
-    return reports
 
 
 def evaluate_store(ctx: RunContext, interval: Interval) -> Summary:
     """Score every stored model of each product on the holdout that ends at the interval's end; record it."""
+    reports, failures = _evaluate(ctx, interval.end, True)
+    raise_failures(failures, len(ctx.products))
     out = []
-    for product, report in _evaluate(ctx, interval.end, True).items():
+    for product, report in reports.items():
         log.info("%s holdout scores:\n%s", product, report.table())
         out.append({
             "product": product, "window_start": report.window_start.isoformat(),
@@ -317,16 +317,26 @@ def promote_best(ctx: RunContext, interval: Interval) -> Summary:
 
     settings = ml_settings(ctx.env)
     rule = PromotionRule(settings.promotion_live_hours, settings.promotion_min_live_hours, settings.shadow_retrains)
-    reports = _evaluate(ctx, interval.end, False)
+    reports, failures = _evaluate(ctx, interval.end, False)
     with _engine("ml", ctx.env) as (engine, schemas):
-        decisions, failures = each_product(list(reports), lambda product: promote(engine, schemas, reports[product],
-                                                                                    rule))
-    raise_failures(failures, len(reports))
+        decisions, promote_failures = each_product(list(reports), lambda product: promote(
+            engine, schemas, reports[product], rule))
+    raise_failures({**failures, **promote_failures}, len(ctx.products))
     return [{"product": product, "production": d.winner, "previous": d.previous, "changed": d.changed,
              "evidence": d.evidence, "reason": d.reason} for product, d in decisions.items()]
 
 
 # --- one line per step, for the command's output -----------------------------------------------------
+
+SHOWN_PRODUCTS = 5  # with more products, a step's line counts them and shows the first few
+
+
+def _joined(parts: list[str], what: str) -> str:
+    if len(parts) <= SHOWN_PRODUCTS:
+        return "; ".join(parts)
+    shown = "; ".join(parts[:SHOWN_PRODUCTS])
+    return f"{len(parts)} products {what}; {shown}; ... ({len(parts) - SHOWN_PRODUCTS} more)"
+
 
 def _describe_extract(summary: Summary) -> str:
     parts = []
@@ -335,7 +345,8 @@ def _describe_extract(summary: Summary) -> str:
         gaps = f", {len(s['gaps'])} missing hour(s)" if s["gaps"] else ""
         parts.append(f"{s['product']} {span}: {s['received']} received, {s['inserted']} inserted, "
                      f"{s['updated']} updated, {s['unchanged']} unchanged, {s['rejected']} rejected{gaps}")
-    return "; ".join(parts)
+    inserted = sum(s["inserted"] for s in summary)
+    return _joined(parts, f"extracted, {inserted} candles inserted")
 
 
 def _describe_predict(summary: Summary) -> str:
@@ -350,7 +361,9 @@ def _describe_predict(summary: Summary) -> str:
         skipped = f", {len(s['shadow_skips'])} skipped" if s.get("shadow_skips") else ""
         return f" (+{len(s.get('shadows') or [])} shadow forecast(s){skipped})"
 
-    return "; ".join(s["summary"] + shadows(s) + healed(s) for s in summary)
+    fallbacks = sum(1 for s in summary if s.get("outcome") != "model")
+    return _joined([s["summary"] + shadows(s) + healed(s) for s in summary],
+                   f"forecast, {len(summary) - fallbacks} by their model, {fallbacks} fallback or none")
 
 
 def _describe_dbt(summary: Summary) -> str:
@@ -367,8 +380,8 @@ def _describe_health(summary: Summary) -> str:
 
 
 def _describe_train(summary: Summary) -> str:
-    return "; ".join(f"{s['product']}: {len(s['versions'])} models trained before "
-                     f"{s['cutoff'][:16].replace('T', ' ')} UTC" for s in summary)
+    return _joined([f"{s['product']}: {len(s['versions'])} models trained before "
+                    f"{s['cutoff'][:16].replace('T', ' ')} UTC" for s in summary], "trained")
 
 
 def _describe_evaluate(summary: Summary) -> str:
@@ -378,12 +391,13 @@ def _describe_evaluate(summary: Summary) -> str:
         best = min(scored, key=lambda m: m["scores"]["mae"], default=None)
         lead = f", lowest MAE {best['scores']['mae']:.2f} ({best['version']})" if best else ""
         parts.append(f"{s['product']}: {len(scored)} of {len(s['models'])} models scored on {s['rows']} hours{lead}")
-    return "; ".join(parts)
+    return _joined(parts, "evaluated")
 
 
 def _describe_promote(summary: Summary) -> str:
-    return "; ".join(f"{s['product']}: {'promoted' if s['changed'] else 'kept'} {s['production']} "
-                     f"(on the {s.get('evidence', 'holdout')})" for s in summary)
+    changed = sum(1 for s in summary if s["changed"])
+    return _joined([f"{s['product']}: {'promoted' if s['changed'] else 'kept'} {s['production']} "
+                    f"(on the {s.get('evidence', 'holdout')})" for s in summary], f"judged, {changed} promoted")
 
 
 @dataclass(frozen=True)
