@@ -173,7 +173,7 @@ STANDALONE_USERS = ("test_running_airflow_api.py", "test_the_airflow_cli.py")
 @pytest.fixture(scope="package")
 def airflow_booting(dag_env, dbt_manifest, request):
     """Boot the API and CLI tests' Airflow now if those tests are part of this session."""
-    if any(item.fspath.basename in STANDALONE_USERS for item in request.session.items):
+    if "api" not in BOOTING and any(item.fspath.basename in STANDALONE_USERS for item in request.session.items):
         from tests.dags.test_running_airflow_api import _boot
 
         BOOTING["api"] = _boot()
@@ -186,7 +186,10 @@ def api_airflow(dag_env, dbt_manifest) -> Iterator[LocalAirflow]:
     from candlecast.airflow_local import stop
     from tests.dags.test_running_airflow_api import _boot
 
-    boot = BOOTING.get("api") or _boot()
+    # One boot per session: a later airflow_booting must not restart the instance this fixture handed out.
+    if "api" not in BOOTING:
+        BOOTING["api"] = _boot()
+    boot = BOOTING["api"]
     boot.thread.join(timeout=400)
     if boot.error is not None:
         raise boot.error
