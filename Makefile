@@ -83,8 +83,11 @@ db-status:  ## is the project's MariaDB running?
 demo: db-start  ## run the whole offline pipeline on the bundled real data and say where the results are
 	@$(PY) -m demo
 
+# Two workers, one test directory at a time each (tests/conftest.py); TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: deps  ## the whole test suite (starts its own MariaDB on port 3408 under .local/test)
-	@$(PY) -m pytest
+	@$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 test-db-stop:  ## stop the tests' own MariaDB (port 3408) and PostgreSQL (port 5408), .local/test
 	@CANDLECAST_LOCAL_DIR=$(LOCAL)/test CANDLECAST_DB_PORT=$${CANDLECAST_TEST_DB_PORT:-3408} $(PY) -m candlecast.mariadb stop

@@ -75,8 +75,9 @@ def candlecast_hourly() -> None:
 
         return run_step("predict", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
-    # It writes a dbt table: in the dbt pool, one dbt at a time like the Cosmos tasks.
-    @task(trigger_rule=trigger_rule(HOURLY_STEPS, "health"), pool=SETTINGS.dbt.pool)
+    # It writes a dbt table: in the dbt pool, one dbt at a time like the Cosmos tasks. Not retried: its verdict is
+    # about the data, so a retry repeats it minutes later and only delays the alert; the next hour judges again.
+    @task(trigger_rule=trigger_rule(HOURLY_STEPS, "health"), pool=SETTINGS.dbt.pool, retries=0)
     def health(data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 

@@ -35,13 +35,39 @@ if _soak is not None:
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
 
 
+# `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup --no-loadscope-reorder`). A test
+# directory is the unit of work: its modules share databases (one base per directory or module), servers (the
+# test Airflow of tests/dags) and module fixtures, so one worker runs all of it, in order. Directories share only
+# the test MariaDB, each on bases of its own. The longest go first so that the two workers end together.
+SLOWEST_FIRST = ("soak", "cycle", "dags", "dbt", "ml", "serve", "extract", "foundation")
+
+
+def _directory(item: pytest.Item) -> str:
+    return Path(str(item.path)).relative_to(REPO_ROOT / "tests").parts[0]
+
+
+def _rank(directory: str) -> int:
+    return SLOWEST_FIRST.index(directory) if directory in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_directory(item)))
+    items.sort(key=lambda item: _rank(_directory(item)))  # stable: a directory's own order is kept
+
+
 @pytest.fixture(scope="session")
 def mariadb() -> Iterator[dict[str, str]]:
     """Start (or reuse) the test server and export its credentials, so subprocesses (dbt) see them too."""
+    from filelock import FileLock
+
     from candlecast import mariadb as local
     from candlecast.settings import read_env_file
 
-    server = local.start()
+    TEST_LOCAL_DIR.mkdir(parents=True, exist_ok=True)
+    with FileLock(TEST_LOCAL_DIR / "mariadb-start.lock"):  # two workers start it at once; the second finds it up
+        server = local.start()
     creds = read_env_file(server.credentials)
     os.environ.update(creds)
     yield creds

@@ -58,6 +58,10 @@ class DagSettings(EnvSettings):
     alert_email: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias="CANDLECAST_ALERT_EMAIL")
     alert_smtp_conn_id: str = Field("smtp_default", validation_alias="CANDLECAST_ALERT_SMTP_CONN_ID")
     alert_from: str | None = Field(None, validation_alias="CANDLECAST_ALERT_FROM")
+    # A task failing the same way hour after hour (a model losing to persistence until Sunday's retrain) is
+    # mailed once, then again every this many hours of data time while it lasts; its first success mails that
+    # it is resolved. Every failure is still logged.
+    alert_repeat_hours: int = Field(24, validation_alias="CANDLECAST_ALERT_REPEAT_HOURS")
     dbt: DbtSettings = DbtSettings()
 
     @field_validator("start_date", "end_date", mode="before")
@@ -89,6 +93,13 @@ class DagSettings(EnvSettings):
     def _not_negative(cls, value: int) -> int:
         if value < 0:
             raise ValueError("must be >= 0")
+        return value
+
+    @field_validator("alert_repeat_hours")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a whole number of hours >= 1")
         return value
 
     @field_validator("load_method", "test_behavior", mode="before")

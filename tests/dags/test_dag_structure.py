@@ -117,6 +117,33 @@ def test_every_task_of_both_dags_alerts_when_it_fails(dagbag) -> None:
             callbacks = task.on_failure_callback
             assert all(isinstance(c, BaseNotifier) for c in callbacks), (dag_id, task.task_id)
             assert any(isinstance(c, LogAlertNotifier) for c in callbacks), (dag_id, task.task_id)
+            # mail is configured in these tests: the alert mail on failure, "resolved" on the next success
+            assert [type(c).__name__ for c in callbacks[1:]] == ["MailAlertNotifier"], (dag_id, task.task_id)
+            assert [type(c).__name__ for c in task.on_success_callback] == ["MailResolvedNotifier"]
+
+
+def test_the_same_failure_is_mailed_once_a_day_while_a_new_one_is_mailed_at_once() -> None:
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from candlecast_orchestration.alerts import Mailed, is_new, signature
+
+    def failure(hour: int, message: str) -> Mailed:
+        context = {"ti": SimpleNamespace(dag_id=HOURLY, task_id="health"), "exception": RuntimeError(message)}
+        return Mailed(signature(context), datetime(2024, 1, 8, tzinfo=UTC) + timedelta(hours=hour))
+
+    day = timedelta(hours=24)
+    losing = "health check failed at 2024-01-08 {h}:00 UTC: BTC-USD: skill_168h = -0.{n} below the minimum -0.02"
+    first = failure(0, losing.format(h="00", n="3006"))
+    assert is_new(None, first, day)
+    # the next hours: another hour, another skill, the same failure
+    assert not is_new(first, failure(1, losing.format(h="01", n="2911")), day)
+    assert not is_new(first, failure(23, losing.format(h="23", n="1")), day)
+    assert is_new(first, failure(24, losing.format(h="00", n="3")), day)  # the daily reminder
+    assert is_new(first, failure(-30, losing.format(h="18", n="3")), day)  # a backfill of older hours
+    assert is_new(first, failure(2, "health check failed at 2024-01-08 02:00 UTC: BTC-USD: raw_lag_hours = 3 above "
+                                    "the maximum 2 (health_raw_data_is_fresh, error)"), day)
+    assert Mailed.from_json(first.to_json()) == first
 
 
 def test_a_failure_only_a_backfill_heals_fails_its_task_at_once_and_others_get_the_retries(dagbag) -> None:

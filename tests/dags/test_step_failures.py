@@ -1,5 +1,6 @@
 """A run whose extract fails (an API outage on the replay server's clock) still forecasts, and still fails; three
 hours without new data by then, its health task fails too, and every failed task's alert reaches the mail server.
+The next hour fails the same way and mails nothing new; the hour after, with the API back, mails "resolved".
 
 In a file of its own that sorts after the API test: it adds hours to the DAG base, which the tests before it
 compare with the direct run table for table.
@@ -21,24 +22,46 @@ HOUR = timedelta(hours=1)
 START = HOURLY_START + 4 * HOUR
 
 
-@pytest.fixture(scope="module")
-def outage_run(hourly_run, dagbag, replay_server, mail_sink):
+def run_hour(dagbag, replay_server, start, outage: bool):
+    """``dag.test`` of the hour ``[start, start + 1 h)`` at five past its end, the API down for that hour or not."""
     from airflow.utils.session import create_session
 
     from tools.replay import Fault
 
-    replay_server.set_clock(START + HOUR + timedelta(minutes=5))
-    replay_server.inject(Fault.outage(START + HOUR, START + 2 * HOUR))
+    replay_server.set_clock(start + HOUR + timedelta(minutes=5))
+    if outage:
+        replay_server.inject(Fault.outage(start + HOUR, start + 2 * HOUR))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CANDLECAST_EXTRACT_MAX_ATTEMPTS", "1")  # the task's retries are off in the tests too
         try:
-            dr = dagbag.dags["candlecast_hourly"].test(logical_date=START + HOUR)
+            dr = dagbag.dags["candlecast_hourly"].test(logical_date=start + HOUR)
         finally:
             replay_server.set_clock(None)
             replay_server.faults.clear()
     with create_session() as session:
         states = {ti.task_id: ti.state for ti in dr.get_task_instances(session=session)}
     return dr, states
+
+
+@pytest.fixture(scope="module")
+def outage_run(hourly_run, dagbag, replay_server, mail_sink):
+    from airflow.models import Variable
+    from airflow.utils.session import create_session
+
+    # the metadata DB outlives a session: forget what an earlier one mailed, so this failure is new
+    with create_session() as session:
+        session.query(Variable).filter(Variable.key.like("candlecast_alert.%")).delete(synchronize_session=False)
+    return run_hour(dagbag, replay_server, START, outage=True)
+
+
+@pytest.fixture(scope="module")
+def next_hours(outage_run, dagbag, replay_server, mail_sink):
+    """The hour after the outage run's, the API still down; then the one after that, the API back."""
+    mailed = len(mail_sink.messages)
+    still_down = run_hour(dagbag, replay_server, START + HOUR, outage=True)
+    mailed_while_down = mail_sink.messages[mailed:]
+    back = run_hour(dagbag, replay_server, START + 2 * HOUR, outage=False)
+    return still_down, mailed_while_down, back, mail_sink.messages[mailed + len(mailed_while_down):]
 
 
 def test_an_api_outage_fails_the_run_at_extract_and_the_hour_still_gets_a_labelled_fallback(
@@ -85,3 +108,16 @@ def test_stale_raw_data_fails_the_health_task_and_each_failed_task_alerts_by_mai
     assert f"DAG candlecast_hourly task health failed; run {dr.run_id}; hour {hour}.." in body
     assert "HealthCheckFailed" in body and "BTC-USD: raw_lag_hours = " in body
     assert "above the maximum 2 (health_raw_data_is_fresh, error)" in body
+
+
+def test_the_same_failure_an_hour_later_mails_nothing_and_the_first_success_mails_resolved(next_hours) -> None:
+    (down, down_states), mailed_while_down, (back, back_states), mailed_when_back = next_hours
+    # failed again, the same way: red in the UI, logged, but no second mail an hour after the first
+    assert (down.state, down_states["extract"], down_states["health"]) == ("failed", "failed", "failed")
+    assert [m["Subject"] for m in mailed_while_down] == []
+    # the API back: the run catches up and succeeds, and both tasks that alerted say they are resolved
+    assert back.state == "success", back_states
+    hour = f"{START + 2 * HOUR:%Y-%m-%d %H:%M}"
+    assert sorted(m["Subject"] for m in mailed_when_back) == [
+        f"candlecast resolved: candlecast_hourly.{task} succeeded for {hour} UTC" for task in ("extract", "health")]
+    assert f"failing since the hour {START:%Y-%m-%d %H:%M} UTC" in text_of(mailed_when_back[0])

@@ -60,6 +60,7 @@ def test_an_invalid_db_value_names_the_variable_and_the_value(env: dict[str, str
         ({"CANDLECAST_ALERT_EMAIL": "ops@example.com\nBcc: x@evil.example"},
          "CANDLECAST_ALERT_EMAIL must be comma-separated plain e-mail addresses"),
         ({"CANDLECAST_ALERT_EMAIL": "Ops <ops@example.com>"}, "CANDLECAST_ALERT_EMAIL must be comma-separated plain"),
+        ({"CANDLECAST_ALERT_REPEAT_HOURS": "0"}, "CANDLECAST_ALERT_REPEAT_HOURS must be a whole number of hours >= 1"),
     ],
 )
 def test_an_invalid_dag_value_names_the_variable_and_the_value(env: dict[str, str], message: str) -> None:
@@ -73,6 +74,8 @@ def test_alert_mail_is_off_by_default_and_names_its_addresses_and_connection() -
                              "CANDLECAST_ALERT_SMTP_CONN_ID": "mail_relay"})
     assert settings.alert_email == ("oncall@example.com", "ops@example.com")
     assert (settings.alert_smtp_conn_id, dag_settings({}).alert_smtp_conn_id) == ("mail_relay", "smtp_default")
+    repeat = dag_settings({"CANDLECAST_ALERT_REPEAT_HOURS": "6"}).alert_repeat_hours
+    assert (dag_settings({}).alert_repeat_hours, repeat) == (24, 6)
 
 
 def test_the_dbt_executable_and_pool_come_from_their_variables() -> None:
