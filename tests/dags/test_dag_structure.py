@@ -122,7 +122,7 @@ def test_every_task_of_both_dags_alerts_when_it_fails(dagbag) -> None:
             assert [type(c).__name__ for c in task.on_success_callback] == ["MailResolvedNotifier"]
 
 
-def test_the_same_failure_is_mailed_once_a_day_while_a_new_one_is_mailed_at_once() -> None:
+def test_the_same_failure_is_mailed_once_a_day_while_a_new_one_is_mailed_at_once(dagbag) -> None:
     from datetime import UTC, datetime, timedelta
     from types import SimpleNamespace
 
