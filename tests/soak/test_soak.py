@@ -2,7 +2,8 @@
 a truncated answer, a MariaDB restart and a cycle SIGKILLed in its dbt step (issue 10).
 
 `make test` runs the short plan (ten hours, every fault, cycles in-process but the killed one);
-`make soak` runs the fortnight (``CANDLECAST_SOAK=fortnight``: 336 cycles as processes, 24 through Airflow).
+``CANDLECAST_SOAK=fortnight`` runs the fortnight here (336 cycles as processes, 24 through Airflow); `make soak` runs
+it through bench/bench_soak.py, which checks the same (``tools.soak.run.verdicts``) and prints the figures.
 A private MariaDB (``.local/test-soak``, port ``CANDLECAST_TEST_SOAK_DB_PORT``, default 3410) is restarted by
 the soak, so the shared test server is never touched.
 """

@@ -132,10 +132,32 @@ def run_soak(plan: SoakPlan, config: SoakConfig, on_cycle: Callable[[CycleRun], 
         soak.stop_database()
 
 
+def _outcome(o: checks.Outcome | None) -> str:
+    return "none" if o is None else f"{o.outcome}/{o.reason_code}" if o.reason_code else o.outcome
+
+
 def verdicts(f: Findings) -> list[tuple[str, bool, str]]:
-    """Each check of the soak: (what, holds, figure)."""
-    a = f.availability
+    """Each check of the soak: (what, holds, figure); the same as tests/soak asserts, so the benchmark's run of
+    the fortnight is a run of `make soak` too."""
+    a, plan = f.availability, f.plan
+    by_fault = {c.fault: c for c in f.cycles if c.fault}
+    outage = [c for c in f.cycles if c.fault == "outage"]
+    killed = [at.status for at in by_fault["SIGKILL in dbt"].attempts] if "SIGKILL in dbt" in by_fault else []
+    truncated = [at.status for at in by_fault["truncated answer"].attempts] if "truncated answer" in by_fault else []
+    never, after = f.first_outcomes.get(plan.missing_at), f.first_outcomes.get(plan.missing_at + 1)
+    came_back = [*range(plan.outage_at, plan.outage_at + plan.outage_hours), plan.late_at]
+    healed = {k: _outcome(f.after_heal.get(k)) for k in [*came_back, plan.missing_at]}
     return [
+        ("every fault happened", len(outage) == plan.outage_hours and not any(c.ok for c in outage)
+         and f.faults_fired.get("truncated") == 1 and truncated == ["ok"] and killed == ["killed", "ok"],
+         f"outage cycles {len(outage)} failed; truncated answers {f.faults_fired.get('truncated', 0)}, that cycle "
+         f"{truncated}; killed cycle {killed}"),
+        ("the never-published hour gets a labelled fallback, the hour after it the model's forecast at once",
+         never is not None and never.outcome == "fallback" and never.reason_code == "candle_missing"
+         and after is not None and after.outcome == "model", f"{_outcome(never)}, then {_outcome(after)}"),
+        ("re-running the labelled hours gives the model's forecast where the candle came back",
+         all(healed[k] == "model" for k in came_back) and healed[plan.missing_at] == "fallback/candle_missing",
+         ", ".join(f"cycle {k}: {v}" for k, v in healed.items())),
         ("forecast availability >= 99%", a.ratio >= 0.99,
          f"{a.ratio:.2%} ({a.forecast}/{a.served}; without: {[f'{h:%m-%d %H:%M}' for h in a.missing]})"),
         ("every hour has a forecast or a labelled outcome", not f.unlabelled, f"outcomes {f.outcome_counts}"),
