@@ -87,7 +87,7 @@ demo: db-start  ## run the whole offline pipeline on the bundled real data and s
 TEST_WORKERS ?= 2
 
 test: deps  ## the whole test suite (starts its own MariaDB on port 3408 under .local/test)
-	@$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+	@$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 
 test-db-stop:  ## stop the tests' own MariaDB (port 3408) and PostgreSQL (port 5408), .local/test
 	@CANDLECAST_LOCAL_DIR=$(LOCAL)/test CANDLECAST_DB_PORT=$${CANDLECAST_TEST_DB_PORT:-3408} $(PY) -m candlecast.mariadb stop

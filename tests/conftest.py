@@ -26,6 +26,7 @@ for _key in [k for k in os.environ if k.startswith("CANDLECAST_")]:
     del os.environ[_key]
 os.environ["CANDLECAST_LOCAL_DIR"] = str(TEST_LOCAL_DIR)
 os.environ["CANDLECAST_DB_PORT"] = _test_port
+os.environ["CANDLECAST_TEST_DB_PORT"] = _test_port  # pytest-xdist workers import this file again
 os.environ["CANDLECAST_TEST_AIRFLOW_PORT"] = _test_airflow_port
 os.environ["CANDLECAST_TEST_KILL_DB_PORT"] = _test_kill_port
 os.environ["CANDLECAST_TEST_SOAK_DB_PORT"] = _test_soak_port
@@ -35,10 +36,10 @@ if _soak is not None:
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
 
 
-# `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup --no-loadscope-reorder`). A test
-# directory is the unit of work: its modules share databases (one base per directory or module), servers (the
-# test Airflow of tests/dags) and module fixtures, so one worker runs all of it, in order. Directories share only
-# the test MariaDB, each on bases of its own. The longest go first so that the two workers end together.
+# `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadscope`). A test directory is the unit
+# of work: its modules share databases (one base per directory or module), servers (the test Airflow of
+# tests/dags) and module fixtures, so one worker runs all of it, in order. Directories share only the test
+# MariaDB, each on bases of its own. The longest go first so that the two workers end together.
 SLOWEST_FIRST = ("soak", "cycle", "dags", "dbt", "ml", "serve", "extract", "foundation")
 
 
@@ -50,11 +51,20 @@ def _rank(directory: str) -> int:
     return SLOWEST_FIRST.index(directory) if directory in SLOWEST_FIRST else len(SLOWEST_FIRST)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_directory(item)))
     items.sort(key=lambda item: _rank(_directory(item)))  # stable: a directory's own order is kept
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's scope scheduling with the test directory as the scope (its ``loadgroup`` marks do not reach the
+    node ids under pytest 9, and a module is too small a unit here); scopes go out in collection order."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class DirectoryScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid.split("::", 1)[0].rsplit("/", 1)[0]  # tests/cycle/test_cli.py::x -> tests/cycle
+
+    return DirectoryScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
