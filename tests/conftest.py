@@ -58,7 +58,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """xdist's scope scheduling with the test directory as the scope (its ``loadgroup`` marks do not reach the
     node ids under pytest 9, and a module is too small a unit here); scopes go out in collection order."""
-    from xdist.scheduler import LoadScopeScheduling
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
 
     class DirectoryScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
