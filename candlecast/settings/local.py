@@ -27,8 +27,9 @@ DEFAULT_AIRFLOW_DB = "airflow"
 class LocalServices(EnvSettings):
     """``CANDLECAST_LOCAL_DIR``, ``CANDLECAST_AIRFLOW_HOME`` (default ``$CANDLECAST_LOCAL_DIR/airflow``),
     ``CANDLECAST_AIRFLOW_PORT``; the local MariaDB's ``CANDLECAST_DB_BIND_ADDRESS`` and ``CANDLECAST_DB_TLS``
-    (remote SQL consumers, opt-in: see the README's Security section); the local PostgreSQL's
-    ``CANDLECAST_PG_PORT``, and Airflow's metadata database in it, ``CANDLECAST_AIRFLOW_DB``
+    (remote SQL consumers, opt-in: see the README's Security section), and ``CANDLECAST_DB_PRIVATE_NETWORK``
+    (the server's container in the compose file: its address is on the compose network alone); the local
+    PostgreSQL's ``CANDLECAST_PG_PORT``, and Airflow's metadata database in it, ``CANDLECAST_AIRFLOW_DB``
     (``CANDLECAST_AIRFLOW_METADATA=sqlite`` opts out of PostgreSQL)."""
 
     reads_credentials_file = True
@@ -38,6 +39,9 @@ class LocalServices(EnvSettings):
     airflow_port: Port = Field(DEFAULT_AIRFLOW_PORT, validation_alias="CANDLECAST_AIRFLOW_PORT")
     db_bind_address: str = Field(DEFAULT_DB_BIND_ADDRESS, validation_alias="CANDLECAST_DB_BIND_ADDRESS")
     db_tls: bool = Field(False, validation_alias="CANDLECAST_DB_TLS")
+    # Set by the compose file only: the bound address is the MariaDB container's own, on a network that only the
+    # project's containers join and whose port is not published, so plain connections from there are accepted.
+    db_private_network: bool = Field(False, validation_alias="CANDLECAST_DB_PRIVATE_NETWORK")
     pg_port: Port = Field(DEFAULT_PG_PORT, validation_alias="CANDLECAST_PG_PORT")
     # Where Airflow keeps its metadata: the project's PostgreSQL, or (opt-in: one writer at a time) SQLite.
     airflow_metadata: Literal["postgres", "sqlite"] = Field("postgres", validation_alias="CANDLECAST_AIRFLOW_METADATA")
