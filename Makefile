@@ -213,8 +213,9 @@ backtest: db-start  ## walk-forward backtest over the last WEEKS weeks (52): met
 
 # --- containers (containers/): the project image and the compose file -----------------------------------------
 # Not part of `make test` (building takes minutes); tests/foundation/test_container_files.py checks the files.
-# `make image` installs Debian's podman, buildah, debootstrap and podman-compose if missing, bootstraps a Debian
-# 12 base image from Debian's packages when none is there (no registry needed), and builds the project image.
+# `make image` installs Debian's podman, buildah, runc and debootstrap if missing (and podman-compose 1.0.6 from PyPI
+# under .local: Debian's 1.0.3 mishandles the host network), bootstraps a Debian 12 base image from Debian's
+# packages when none is there (no registry needed), and builds the project image.
 # `make compose-up` also makes the secrets (once, outside the repo) and starts every service, waiting until
 # healthy. COMPOSE_OFFLINE=1 adds the replay server as the Coinbase API; COMPOSE_HOSTNET=1 runs every service
 # on the host's network bound to 127.0.0.1 (machines where containers get no network of their own).
@@ -222,27 +223,41 @@ backtest: db-start  ## walk-forward backtest over the last WEEKS weeks (52): met
 
 IMAGE ?= localhost/candlecast:latest
 BASE_IMAGE ?= localhost/candlecast-debian:bookworm
+# The CA bundle pip trusts during the build (the host's: it also holds a TLS-inspecting proxy's CA, where one is)
+BUILD_CA ?= $(or $(wildcard $(REQUESTS_CA_BUNDLE)),/etc/ssl/certs/ca-certificates.crt)
 CANDLECAST_SECRETS_DIR ?= $(HOME)/.config/candlecast/compose-secrets
 COMPOSE_PROJECT ?= candlecast
 COMPOSE_FILES := -f containers/compose.yaml $(if $(COMPOSE_OFFLINE),-f containers/compose.offline.yaml) \
   $(if $(COMPOSE_HOSTNET),-f containers/compose.hostnet.yaml) \
   $(if $(and $(COMPOSE_OFFLINE),$(COMPOSE_HOSTNET)),-f containers/compose.offline.hostnet.yaml)
+PODMAN_COMPOSE := $(LOCAL)/containers/podman-compose/bin/podman-compose
+# Podman's settings for these targets (containers/podman-conf.sh writes them): runc, and ulimits this host allows.
+PODMAN_CONF := $(LOCAL)/containers/containers.conf
+export CONTAINERS_CONF := $(PODMAN_CONF)
 COMPOSE := CANDLECAST_SECRETS_DIR=$(CANDLECAST_SECRETS_DIR) CANDLECAST_IMAGE=$(IMAGE) \
   $(if $(COMPOSE_HOSTNET),CANDLECAST_COMPOSE_BIND=127.0.0.1 CANDLECAST_COMPOSE_REPLAY_PORT=$${CANDLECAST_HOSTNET_REPLAY_PORT:-18765}) \
-  podman-compose -p $(COMPOSE_PROJECT) $(COMPOSE_FILES)
+  $(PODMAN_COMPOSE) -p $(COMPOSE_PROJECT) $(COMPOSE_FILES)
 
-container-deps:
+container-deps: $(PODMAN_COMPOSE)
 	@if ! command -v podman >/dev/null || ! command -v buildah >/dev/null || ! command -v debootstrap >/dev/null \
-	    || ! command -v podman-compose >/dev/null; then \
-	  echo "installing Debian's podman, buildah, debootstrap and podman-compose"; \
+	    || ! command -v runc >/dev/null; then \
+	  echo "installing Debian's podman, buildah, runc and debootstrap"; \
 	  $(SUDO) apt-get update -qq; \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq podman buildah debootstrap podman-compose >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq podman buildah runc debootstrap >/dev/null; \
 	fi
+	@bash containers/podman-conf.sh $(PODMAN_CONF)
+
+$(PODMAN_COMPOSE): requirements/containers.txt
+	@echo "setting up podman-compose in $(LOCAL)/containers/podman-compose (requirements/containers.txt)"
+	@[ -x $(LOCAL)/containers/podman-compose/bin/python ] || $(PYTHON) -m venv $(LOCAL)/containers/podman-compose
+	@$(LOCAL)/containers/podman-compose/bin/pip install $(PIP_FLAGS) -r requirements/containers.txt
+	@touch $@
 
 image: container-deps  ## the project image $(IMAGE) (bootstraps a Debian base image first if there is none)
 	@$(SUDO) bash containers/debian-base.sh $(BASE_IMAGE)
 	@echo "building $(IMAGE) from containers/Containerfile"
-	@$(SUDO) podman build --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) -f containers/Containerfile .
+	@$(SUDO) podman build --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) --secret id=build-ca,src=$(BUILD_CA) \
+	  -t $(IMAGE) -f containers/Containerfile .
 
 compose-secrets:  ## create the compose file's secrets that are missing, in $CANDLECAST_SECRETS_DIR (0600, outside the repo)
 	@python3 -m candlecast.container secrets "$(CANDLECAST_SECRETS_DIR)"
@@ -251,8 +266,8 @@ compose-up: image compose-secrets  ## every service in containers (COMPOSE_OFFLI
 	@$(SUDO) $(COMPOSE) up -d
 	@$(SUDO) bash containers/compose-wait.sh $(COMPOSE_PROJECT)
 
-compose-down:  ## stop and remove the containers (volumes are kept; `podman volume rm` them for a clean slate)
+compose-down: container-deps  ## stop and remove the containers (volumes are kept; `podman volume rm` them for a clean slate)
 	@$(SUDO) $(COMPOSE) down
 
-compose-ps:  ## the compose services and their state
+compose-ps: container-deps  ## the compose services and their state
 	@$(SUDO) podman ps -a --filter label=com.docker.compose.project=$(COMPOSE_PROJECT)

@@ -2,6 +2,7 @@
 
     python -m candlecast.container mariadb | postgres | redis | airflow-init | api
     python -m candlecast.container airflow ARGS...     # one Airflow component: api-server, scheduler, celery worker...
+    python -m candlecast.container as ROLE CMD...      # a one-off command holding that role's password only
     python -m candlecast.container health SERVICE      # the compose healthchecks
     python3 -m candlecast.container secrets DIR        # on the host, once: every secret file the compose file names
 
@@ -58,7 +59,7 @@ SECRET_NAMES = (
     "airflow_admin_password",  # the UI's `admin` login (Airflow's simple auth manager)
 )
 # What the image's entry runs (the compose file's `command:` names one, then its arguments).
-SERVICES = ("mariadb", "postgres", "redis", "airflow-init", "airflow", "api")
+SERVICES = ("mariadb", "postgres", "redis", "airflow-init", "airflow", "api", "as")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 METADATA_DB = "airflow"  # database and login of Airflow's metadata in the PostgreSQL container
 
@@ -418,6 +419,21 @@ def run_api(env: Mapping[str, str]) -> int:
     return 127
 
 
+def run_as_role(args: Sequence[str], env: Mapping[str, str]) -> int:
+    """A one-off command (a backfill, a retrain by hand) as ``candlecast``, holding one role's password: the
+    ``db_<role>_password`` secret mounted for it (``candlecast.withenv`` does the same on a host)."""
+    if len(args) < 2 or args[0] not in CONNECTION_ROLES:
+        raise ContainerError(f"as needs a role ({', '.join(CONNECTION_ROLES)}) and a command, "
+                             "e.g. `as loader python -m extract backfill --start ... --end ...`")
+    role, command = args[0], list(args[1:])
+    account = Account.named(APP_USER)
+    child = {key: value for key, value in env.items() if not key.endswith("_PASSWORD")}
+    child.update(role_password_env({f"db_{role}_password": read_secret(f"db_{role}_password")}))
+    child["CANDLECAST_CREDENTIALS_FILE"] = os.devnull
+    _exec_as(account, command, child)
+    return 127
+
+
 # --- healthchecks -------------------------------------------------------------------------------------------
 
 # service -> (the env var of its port, its default); each answers on the container's own loopback or address
@@ -468,8 +484,8 @@ def health(service: str, env: Mapping[str, str]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m candlecast.container", description=__doc__.split("\n")[0])
     parser.add_argument("service", choices=[*SERVICES, "health", "secrets"])
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="airflow: its arguments; health: the service; "
-                                                               "secrets: the folder")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="airflow: its arguments; as: the role, then the "
+                                                               "command; health: the service; secrets: the folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     env = dict(os.environ)
@@ -486,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if health(args.args[0], env) else 1
         if args.service == "airflow":
             return run_airflow(args.args, env)
+        if args.service == "as":
+            return run_as_role(args.args, env)
         runners = {"mariadb": run_mariadb, "postgres": run_postgres, "redis": run_redis,
                    "airflow-init": run_airflow_init, "api": run_api}
         return runners[args.service](env)
