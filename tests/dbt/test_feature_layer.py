@@ -243,3 +243,23 @@ def test_every_model_and_mart_column_is_documented(built_layer: BuiltLayer) -> N
     exposures = {e["name"]: e for e in manifest["exposures"].values()}
     assert {"ml_weekly_training", "ml_hourly_inference", "sql_consumers", "read_api", "dashboard"} <= set(exposures)
     assert "model.candlecast.fct_candle_features" in exposures["ml_weekly_training"]["depends_on"]["nodes"]
+
+
+def test_the_docs_site_opens_on_the_project_and_every_model_has_an_owning_group(built_layer: BuiltLayer) -> None:
+    manifest = built_layer.docs.artifact("manifest.json")
+    # dbt docs shows the root project's `__overview__` block instead of its "Welcome" page
+    overview = manifest["docs"]["doc.candlecast.__overview__"]["block_contents"]
+    assert overview.startswith("# candlecast")
+    assert all(part in overview for part in ("## The layers", "## How to query", "features_latest", "reader"))
+    owners = {g["name"]: g["owner"]["name"] for g in manifest["groups"].values()}
+    assert owners == {"market_data": "candlecast data", "forecasting": "candlecast ML"}
+    layers = {"staging", "intermediate", "marts"}
+    models = {n["name"]: n for k, n in manifest["nodes"].items() if k.startswith("model.candlecast.")}
+    unowned = {name: (n["group"], n["config"]["meta"].get("owner"), n["tags"]) for name, n in models.items()
+               if n["group"] not in owners or n["config"]["meta"].get("owner") != owners[n["group"]]
+               or len(layers & set(n["tags"])) != 1}
+    assert unowned == {}
+    hourly = {name for name, n in models.items() if "hourly" in n["tags"]}
+    assert hourly == {"stg_coinbase__candles", "int_candles__hourly_spine", "fct_candle_features", "features_latest",
+                      "fct_prediction_accuracy", "fct_model_accuracy_monthly", "model_leaderboard",
+                      "fct_forecast_outcomes", "product_health"}
