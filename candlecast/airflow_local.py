@@ -141,6 +141,9 @@ def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> 
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        # Cosmos's watcher build would rewrite an Airflow Variable holding all its results at every result it
+        # reports (for retrying the build, which the DAGs never do: each model's task retries its model).
+        "AIRFLOW__COSMOS__ENABLE_WATCHER_RELIABLE_RETRY": "False",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
     }
     result = {key: env.get(key, default) for key, default in tunable.items()}

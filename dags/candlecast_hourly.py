@@ -5,8 +5,9 @@ An Airflow DAG driven by its data interval ``[start, end)`` (UTC):
 1. ``extract``: bring every configured product (Variable ``candlecast_products``, else
    ``CANDLECAST_EXTRACT_PRODUCTS``; ``COINBASE_API_URL`` says where from) up to the interval's end: the
    self-healing incremental run, which catches up after an outage and re-fetches the trailing day.
-2. ``features``: the dbt models up to ``fct_candle_features`` / ``features_latest`` with their tests, one
-   Airflow task per model, rendered by Cosmos.
+2. ``features``: the dbt models up to ``fct_candle_features`` / ``features_latest`` with their tests: one
+   ``dbt build`` of them, then one Airflow task per model judging its model and tests (Cosmos's watcher mode,
+   ``candlecast_orchestration.dbt``). ``predict`` starts when the build is done, beside those tasks.
 3. ``predict``: the production model forecasts the hour that starts at the interval's end, from the
    feature row of the hour that just closed (``ml.predict.forecast_hour``), and every other registered model
    that is not archived forecasts it in its shadow (stored, never served); when that hour's candle is
@@ -41,7 +42,7 @@ from __future__ import annotations
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 from candlecast_orchestration.alerts import default_args
 from candlecast_orchestration.dbt import dbt_task_group
-from candlecast_orchestration.rules import all_steps_ok, trigger_rule, wire_after_failure
+from candlecast_orchestration.rules import all_steps_ok, trigger_rule, waits_for, wire_after_failure
 
 from candlecast.settings.dags import HOURLY_DAG_ID, dag_settings
 from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT, HOURLY_STEPS
@@ -86,7 +87,11 @@ def candlecast_hourly() -> None:
     features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
     accuracy = dbt_task_group("accuracy", ACCURACY_SELECT, SETTINGS)
     extracted, predicted, checked = extract(), predict(), health()
-    extracted >> features >> predicted >> accuracy >> checked
+    extracted >> features
+    # predict and health need the tables a dbt group built, not its model tasks' verdicts (they run after a
+    # failure anyway): they start when the group's build is done, beside those tasks (all_steps_ok waits for all).
+    waits_for(HOURLY_STEPS, features, "predict") >> predicted >> accuracy
+    waits_for(HOURLY_STEPS, accuracy, "health") >> checked
     # A failed extract (an API outage, say) leaves the stored data as it was: the features, the forecast (a
     # labelled fallback for the hour) and the accuracy marts still run on it, as in the cycle command, and
     # all_steps_ok keeps the run failed.

@@ -8,6 +8,9 @@ failed model still stops the models built on it.
 Airflow judges a run by its leaf tasks, and a failure that later steps ran past is no longer a leaf's
 state; so the last task, ``all_steps_ok``, depends on every step's tasks with the default ``all_success``:
 ``upstream_failed`` (a failed state of the run) when any of them failed, success when all did.
+
+Such a step, after a dbt group in watcher mode, needs the group's work done, not its verdicts: it waits for the
+group's build only (``waits_for``), and the group's model tasks judge the build beside it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,17 @@ def wire_after_failure(steps: Sequence[Step], *groups: TaskGroup) -> None:
         for task in group.get_roots():
             if task.upstream_task_ids - ids:
                 task.trigger_rule = trigger_rule(steps, str(group.group_id))
+
+
+def waits_for(steps: Sequence[Step], group: TaskGroup, name: str) -> Any:
+    """What step ``name`` of ``steps`` waits for after the dbt step of ``group``: its build task when the group
+    has one (watcher mode) and the step runs after a failure anyway, so the group's model tasks (their verdicts,
+    which ``all_steps_ok`` waits for) run beside it instead of before it; else the whole group."""
+    from cosmos.constants import PRODUCER_WATCHER_TASK_ID
+
+    chosen = next(s for s in steps if s.name == name)
+    build = group.children.get(f"{group.group_id}.{PRODUCER_WATCHER_TASK_ID}")
+    return build if build is not None and chosen.runs_after_failure else group
 
 
 def all_steps_ok() -> Any:

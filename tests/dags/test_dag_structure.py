@@ -81,11 +81,12 @@ def test_hourly_runs_extract_then_features_then_predict_then_accuracy_then_healt
 
     extract, predict = dag.get_task("extract"), dag.get_task("predict")
     assert extract.upstream_task_ids == set()
-    # extract feeds the roots of the feature group; predict waits for all of its leaves.
+    # extract feeds the roots of the feature group (its one dbt build); predict waits for that build, and the
+    # group's model tasks judge it beside predict.
     roots = {tid for tid, t in features.items() if not (t.upstream_task_ids & set(features))}
     leaves = {tid for tid, t in features.items() if not (t.downstream_task_ids & set(features))}
     assert extract.downstream_task_ids == roots | {"all_steps_ok"}
-    assert predict.upstream_task_ids == leaves
+    assert predict.upstream_task_ids == {"features.dbt_producer_watcher"}
     acc_roots = {tid for tid, t in accuracy.items() if not (t.upstream_task_ids & set(accuracy))}
     acc_leaves = {tid for tid, t in accuracy.items() if not (t.downstream_task_ids & set(accuracy))}
     assert predict.downstream_task_ids == acc_roots | {"all_steps_ok"}
@@ -93,12 +94,14 @@ def test_hourly_runs_extract_then_features_then_predict_then_accuracy_then_healt
     # health judges the hour once the accuracy marts are built, after a failure too (stale data is when it
     # matters), in the dbt pool since it builds a dbt table.
     health = dag.get_task("health")
-    assert health.upstream_task_ids == acc_leaves and health.trigger_rule == "all_done"
+    assert health.upstream_task_ids == {"accuracy.dbt_producer_watcher"} and health.trigger_rule == "all_done"
     assert health.pool == "candlecast_dbt"
     # A failed extract (an API outage) must not silence the hour: the steps after it run once it is done,
-    # failed or not; inside a dbt group a failed model still stops what is built on it.
+    # failed or not. Each dbt group starts with its one `dbt build`, and its model tasks judge what it did once it
+    # is done, failed or not (a failed model stops what is built on it inside dbt itself).
+    assert roots == {"features.dbt_producer_watcher"} and acc_roots == {"accuracy.dbt_producer_watcher"}
     assert {features[t].trigger_rule for t in roots} == {"all_done"}
-    assert {features[t].trigger_rule for t in set(features) - roots} == {"all_success"}
+    assert {features[t].trigger_rule for t in set(features) - roots} == {"all_done"}
     assert predict.trigger_rule == "all_done"
     assert {accuracy[t].trigger_rule for t in acc_roots} == {"all_done"}
     # ... and the run still fails: its only leaf waits on every step's tasks, all succeeded.
@@ -205,46 +208,87 @@ def test_each_dag_runs_the_steps_of_the_cycle_command_in_its_order(dagbag, dag_i
     dag = dagbag.dags[dag_id]
     expected = getattr(cycle.steps, steps)
     previous: set[str] = set()
+    build: set[str] = set()  # after a dbt step: its build task
     for step in expected:
+        # a step that runs after a failure anyway waits for a dbt step's build only, not for its model tasks
+        before = build if build and step.runs_after_failure else previous
         if step.is_dbt:
             group = dbt_tasks(dag, step.name)
             assert group, f"{dag_id} has no task group {step.name}"
             ids = set(group)
             roots = {tid for tid, t in group.items() if not (t.upstream_task_ids & ids)}
-            assert all(dag.get_task(tid).upstream_task_ids - ids == previous for tid in roots)
+            assert all(dag.get_task(tid).upstream_task_ids - ids == before for tid in roots)
             if previous:  # the cycle command runs the step after an earlier failure exactly when Airflow does
                 assert {dag.get_task(tid).trigger_rule for tid in roots} == {
                     "all_done" if step.runs_after_failure else "all_success"}
             previous = {tid for tid, t in group.items() if not (t.downstream_task_ids & ids)}
+            build = {f"{step.name}.dbt_producer_watcher"}
         else:
-            assert dag.get_task(step.name).upstream_task_ids == previous
+            assert dag.get_task(step.name).upstream_task_ids == before
             assert dag.get_task(step.name).trigger_rule == ("all_done" if step.runs_after_failure else "all_success")
-            previous = {step.name}
+            previous, build = {step.name}, set()
     assert all(dag.get_task(tid).downstream_task_ids <= {"all_steps_ok"} for tid in previous)
     named = {t.task_id.split(".")[0] for t in dag.tasks} - {"all_steps_ok"}
     assert named == {step.name for step in expected}
 
 
 @pytest.mark.parametrize("dag_id,group", [(HOURLY, "features"), (HOURLY, "accuracy"), (WEEKLY, "features")])
-def test_cosmos_renders_one_dbt_build_per_model_which_runs_its_tests(dagbag, dbt_manifest: Path,
-                                                                    dag_id: str, group: str) -> None:
+def test_cosmos_renders_one_dbt_build_per_group_and_one_task_per_model_judging_its_tests(
+        dagbag, dbt_manifest: Path, dag_id: str, group: str) -> None:
+    from candlecast_orchestration.watch import ModelBuildSensor
+
     from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT
 
     select = list(FEATURE_SELECT if group == "features" else ACCURACY_SELECT)
     expected = manifest_models(dbt_manifest, select)
     assert any(expected.values()), "the selected models carry dbt tests"
     tasks = dbt_tasks(dagbag.dags[dag_id], group)
-    # TestBehavior.BUILD: one `dbt build --select <model>` task per model runs the model, then its tests,
-    # and a failing test fails that task before anything downstream reads the model.
+    parents = json.loads(dbt_manifest.read_text())["parent_map"]
+    # ExecutionMode.WATCHER: one `dbt build` of the step's selection (models and tests, as the cycle command's
+    # build), in the one-slot dbt pool, never retried as a whole ...
+    build = tasks.pop(f"{group}.dbt_producer_watcher")
+    assert type(build).__name__ == "DbtProducerWatcherOperator"
+    assert build.base_cmd == ["build"] and build.select == " ".join(select)
+    assert build.indirect_selection == "buildable"
+    assert build.pool == "candlecast_dbt" and build.retries == 0
+    assert str(build.dbt_executable_path) == str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt")
+    assert build.profile_config.profiles_yml_filepath == REPO_ROOT / "profiles.yml"
+    assert type(tasks.pop(f"{group}.dbt_producer_watcher_done")).__name__ == "EmptyOperator"
+    # ... and one task per model, all started when the build is done, each failing when its model or one of that
+    # model's tests failed (a rerun builds the model and its tests itself, after the models it reads)
     assert sorted(tasks) == sorted(f"{group}.{model}_model_build" for model in expected)
     for task_id, task in tasks.items():
         model = task_id.removeprefix(f"{group}.").removesuffix("_model_build")
-        assert type(task).__name__ == "DbtBuildLocalOperator"
-        assert task.select.endswith(f".{model}")
-        assert str(task.dbt_executable_path) == str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt")
-        assert task.profile_config.profiles_yml_filepath == REPO_ROOT / "profiles.yml"
-        # One dbt run at a time across both DAGs: they write the same tables.
-        assert task.pool == "candlecast_dbt"
+        assert isinstance(task, ModelBuildSensor)
+        assert task.model_unique_id == f"model.candlecast.{model}"
+        assert task.upstream_task_ids == {build.task_id}
+        assert sorted(t.split(".")[2] for t in task.model_tests) == expected[model]
+        assert task.base_cmd == ["build"] and task.pool == "default_pool"
+        reads = {p.split(".")[2] for p in parents[f"model.candlecast.{model}"]} & set(expected)
+        assert set(task.upstream_model_tasks) == {f"{group}.{m}_model_build" for m in reads}
+
+
+@pytest.mark.parametrize("model_status,tests,build,fails_with", [
+    ("success", {"not_null_x": "pass", "unique_x": "warn"}, "success", None),
+    # a failing test fails its model's task, naming the test, whether the build went on or not
+    ("success", {"not_null_x": "pass", "unique_x": "fail"}, "failed", "dbt test(s) of model m failed: unique_x"),
+    ("success", {"not_null_x": "error"}, "success", "dbt test(s) of model m failed: not_null_x"),
+    # dbt skips what reads a failed model: Cosmos reports it "failed", and so does its task
+    ("failed", {"not_null_x": "skipped"}, "failed", "dbt model m ended failed"),
+    ("error", {}, "failed", "dbt model m ended error"),
+    # a build that died before the model, or before its tests, leaves the task to fail (and its retry to build)
+    (None, {"not_null_x": None}, "failed", "dbt model m was not built"),
+    ("success", {"not_null_x": None}, "failed", "dbt test(s) of model m did not run"),
+])
+def test_a_model_task_fails_when_its_model_or_any_of_its_tests_did(dagbag, model_status, tests, build,
+                                                                   fails_with) -> None:
+    from candlecast_orchestration.watch import ModelCheckFailed, judge
+
+    if fails_with is None:
+        judge("m", model_status, tests, build)
+    else:
+        with pytest.raises(ModelCheckFailed, match=fails_with):
+            judge("m", model_status, tests, build)
 
 
 def _parse_in_subprocess(extra_env: dict[str, str], files: tuple[str, ...] = DAG_FILES) -> ParseReport:

@@ -1,0 +1,128 @@
+"""One Airflow task per dbt model under Cosmos's ``ExecutionMode.WATCHER``: the task of a model and its tests.
+
+In watcher mode each dbt group runs one ``dbt build`` of its whole selection (Cosmos's producer task,
+``dbt_producer_watcher``), which reports every node's result to XCom as it finishes. Cosmos's own model sensor
+judges the model alone (its tests would need a second task per model), so the task here judges both, as the
+per-model ``dbt build`` of the local mode did:
+
+- its first try reads the build's report: it fails when the model failed (or was skipped by dbt because a model
+  it reads failed) or when any of its tests failed or did not run, naming them;
+- any later try (Airflow's retry after such a failure, or an operator clearing the task) builds the model and
+  its tests itself (``dbt build --select <model>``), once the tasks of the models it reads have succeeded.
+
+Clearing a whole run re-runs each group's build task too, which Cosmos then skips (it never repeats a build on
+a later try), so every model task of the group builds its own model, in dbt's order: slower (one dbt start-up
+per model, as the local mode), the same tables.
+
+The verdict is a pure function (``judge``), tested without Airflow; the sensor only gathers its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from cosmos.operators.watcher import DbtConsumerWatcherSensor
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+# dbt's result statuses. A model that did its job is "success"; a test that passed is "pass", and "warn" is a
+# warn-severity test that found rows (dbt carries on, as the local mode's task did).
+_DONE = frozenset({"success", "pass", "warn"})
+_FAILED_TESTS = frozenset({"fail", "error", "runtime error"})
+_FAILED_TASKS = frozenset({"failed", "upstream_failed"})
+
+
+class ModelCheckFailed(RuntimeError):
+    """A dbt model, or a test of it, did not pass in the group's build."""
+
+
+def judge(model: str, model_status: str | None, test_statuses: Mapping[str, str | None],
+          producer_state: str | None) -> None:
+    """Raise ``ModelCheckFailed`` naming why, unless ``model`` was built and every test of it passed.
+
+    ``test_statuses`` maps each test dbt runs with the model to its result, None when the group's build
+    reported none; ``producer_state`` is the Airflow state of the task that ran that build.
+    """
+    if model_status is None:
+        raise ModelCheckFailed(f"dbt model {model} was not built: the group's dbt build ended {producer_state} "
+                               "before reaching it (see the log of its task dbt_producer_watcher)")
+    if model_status not in _DONE:
+        raise ModelCheckFailed(f"dbt model {model} ended {model_status} in the group's dbt build "
+                               "(see the log of its task dbt_producer_watcher)")
+    failed = sorted(t for t, s in test_statuses.items() if s in _FAILED_TESTS)
+    if failed:
+        raise ModelCheckFailed(f"dbt test(s) of model {model} failed: {', '.join(failed)}")
+    if producer_state == "success":
+        return  # a build that succeeded ran every selected test, and none failed
+    unfinished = sorted(t for t, s in test_statuses.items() if s not in _DONE)
+    if unfinished:
+        raise ModelCheckFailed(f"dbt test(s) of model {model} did not run: the group's dbt build ended "
+                               f"{producer_state} first: {', '.join(unfinished)}")
+
+
+def _short(unique_id: str) -> str:
+    return unique_id.rsplit(".", 1)[-1] if unique_id.startswith("model.") else unique_id.split(".")[2]
+
+
+class ModelBuildSensor(DbtConsumerWatcherSensor):
+    """The task of one dbt model (and its tests) in a watcher-mode group; it runs after the group's build.
+
+    ``model_tests``: the tests the group's build runs with this model. ``upstream_model_tasks``: the tasks of
+    the models of the same group it reads (in watcher mode they are not its Airflow upstream: every model task
+    starts when the build is done, side by side, so that the group costs one task start after the build
+    instead of one per level of the dbt graph). Both are set by ``candlecast_orchestration.dbt``.
+    """
+
+    # A rerun builds the model with its tests, as the group's build does (Cosmos's sensor would `dbt run` it).
+    base_cmd: ClassVar[list[str]] = ["build"]
+
+    def __init__(self, *, model_tests: Sequence[str] = (), upstream_model_tasks: Sequence[str] = (),
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_tests = tuple(model_tests)
+        self.upstream_model_tasks = tuple(upstream_model_tasks)
+
+    def poke(self, context: Context) -> bool:
+        from cosmos.operators._watcher.state import get_dbt_event_xcom_key, get_xcom_val
+
+        ti = context["ti"]
+        name = _short(self.model_unique_id)
+        producer_state = self._get_producer_task_status(context)
+        if ti.try_number > 1 or producer_state == "skipped":
+            # a retry, a cleared task, or a cleared group (whose build then skips): this task builds the model
+            return self._rebuild(context, name)
+        model_status = self._get_node_status(ti, context)
+        if model_status is None and producer_state not in ("success", "failed"):
+            return False  # the build is not done (this task normally starts after it)
+        tests: dict[str, str | None] = {}
+        for test in self.model_tests:
+            event = get_xcom_val(ti, self.producer_task_id, get_dbt_event_xcom_key(test)) or {}
+            tests[_short(test)] = event.get("status")
+        judge(name, model_status, tests, producer_state)  # raises: the task fails, and its retry rebuilds
+        self._cache_compiled_sql(ti, context)
+        return True
+
+    def _rebuild(self, context: Context, name: str) -> bool:
+        """A retry or a cleared task: build the model again, once the models it reads are built (until then the
+        task is rescheduled: ``mode="reschedule"`` frees its worker slot)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        ti = context["ti"]
+        if self.upstream_model_tasks:
+            states = ti.get_task_states(dag_id=ti.dag_id, task_ids=list(self.upstream_model_tasks),
+                                        run_ids=[ti.run_id]).get(ti.run_id, {})
+            values = {t: getattr(s, "value", s) for t, s in states.items()}
+            failed = sorted(t for t, s in values.items() if s in _FAILED_TASKS)
+            if failed:
+                raise AirflowFailException(f"dbt model {name} reads what {', '.join(failed)} build(s), which failed")
+            if any(values.get(t) != "success" for t in self.upstream_model_tasks):
+                self.log.info("dbt model %s waits for %s before building", name, sorted(values))
+                return False
+        return self._build(context, name)
+
+    def _build(self, context: Context, name: str) -> bool:
+        self.log.info("building dbt model %s and its tests in this task (try %s)", name, context["ti"].try_number)
+        self.build_and_run_cmd(context, cmd_flags=["--select", name, "--indirect-selection", "buildable"])
+        return True
