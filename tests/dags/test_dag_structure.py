@@ -264,6 +264,8 @@ def test_cosmos_renders_one_dbt_build_per_group_and_one_task_per_model_judging_i
         assert task.upstream_task_ids == {build.task_id}
         assert sorted(t.split(".")[2] for t in task.model_tests) == expected[model]
         assert task.base_cmd == ["build"] and task.pool == "default_pool"
+        # the model's dbt owner (meta.owner, by its group) owns its task
+        assert task.owner == ("candlecast data" if group == "features" else "candlecast ML")
         reads = {p.split(".")[2] for p in parents[f"model.candlecast.{model}"]} & set(expected)
         assert set(task.upstream_model_tasks) == {f"{group}.{m}_model_build" for m in reads}
 
