@@ -48,6 +48,9 @@ from candlecast.settings.dags import HOURLY_DAG_ID, dag_settings
 from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT, HOURLY_STEPS
 
 SETTINGS = dag_settings()
+# The steps' own tasks take a worker slot before the dbt groups' model tasks, which judge a build beside them
+# and are on no step's way (Cosmos weighs its build 20, its model tasks 2).
+FIRST = {"priority_weight": 10, "weight_rule": "absolute"}
 
 
 @dag(
@@ -64,13 +67,13 @@ SETTINGS = dag_settings()
     doc_md=__doc__,
 )
 def candlecast_hourly() -> None:
-    @task
+    @task(**FIRST)
     def extract(data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 
         return run_step("extract", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
-    @task(trigger_rule=trigger_rule(HOURLY_STEPS, "predict"))
+    @task(trigger_rule=trigger_rule(HOURLY_STEPS, "predict"), **FIRST)
     def predict(data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 
@@ -78,7 +81,7 @@ def candlecast_hourly() -> None:
 
     # It writes a dbt table: in the dbt pool, one dbt at a time like the Cosmos tasks. Not retried: its verdict is
     # about the data, so a retry repeats it minutes later and only delays the alert; the next hour judges again.
-    @task(trigger_rule=trigger_rule(HOURLY_STEPS, "health"), pool=SETTINGS.dbt.pool, retries=0)
+    @task(trigger_rule=trigger_rule(HOURLY_STEPS, "health"), pool=SETTINGS.dbt.pool, retries=0, **FIRST)
     def health(data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 

@@ -89,7 +89,9 @@ def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, 
         test_indirect_selection=indirect,
         # The group's one build: in the dbt pool, with the same test selection as the cycle command's build (Cosmos
         # gives it to per-model tasks only), and not retried as a whole (each model task retries its model).
-        **({"setup_operator_args": {"pool": settings.dbt.pool, "retries": 0, "indirect_selection": indirect.value}}
+        **({"setup_operator_args": {"pool": settings.dbt.pool, "retries": 0, "indirect_selection": indirect.value,
+                                    # how Cosmos reads the build's results; dbt 1.7 takes it before `build` only
+                                    "dbt_cmd_global_flags": ["--log-format", "json"]}}
            if watcher else {}),
     )
     render = RenderConfig(
@@ -181,6 +183,8 @@ def _models_after_the_build(group: DbtTaskGroup) -> None:
         # after the build whatever its end: a failed build's models are judged (and rebuilt) one by one
         task.trigger_rule = TriggerRule.ALL_DONE
     done.trigger_rule = TriggerRule.ALL_DONE
+    # Cosmos puts `--log-format json` after `build`, where dbt 1.7 refuses it: it is among the global flags above.
+    producer.log_format = None
     # Cosmos adds to the build's failure (and retry) callbacks a copy of its results into an Airflow Variable, for
     # a retry of the build to restore; the build is never retried here, so the Variable would only pile up.
     for name in ("on_failure_callback", "on_retry_callback"):

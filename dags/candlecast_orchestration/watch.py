@@ -8,7 +8,8 @@ per-model ``dbt build`` of the local mode did:
 - its first try reads the build's report: it fails when the model failed (or was skipped by dbt because a model
   it reads failed) or when any of its tests failed or did not run, naming them;
 - any later try (Airflow's retry after such a failure, or an operator clearing the task) builds the model and
-  its tests itself (``dbt build --select <model>``), once the tasks of the models it reads have succeeded.
+  its tests itself (``dbt build --select <model>``), once the tasks of the models it reads have succeeded; so
+  does a first try whose build did not run the model without failing (skipped, or marked success by hand).
 
 Clearing a whole run re-runs each group's build task too, which Cosmos then skips (it never repeats a build on
 a later try), so every model task of the group builds its own model, in dbt's order: slower (one dbt start-up
@@ -89,12 +90,15 @@ class ModelBuildSensor(DbtConsumerWatcherSensor):
 
         ti = context["ti"]
         name = _short(self.model_unique_id)
-        producer_state = self._get_producer_task_status(context)
-        if ti.try_number > 1 or producer_state == "skipped":
-            # a retry, a cleared task, or a cleared group (whose build then skips): this task builds the model
+        if ti.try_number > 1:  # a retry, or a cleared task: this task builds the model
             return self._rebuild(context, name)
+        producer_state = self._get_producer_task_status(context)
         model_status = self._get_node_status(ti, context)
-        if model_status is None and producer_state not in ("success", "failed"):
+        if model_status is None and producer_state in ("success", "skipped"):
+            # the build did not run this model though it did not fail: it was skipped (a cleared group: Cosmos never
+            # repeats a build) or marked done by hand; so this task builds the model
+            return self._rebuild(context, name)
+        if model_status is None and producer_state != "failed":
             return False  # the build is not done (this task normally starts after it)
         tests: dict[str, str | None] = {}
         for test in self.model_tests:

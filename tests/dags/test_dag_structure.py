@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -289,7 +290,7 @@ def test_a_model_task_fails_when_its_model_or_any_of_its_tests_did(dagbag, model
     if fails_with is None:
         judge("m", model_status, tests, build)
     else:
-        with pytest.raises(ModelCheckFailed, match=fails_with):
+        with pytest.raises(ModelCheckFailed, match=re.escape(fails_with)):
             judge("m", model_status, tests, build)
 
 
