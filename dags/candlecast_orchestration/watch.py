@@ -6,7 +6,7 @@ judges the model alone (its tests would need a second task per model), so the ta
 per-model ``dbt build`` of the local mode did:
 
 - its first try reads the build's report: it fails when the model failed (or was skipped by dbt because a model
-  it reads failed) or when any of its tests failed or did not run, naming them;
+  it reads failed) or when any of its tests failed or did not run;
 - any later try (Airflow's retry after such a failure, or an operator clearing the task) builds the model and
   its tests itself (``dbt build --select <model>``), once the tasks of the models it reads have succeeded; so
   does a first try whose build did not run the model without failing (skipped, or marked success by hand).
@@ -20,7 +20,7 @@ The verdict is a pure function (``judge``), tested without Airflow; the sensor o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cosmos.operators.watcher import DbtConsumerWatcherSensor
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 # dbt's result statuses. A model that did its job is "success"; a test that passed is "pass", and "warn" is a
 # warn-severity test that found rows (dbt carries on, as the local mode's task did).
 _DONE = frozenset({"success", "pass", "warn"})
-_FAILED_TESTS = frozenset({"fail", "error", "runtime error"})
 _FAILED_TASKS = frozenset({"failed", "upstream_failed"})
 
 
@@ -39,12 +38,13 @@ class ModelCheckFailed(RuntimeError):
     """A dbt model, or a test of it, did not pass in the group's build."""
 
 
-def judge(model: str, model_status: str | None, test_statuses: Mapping[str, str | None],
+def judge(model: str, model_status: str | None, tests_status: str | None, has_tests: bool,
           producer_state: str | None) -> None:
     """Raise ``ModelCheckFailed`` naming why, unless ``model`` was built and every test of it passed.
 
-    ``test_statuses`` maps each test dbt runs with the model to its result, None when the group's build
-    reported none; ``producer_state`` is the Airflow state of the task that ran that build.
+    ``tests_status`` is what the group's build reported for the model's tests together once they had all run
+    (Cosmos's aggregate: "pass" or "fail"), None when it reported none; ``producer_state`` is the Airflow state of
+    the task that ran that build.
     """
     if model_status is None:
         raise ModelCheckFailed(f"dbt model {model} was not built: the group's dbt build ended {producer_state} "
@@ -52,15 +52,13 @@ def judge(model: str, model_status: str | None, test_statuses: Mapping[str, str 
     if model_status not in _DONE:
         raise ModelCheckFailed(f"dbt model {model} ended {model_status} in the group's dbt build "
                                "(see the log of its task dbt_producer_watcher)")
-    failed = sorted(t for t, s in test_statuses.items() if s in _FAILED_TESTS)
-    if failed:
-        raise ModelCheckFailed(f"dbt test(s) of model {model} failed: {', '.join(failed)}")
-    if producer_state == "success":
+    if tests_status == "fail":
+        raise ModelCheckFailed(f"dbt test(s) of model {model} failed (the log of the group's task "
+                               "dbt_producer_watcher names them)")
+    if tests_status == "pass" or not has_tests or producer_state == "success":
         return  # a build that succeeded ran every selected test, and none failed
-    unfinished = sorted(t for t, s in test_statuses.items() if s not in _DONE)
-    if unfinished:
-        raise ModelCheckFailed(f"dbt test(s) of model {model} did not run: the group's dbt build ended "
-                               f"{producer_state} first: {', '.join(unfinished)}")
+    raise ModelCheckFailed(f"dbt test(s) of model {model} did not all run: the group's dbt build ended "
+                           f"{producer_state} first")
 
 
 def _short(unique_id: str) -> str:
@@ -86,7 +84,7 @@ class ModelBuildSensor(DbtConsumerWatcherSensor):
         self.upstream_model_tasks = tuple(upstream_model_tasks)
 
     def poke(self, context: Context) -> bool:
-        from cosmos.operators._watcher.state import get_dbt_event_xcom_key, get_xcom_val
+        from cosmos.operators._watcher.state import get_xcom_val
 
         ti = context["ti"]
         name = _short(self.model_unique_id)
@@ -100,11 +98,11 @@ class ModelBuildSensor(DbtConsumerWatcherSensor):
             return self._rebuild(context, name)
         if model_status is None and producer_state != "failed":
             return False  # the build is not done (this task normally starts after it)
-        tests: dict[str, str | None] = {}
-        for test in self.model_tests:
-            event = get_xcom_val(ti, self.producer_task_id, get_dbt_event_xcom_key(test)) or {}
-            tests[_short(test)] = event.get("status")
-        judge(name, model_status, tests, producer_state)  # raises: the task fails, and its retry rebuilds
+        from cosmos.operators._watcher.aggregation import get_tests_status_xcom_key
+
+        tests_status = get_xcom_val(ti, self.producer_task_id, get_tests_status_xcom_key(self.model_unique_id))
+        # raises: the task fails, and its retry rebuilds
+        judge(name, model_status, tests_status, bool(self.model_tests), producer_state)
         self._cache_compiled_sql(ti, context)
         return True
 

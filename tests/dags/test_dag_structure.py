@@ -271,27 +271,28 @@ def test_cosmos_renders_one_dbt_build_per_group_and_one_task_per_model_judging_i
         assert set(task.upstream_model_tasks) == {f"{group}.{m}_model_build" for m in reads}
 
 
-@pytest.mark.parametrize("model_status,tests,build,fails_with", [
-    ("success", {"not_null_x": "pass", "unique_x": "warn"}, "success", None),
-    # a failing test fails its model's task, naming the test, whether the build went on or not
-    ("success", {"not_null_x": "pass", "unique_x": "fail"}, "failed", "dbt test(s) of model m failed: unique_x"),
-    ("success", {"not_null_x": "error"}, "success", "dbt test(s) of model m failed: not_null_x"),
+@pytest.mark.parametrize("model_status,tests,has_tests,build,fails_with", [
+    ("success", "pass", True, "success", None),
+    ("success", None, False, "failed", None),  # no test of its own: another model's failure is not its
+    # a failing test fails its model's task, whether the build went on or not
+    ("success", "fail", True, "failed", "dbt test(s) of model m failed"),
+    ("success", "fail", True, "success", "dbt test(s) of model m failed"),
     # dbt skips what reads a failed model: Cosmos reports it "failed", and so does its task
-    ("failed", {"not_null_x": "skipped"}, "failed", "dbt model m ended failed"),
-    ("error", {}, "failed", "dbt model m ended error"),
+    ("failed", None, True, "failed", "dbt model m ended failed"),
+    ("error", None, True, "failed", "dbt model m ended error"),
     # a build that died before the model, or before its tests, leaves the task to fail (and its retry to build)
-    (None, {"not_null_x": None}, "failed", "dbt model m was not built"),
-    ("success", {"not_null_x": None}, "failed", "dbt test(s) of model m did not run"),
+    (None, None, True, "failed", "dbt model m was not built"),
+    ("success", None, True, "failed", "dbt test(s) of model m did not all run"),
 ])
-def test_a_model_task_fails_when_its_model_or_any_of_its_tests_did(dagbag, model_status, tests, build,
+def test_a_model_task_fails_when_its_model_or_any_of_its_tests_did(dagbag, model_status, tests, has_tests, build,
                                                                    fails_with) -> None:
     from candlecast_orchestration.watch import ModelCheckFailed, judge
 
     if fails_with is None:
-        judge("m", model_status, tests, build)
+        judge("m", model_status, tests, has_tests, build)
     else:
         with pytest.raises(ModelCheckFailed, match=re.escape(fails_with)):
-            judge("m", model_status, tests, build)
+            judge("m", model_status, tests, has_tests, build)
 
 
 def _parse_in_subprocess(extra_env: dict[str, str], files: tuple[str, ...] = DAG_FILES) -> ParseReport:
