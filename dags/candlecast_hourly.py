@@ -39,6 +39,8 @@ runs its step's function, each Cosmos group renders its step's dbt selection.
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 from candlecast_orchestration.alerts import default_args
 from candlecast_orchestration.dbt import dbt_task_group
@@ -50,7 +52,7 @@ from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT, HOURLY_STEPS
 SETTINGS = dag_settings()
 # The steps' own tasks take a worker slot before the dbt groups' model tasks, which judge a build beside them
 # and are on no step's way (Cosmos weighs its build 20, its model tasks 2).
-FIRST = {"priority_weight": 10, "weight_rule": "absolute"}
+FIRST: dict[str, Any] = {"priority_weight": 10, "weight_rule": "absolute"}
 
 
 @dag(
