@@ -104,7 +104,7 @@ bench: db-start  ## every benchmark; prints figure and target (bench_soak.py alo
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
 
 # The benchmark's run checks what tests/soak asserts (tools.soak.run.verdicts) and exits 1 if any fails.
-soak: deps  ## the replayed fortnight: 336 hourly cycles through every fault, 24 via Airflow (about 90 min)
+soak: deps  ## the replayed fortnight: 336 hourly cycles through every fault, 24 via Airflow (about two hours)
 	@$(PY) bench/bench_soak.py
 
 clean:  ## remove caches (keeps .local data; `make airflow-stop pg-stop db-stop && rm -rf .local` for a clean slate)
