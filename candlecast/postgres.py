@@ -34,7 +34,9 @@ import pwd
 import re
 import secrets
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -227,9 +229,33 @@ def running_pid(server: LocalPostgres) -> int | None:
 
 
 def _ready(server: LocalPostgres) -> bool:
-    """The postmaster says it accepts connections (line 8 of its pid file, PostgreSQL 10 and later)."""
+    """The postmaster says it accepts connections (line 8 of its pid file, PostgreSQL 10 and later) and answers.
+
+    The pid file alone is not enough: right after a SIGKILL the process still looks alive for a moment (the
+    signal not yet delivered) while its pid file still says "ready".
+    """
     lines = _pid_file_lines(server)
-    return len(lines) >= 8 and lines[7].strip() == "ready" and running_pid(server) is not None
+    return len(lines) >= 8 and lines[7].strip() == "ready" and running_pid(server) is not None \
+        and _answers(server)
+
+
+# The protocol's SSLRequest: any live server replies one byte, "S" or "N", before anything else is sent.
+_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+
+
+def _answers(server: LocalPostgres) -> bool:
+    """The server on our own unix socket replies to an SSLRequest (a port could be answered by another server)."""
+    path = server.socket_dir / f".s.PGSQL.{server.port}"
+    if not path.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(1)
+            conn.connect(str(path))
+            conn.sendall(_SSL_REQUEST)
+            return conn.recv(1) in (b"S", b"N")
+    except OSError:
+        return False
 
 
 def _shared_memory_in_use(server: LocalPostgres) -> bool:
