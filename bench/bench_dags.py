@@ -12,7 +12,8 @@ Targets:
 Prints figures, targets and the machine's load; never fails on timing.
 
 Runs against the project's MariaDB (``make bench`` starts it) under a base of its own (``bench_dags``) and Airflow
-homes of its own (``.local/bench/dags/``; the standalone Airflow listens on ``CANDLECAST_BENCH_AIRFLOW_PORT``,
+homes of its own (``.local/bench/dags/``; the standalone Airflow keeps its metadata in the project's PostgreSQL,
+database ``bench_dags_airflow``, made fresh each run, and listens on ``CANDLECAST_BENCH_AIRFLOW_PORT``,
 default 18280, and the two ports after it); candles come over HTTP from an in-process replay server. Set-up (not
 timed): 68 days of history, one weekly retrain so a production model exists, one warm-up hour each way.
 
@@ -45,6 +46,7 @@ WORK = local_dir() / "bench" / "dags"
 MANIFEST_DIR = WORK / "dbt-target"
 DAGS = REPO / "dags"
 DAG_ID = "candlecast_hourly"
+AIRFLOW_DB = "bench_dags_airflow"  # the real runs' metadata database in the project's PostgreSQL
 HISTORY_START = datetime(2023, 11, 1, tzinfo=UTC)
 HOUR_START = datetime(2024, 1, 8, 12, tzinfo=UTC)  # the dag.test interval: [12:00, 13:00); real runs follow it
 HOUR = timedelta(hours=1)
@@ -151,6 +153,12 @@ def floor_run(interval_start: datetime) -> dict[str, float]:
 
 # --- real runs, by the scheduler of a standalone Airflow ---------------------------------------------------
 
+class ApiError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class Api:
     """The Airflow REST API, as the admin user of the simple auth manager."""
 
@@ -172,23 +180,30 @@ class Api:
                     return json.loads(resp.read() or b"null")
             except urllib.error.HTTPError as exc:
                 if exc.code != 503 or attempt == 9:  # 503: the metadata DB was busy; the API says to retry
-                    raise
+                    raise ApiError(exc.code, f"Airflow API {method} {path}: HTTP {exc.code}: "
+                                            f"{exc.read().decode(errors='replace')[:500]}") from exc
                 time.sleep(1)
 
 
 def boot_airflow() -> tuple[dict[str, str], LocalAirflow, Api]:
     """``airflow standalone`` started as ``make airflow`` starts it (Connections per role, no password in its
     environment), on the bench base; no runs of its own (only the ones created here)."""
+    from candlecast import postgres
     from candlecast.airflow_local import local_airflow, start, stop
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update({
         "CANDLECAST_AIRFLOW_HOME": str(WORK / "airflow-real"),
         "CANDLECAST_AIRFLOW_PORT": str(AIRFLOW_PORT),
+        "CANDLECAST_AIRFLOW_DB": AIRFLOW_DB,
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
     })
     stop(env)  # one a crashed bench left behind
-    shutil.rmtree(local_airflow(env).home, ignore_errors=True)
+    airflow = local_airflow(env)
+    shutil.rmtree(airflow.home, ignore_errors=True)
+    if airflow.postgres is not None:  # a metadata database of its own, fresh: never a developer's `make airflow`'s
+        postgres.start_server(airflow.postgres)
+        postgres.ensure_database(airflow.postgres, AIRFLOW_DB, fresh=True)
     airflow = start(env)
     api = Api(airflow)
     deadline = time.monotonic() + 180
@@ -196,7 +211,7 @@ def boot_airflow() -> tuple[dict[str, str], LocalAirflow, Api]:
         try:
             api.call("GET", f"/api/v2/dags/{DAG_ID}")
             break
-        except urllib.error.HTTPError as exc:
+        except ApiError as exc:
             if exc.code != 404 or time.monotonic() > deadline:
                 raise
             time.sleep(1)
@@ -213,8 +228,8 @@ def _seconds(start: str | None, end: str | None) -> float:
 def real_run(api: Api, interval_start: datetime) -> tuple[float, list[tuple[str, float, str]]]:
     """One hourly run of ``[interval_start, +1 h)`` by the scheduler (Airflow's backfill of that one interval):
     its start-to-success seconds (the run's own timestamps) and its task instances."""
-    api.call("POST", "/api/v2/backfills", {"dag_id": DAG_ID, "from_date": interval_start.isoformat(),
-                                           "to_date": interval_start.isoformat(), "max_active_runs": 1})
+    backfill = api.call("POST", "/api/v2/backfills", {"dag_id": DAG_ID, "from_date": interval_start.isoformat(),
+                                                      "to_date": interval_start.isoformat(), "max_active_runs": 1})
     deadline = time.monotonic() + 600
     run: dict[str, Any] | None = None
     while time.monotonic() < deadline:
@@ -228,6 +243,11 @@ def real_run(api: Api, interval_start: datetime) -> tuple[float, list[tuple[str,
     tis = api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]
     started = sorted((t for t in tis if t["start_date"]), key=lambda t: t["start_date"])
     rows = [(t["task_id"], _seconds(t["start_date"], t["end_date"]), t["state"]) for t in started]
+    # The scheduler closes the backfill a loop or two after its run; the next one is refused (409) until then.
+    while api.call("GET", f"/api/v2/backfills/{backfill['id']}").get("completed_at") is None:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the backfill of {interval_start:%Y-%m-%d %H:%M} was not completed: {backfill}")
+        time.sleep(0.5)
     return _seconds(run["start_date"], run["end_date"]), rows
 
 
