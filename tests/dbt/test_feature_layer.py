@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.dbt.conftest import FEATURE_COLUMNS, BuiltLayer
+from tests.dbt.conftest import BASE, FEATURE_COLUMNS, BuiltLayer, run_dbt
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +45,41 @@ def test_source_freshness_passes_on_freshly_loaded_candles(built_layer: BuiltLay
     assert [(s["unique_id"], s["status"]) for s in sources] == [("source.candlecast.coinbase.candles", "pass")]
     assert sources[0]["criteria"]["warn_after"] == {"count": 2, "period": "hour"}
     assert sources[0]["criteria"]["error_after"] == {"count": 6, "period": "hour"}
+
+
+def test_the_no_lookahead_test_fails_on_a_feature_that_reads_a_later_hour(built_layer: BuiltLayer,
+                                                                         admin_engine) -> None:
+    """dbt's assert_features_use_no_future_hours names each row and feature that reads the wrong hour: a std
+    taken one hour later, a lag shifted by one, a lag blanked in the first days' partial windows."""
+    from sqlalchemy import text
+
+    mart = f"`{built_layer.schemas.marts}`.fct_candle_features"
+    newest, first = _frame(admin_engine, f"select max(hour) as newest, min(hour) as first from {mart}").iloc[0]
+    later_std, shifted_lag, blank_lag = newest - timedelta(hours=5), newest - timedelta(hours=7), \
+        first + timedelta(hours=30)
+    keep = f"select * from {mart} where hour in (:a, :b, :c)"
+    hours = {"a": later_std, "b": shifted_lag, "c": blank_lag}
+    with admin_engine.begin() as conn:
+        saved = conn.execute(text(keep), hours).mappings().all()
+        assert len(saved) == 3
+        conn.execute(text(f"update {mart} f join {mart} n on n.product_id = f.product_id "
+                          "and n.hour = f.hour + interval 1 hour set f.return_std_24h = n.return_std_24h "
+                          "where f.hour = :a"), hours)
+        conn.execute(text(f"update {mart} set log_return_1h_lag_24 = log_return_1h_lag_23 where hour = :b"), hours)
+        conn.execute(text(f"update {mart} set log_return_1h_lag_24 = null where hour = :c"), hours)
+    try:
+        run = run_dbt("test", select=("assert_features_use_no_future_hours",), base=BASE, name="lookahead",
+                      check=False)
+        [result] = run.artifact("run_results.json")["results"]
+        assert (result["status"], result["failures"]) == ("fail", 3), result
+    finally:
+        with admin_engine.begin() as conn:
+            for row in saved:
+                columns = [c for c in row.keys() if c not in ("product_id", "hour")]
+                conn.execute(text(f"update {mart} set " + ", ".join(f"`{c}` = :{c}" for c in columns)
+                                  + " where product_id = :product_id and hour = :hour"), dict(row))
+    assert run_dbt("test", select=("assert_features_use_no_future_hours",), base=BASE, name="lookahead-restored") \
+        .artifact("run_results.json")["results"][0]["status"] == "pass"
 
 
 def test_marts_and_spine_have_their_primary_key_and_indexes(built_layer: BuiltLayer, admin_engine) -> None:
