@@ -22,6 +22,9 @@ from tools.soak import checks
 from tools.soak.harness import CycleRun, Soak, SoakConfig
 from tools.soak.plan import SoakPlan
 
+# The fault-free cycles a fault cycle is compared with: those within this many hours (cycles) of it.
+NEIGHBOUR_HOURS = 12
+
 
 @dataclass
 class Findings:
@@ -58,17 +61,43 @@ class Findings:
         return [c.seconds for c in self.cycles if c.k not in hit and c.via != "airflow" and c.ok
                 and len(c.attempts) == 1]
 
+    def fault_cycle_ratios(self, window_hours: int = NEIGHBOUR_HOURS) -> dict[int, float]:
+        return fault_cycle_ratios(self.cycles, window_hours)
+
     def timing(self) -> dict[str, float]:
         every = [c.seconds for c in self.cycles if c.via != "airflow"]
         clean = self.fault_free_seconds()
         baseline = statistics.median(clean) if clean else float("nan")
         median, p95 = statistics.median(every), _percentile(every, 95)
+        fault_ratios = self.fault_cycle_ratios()
         return {"median_s": median, "p95_s": p95, "fault_free_median_s": baseline,
-                "median_ratio": median / baseline, "p95_ratio": p95 / baseline}
+                "median_ratio": median / baseline, "p95_ratio": p95 / baseline,
+                "fault_cycle_worst_ratio": max(fault_ratios.values(), default=float("nan"))}
 
     def as_dict(self) -> dict[str, Any]:
         return {"availability": self.availability.ratio, "served": self.availability.served,
                 "forecast": self.availability.forecast, "outcomes": self.outcome_counts, **self.timing()}
+
+
+def fault_cycle_ratios(cycles: list[CycleRun], window_hours: int = NEIGHBOUR_HOURS) -> dict[int, float]:
+    """Each fault-touched cycle's slowest attempt against the median of the fault-free cycles within
+    ``window_hours`` of it, by cycle: the fault's own cost, not the machine's speed that day (on a VM it drifts by
+    a quarter over hours with nothing else running, which moves the fortnight's p95 as much as a fault).
+
+    Fault-touched: the cycle a fault hit and the one after it (which catches up); fault-free: every other cycle
+    run as a process that succeeded at its first attempt.
+    """
+    hit = {c.k for c in cycles if c.fault} | {c.k + 1 for c in cycles if c.fault}
+    clean = {c.k: c.seconds for c in cycles if c.k not in hit and c.via != "airflow" and c.ok
+             and len(c.attempts) == 1}
+    ratios = {}
+    for c in cycles:
+        if c.k not in hit or c.via == "airflow" or not c.attempts:
+            continue
+        near = [s for k, s in clean.items() if abs(k - c.k) <= window_hours]
+        if near:
+            ratios[c.k] = max(a.seconds for a in c.attempts) / statistics.median(near)
+    return ratios
 
 
 def _percentile(values: list[float], pct: float) -> float:
