@@ -2,6 +2,7 @@
     config(
         materialized='table',
         tags=['accuracy'],
+        pre_hook="{{ without_lateral_derived() }}",
         post_hook="{{ ensure_keys(primary_key=['product_id', 'model_version']) }}",
     )
 }}
