@@ -4,10 +4,15 @@
   1,500 realized forecasts of 250 products `model_leaderboard` took 1.75 s and `assert_leaderboard_matches_accuracy`
   15.1 s with it, 0.04 s and 0.08 s without it (bench/bench_scale.py), and both grew with every hour's forecasts.
   These queries join small grouped tables by their keys, where a plain materialization is always cheap, so it is
-  switched off: for a model by a pre_hook (the session of its statements), for every data test here.
+  switched off: for a model by a pre_hook (and back on by its post_hook), for every data test here.
 -#}
 {% macro without_lateral_derived() -%}
     set session optimizer_switch = 'split_materialized=off'
+{%- endmacro %}
+
+{#- the session's default back, for the next model dbt runs on the same connection -#}
+{% macro with_lateral_derived() -%}
+    set session optimizer_switch = 'split_materialized=default'
 {%- endmacro %}
 
 

@@ -3,7 +3,7 @@
         materialized='table',
         tags=['accuracy'],
         pre_hook="{{ without_lateral_derived() }}",
-        post_hook="{{ ensure_keys(primary_key=['product_id', 'model_version']) }}",
+        post_hook=["{{ with_lateral_derived() }}", "{{ ensure_keys(primary_key=['product_id', 'model_version']) }}"],
     )
 }}
 -- One row per product and model with at least one realized forecast: how it did over the trailing 24 h and
