@@ -2,9 +2,12 @@
 
 An Airflow DAG driven by its data interval ``[start, end)`` (UTC):
 
-1. ``extract``: bring every configured product (Variable ``candlecast_products``, else
-   ``CANDLECAST_EXTRACT_PRODUCTS``; ``COINBASE_API_URL`` says where from) up to the interval's end: the
-   self-healing incremental run, which catches up after an outage and re-fetches the trailing day.
+0. ``product_batches``: the run's products (Variable ``candlecast_products``, else ``CANDLECAST_EXTRACT_PRODUCTS``)
+   in batches of ``CANDLECAST_DAG_BATCH_SIZE`` (50): ``extract`` and ``predict`` are mapped over them (dynamic
+   task mapping), one task per batch, so one batch's failure leaves the others' candles and forecasts written, and
+   workers share the batches. Extract batches run one at a time (the API's rate limit is per client address).
+1. ``extract``: bring every product of the batch (``COINBASE_API_URL`` says where from) up to the interval's end:
+   the self-healing incremental run, which catches up after an outage and re-fetches the trailing day.
 2. ``features``: the dbt models up to ``fct_candle_features`` / ``features_latest`` with their tests: one
    ``dbt build`` of them, then one Airflow task per model judging its model and tests (Cosmos's watcher mode,
    ``candlecast_orchestration.dbt``). ``predict`` starts when the build is done, beside those tasks.
@@ -70,16 +73,23 @@ FIRST: dict[str, Any] = {"priority_weight": 10, "weight_rule": "absolute"}
 )
 def candlecast_hourly() -> None:
     @task(**FIRST)
-    def extract(data_interval_start=None, data_interval_end=None) -> list[dict]:
+    def product_batches() -> list[list[str]]:
+        from candlecast_orchestration.tasks import product_batches
+
+        return product_batches(SETTINGS.batch_size)
+
+    # One batch at a time: the API's rate limit is per client address, and each batch's extractor spends all of it.
+    @task(max_active_tis_per_dagrun=1, **FIRST)
+    def extract(products: list[str], data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 
-        return run_step("extract", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
+        return run_step("extract", data_interval_start, data_interval_end, SETTINGS.conn_prefix, products)
 
     @task(trigger_rule=trigger_rule(HOURLY_STEPS, "predict"), **FIRST)
-    def predict(data_interval_start=None, data_interval_end=None) -> list[dict]:
+    def predict(products: list[str], data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 
-        return run_step("predict", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
+        return run_step("predict", data_interval_start, data_interval_end, SETTINGS.conn_prefix, products)
 
     # It writes a dbt table: in the dbt pool, one dbt at a time like the Cosmos tasks. Not retried: its verdict is
     # about the data, so a retry repeats it minutes later and only delays the alert; the next hour judges again.
@@ -91,7 +101,10 @@ def candlecast_hourly() -> None:
 
     features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
     accuracy = dbt_task_group("accuracy", ACCURACY_SELECT, SETTINGS)
-    extracted, predicted, checked = extract(), predict(), health()
+    batches = product_batches()
+    # One extract and one predict task per batch of products: a batch's failure leaves the others' work done.
+    extracted, predicted = extract.expand(products=batches), predict.expand(products=batches)
+    checked = health()
     extracted >> features
     # predict and health need the tables a dbt group built, not its model tasks' verdicts (they run after a
     # failure anyway): they start when the group's build is done, beside those tasks (all_steps_ok waits for all).

@@ -3,6 +3,9 @@
 An Airflow DAG; the run's data interval end ``E`` (floored to the hour) drives it:
 
 1. ``features``: the dbt feature models with their tests (Cosmos), so training sees every stored hour.
+   Beside it, ``product_batches``: the run's products in batches of ``CANDLECAST_DAG_BATCH_SIZE`` (50); steps 2-4
+   run in a task group mapped over them (``retrain``, one per batch: dynamic task mapping), so one batch's
+   failure stops only that batch, and workers share the batches.
 2. ``train``: LightGBM and the naive baselines, trained on hours before ``E - CANDLECAST_HOLDOUT_HOURS``
    (default 168 h), stored as new immutable versions and registered as candidates.
 3. ``evaluate``: every stored model of each product scored on the same holdout ``[E - 168 h, E)``, which none
@@ -20,11 +23,11 @@ runs its step's function, each Cosmos group renders its step's dbt selection.
 
 from __future__ import annotations
 
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task, task_group
 from candlecast_orchestration.alerts import default_args
 from candlecast_orchestration.dbt import dbt_task_group
 
-from candlecast.settings.dags import RETRAIN_DAG_ID, dag_settings
+from candlecast.settings.dags import RETRAIN_DAG_ID, RETRAIN_GROUP, dag_settings
 from cycle.steps import FEATURE_SELECT
 
 SETTINGS = dag_settings()
@@ -44,25 +47,37 @@ SETTINGS = dag_settings()
 )
 def candlecast_weekly_retrain() -> None:
     @task
-    def train(data_interval_start=None, data_interval_end=None) -> list[dict]:
-        from candlecast_orchestration.tasks import run_step
+    def product_batches() -> list[list[str]]:
+        from candlecast_orchestration.tasks import product_batches
 
-        return run_step("train", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
-
-    @task
-    def evaluate(data_interval_start=None, data_interval_end=None) -> list[dict]:
-        from candlecast_orchestration.tasks import run_step
-
-        return run_step("evaluate", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
+        return product_batches(SETTINGS.batch_size)
 
     @task
-    def promote(data_interval_start=None, data_interval_end=None) -> list[dict]:
+    def train(products: list[str], data_interval_start=None, data_interval_end=None) -> list[dict]:
         from candlecast_orchestration.tasks import run_step
 
-        return run_step("promote", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
+        return run_step("train", data_interval_start, data_interval_end, SETTINGS.conn_prefix, products)
+
+    @task
+    def evaluate(products: list[str], data_interval_start=None, data_interval_end=None) -> list[dict]:
+        from candlecast_orchestration.tasks import run_step
+
+        return run_step("evaluate", data_interval_start, data_interval_end, SETTINGS.conn_prefix, products)
+
+    @task
+    def promote(products: list[str], data_interval_start=None, data_interval_end=None) -> list[dict]:
+        from candlecast_orchestration.tasks import run_step
+
+        return run_step("promote", data_interval_start, data_interval_end, SETTINGS.conn_prefix, products)
+
+    # One group per batch of products: a batch's train, evaluate and promote follow each other, and a failed batch
+    # stops only itself.
+    @task_group(group_id=RETRAIN_GROUP)
+    def retrain(products: list[str]) -> None:
+        train(products) >> evaluate(products) >> promote(products)
 
     features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
-    features >> train() >> evaluate() >> promote()
+    features >> retrain.expand(products=product_batches())
 
 
 candlecast_weekly_retrain()

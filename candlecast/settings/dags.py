@@ -24,6 +24,7 @@ from candlecast.settings.dbt import DbtSettings
 
 HOURLY_DAG_ID = "candlecast_hourly"
 RETRAIN_DAG_ID = "candlecast_weekly_retrain"
+RETRAIN_GROUP = "retrain"  # the weekly DAG's task group of train, evaluate and promote, mapped over product batches
 
 # Airflow Variables a task reads at run time (each falls back to the env var the CLIs read).
 VAR_PRODUCTS = "candlecast_products"  # comma-separated, e.g. "BTC-USD,ETH-USD"
@@ -37,7 +38,7 @@ EXECUTION_MODES = ("watcher", "local")
 
 
 class DagSettings(EnvSettings):
-    """``CANDLECAST_HOURLY_SCHEDULE``, ``CANDLECAST_RETRAIN_SCHEDULE``, ``CANDLECAST_DAG_*``,
+    """``CANDLECAST_HOURLY_SCHEDULE``, ``CANDLECAST_RETRAIN_SCHEDULE``, ``CANDLECAST_DAG_*`` (``_BATCH_SIZE`` too),
     ``CANDLECAST_COSMOS_*``, ``CANDLECAST_AIRFLOW_CONN_PREFIX`` and the dbt settings."""
 
     hourly_schedule: str = Field("@hourly", validation_alias="CANDLECAST_HOURLY_SCHEDULE")
@@ -66,6 +67,9 @@ class DagSettings(EnvSettings):
     # mailed once, then again every this many hours of data time while it lasts; its first success mails that
     # it is resolved. Every failure is still logged.
     alert_repeat_hours: int = Field(24, validation_alias="CANDLECAST_ALERT_REPEAT_HOURS")
+    # Products per mapped task (the hourly extract and predict, the weekly train, evaluate and promote map over
+    # batches of the run's products): one batch's failure leaves the others' work done, and workers share them.
+    batch_size: int = Field(50, validation_alias="CANDLECAST_DAG_BATCH_SIZE")
     dbt: DbtSettings = DbtSettings()
 
     @field_validator("start_date", "end_date", mode="before")
@@ -99,11 +103,11 @@ class DagSettings(EnvSettings):
             raise ValueError("must be >= 0")
         return value
 
-    @field_validator("alert_repeat_hours")
+    @field_validator("alert_repeat_hours", "batch_size")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
-            raise ValueError("must be a whole number of hours >= 1")
+            raise ValueError("must be a whole number >= 1")
         return value
 
     @field_validator("load_method", "test_behavior", "execution_mode", mode="before")

@@ -11,6 +11,8 @@ SQLAlchemy and LightGBM stay out of the DAG processor.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -58,22 +60,47 @@ def run_context(role: Role, conn_prefix: str | None) -> RunContext:
     return RunContext.resolve(env, products=products, model_store=store)
 
 
+def product_batches(batch_size: int) -> list[list[str]]:
+    """The run's products (Variable ``candlecast_products``, else ``CANDLECAST_EXTRACT_PRODUCTS``) in batches of
+    ``batch_size``, in order: the hourly and weekly steps map one task over each (dynamic task mapping)."""
+    from candlecast.settings import ExtractSettings
+    from cycle.context import parse_products
+
+    raw = airflow_variables().get(VAR_PRODUCTS)
+    # the env var's products when no Variable names them (the settings layer checks them; no credentials read)
+    chosen = ExtractSettings.from_env(dict(os.environ)).products if raw is None else parse_products(
+        raw, f"Airflow Variable {VAR_PRODUCTS}")
+    return [list(chosen[i:i + batch_size]) for i in range(0, len(chosen), batch_size)]
+
+
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
+MAPPED_INSTANCE = re.compile(r"(?P<task>.+)_(?P<index>\d+)")
 
 
 def failed_earlier_steps(name: str) -> tuple[str, ...]:
     """The steps before ``name`` in this task's DAG run with a failed task (the run's task states, read through
-    the Task SDK), as ``cycle.run`` tells a step that runs after a failure. A Cosmos task counts for its group."""
+    the Task SDK), as ``cycle.run`` tells a step that runs after a failure. A Cosmos task counts for its group; a
+    mapped step (one task per batch of products) counts when its task of this task's batch (the same map index)
+    failed, so a batch's fallback names its own failed extract, not another batch's."""
     from airflow.sdk import get_current_context
 
     from cycle.steps import HOURLY_STEPS, WEEKLY_STEPS
 
     ti = get_current_context()["ti"]
     states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
-    failed = {task_id.split(".")[0] for task_id, state in states.items()
-              if getattr(state, "value", state) in FAILED_STATES}
     steps = HOURLY_STEPS if any(s.name == name for s in HOURLY_STEPS) else WEEKLY_STEPS
     earlier = [s.name for s in steps[:[s.name for s in steps].index(name)]]
+    failed = set()
+    for key, state in states.items():
+        if getattr(state, "value", state) not in FAILED_STATES:
+            continue
+        task = key.split(".")[0]
+        mapped = MAPPED_INSTANCE.fullmatch(task)
+        if mapped and mapped["task"] in earlier:  # "extract_3": the extract of batch 3
+            if int(mapped["index"]) == ti.map_index:
+                failed.add(mapped["task"])
+        else:
+            failed.add(task)
     return tuple(s for s in earlier if s in failed)
 
 
@@ -91,17 +118,20 @@ def not_retried(exc: BaseException) -> bool:
 
 
 def run_step(name: str, data_interval_start: datetime, data_interval_end: datetime,
-             conn_prefix: str | None) -> list[dict[str, Any]]:
-    """Run the cycle step ``name`` over the run's data interval; its summary becomes the task's XCom."""
+             conn_prefix: str | None, products: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Run the cycle step ``name`` over the run's data interval (for ``products``, a mapped task's batch, or else
+    every product of the run); its summary becomes the task's XCom."""
     import logging
 
-    from cycle.context import Interval
+    from cycle.context import Interval, parse_products
     from cycle.step_process import error_name
     from cycle.steps import step
 
     chosen = step(name)
     interval = Interval.of(data_interval_start, data_interval_end)
     ctx = run_context(chosen.role, conn_prefix)
+    if products:
+        ctx = replace(ctx, products=parse_products(",".join(products), f"the {name} task's product batch"))
     if chosen.runs_after_failure:
         ctx = replace(ctx, failed_steps=failed_earlier_steps(name))
     try:

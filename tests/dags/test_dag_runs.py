@@ -85,7 +85,7 @@ def test_rerunning_hourly_tasks_with_settings_from_airflow_connections_changes_n
     assert bag.import_errors == {}
 
     # Re-run extract, the incremental feature model and predict for the same interval; the rest is marked done.
-    keep = "extract|predict|features\\.fct_candle_features_model_build"
+    keep = "product_batches|extract|predict|features\\.fct_candle_features_model_build"
     run_dag(bag.dags["candlecast_hourly"], HOURLY_START + HOUR, conn_file_path=str(conn_file),
             mark_success_pattern=f"(?!(?:{keep})$).*")
     assert pipeline.differences(pipeline.snapshot(admin_engine, BASE), before) == []

@@ -49,6 +49,22 @@ def manifest_models(manifest: Path, select: list[str]) -> dict[str, list[str]]:
     return {nodes[uid]["name"]: sorted(t) for uid, t in tests.items()}
 
 
+BATCHES = "product_batches"  # the task that splits the run's products into the batches steps are mapped over
+
+
+def mapped_over_batches(task: Any) -> bool:
+    """A task mapped (dynamic task mapping) over the product batches, alone or in a mapped task group."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    group = task.task_group
+    return isinstance(task, MappedOperator) or type(group).__name__ == "MappedTaskGroup"
+
+
+def step_task(dag: Any, name: str) -> Any:
+    """The task of a Python step: by its name, or inside the weekly DAG's mapped ``retrain`` group."""
+    return dag.get_task(name) if name in dag.task_dict else dag.get_task(f"retrain.{name}")
+
+
 def dbt_tasks(dag, group: str) -> dict[str, Any]:  # Airflow operators; Cosmos's carry select, pool, ...
     return {t.task_id: t for t in dag.tasks if t.task_id.startswith(f"{group}.")}
 
@@ -78,16 +94,19 @@ def test_hourly_runs_extract_then_features_then_predict_then_accuracy_then_healt
     dag = dagbag.dags[HOURLY]
     features, accuracy = dbt_tasks(dag, "features"), dbt_tasks(dag, "accuracy")
     python_tasks = {t.task_id for t in dag.tasks} - set(features) - set(accuracy)
-    assert python_tasks == {"extract", "predict", "health", "all_steps_ok"}
+    assert python_tasks == {BATCHES, "extract", "predict", "health", "all_steps_ok"}
 
     extract, predict = dag.get_task("extract"), dag.get_task("predict")
-    assert extract.upstream_task_ids == set()
-    # extract feeds the roots of the feature group (its one dbt build); predict waits for that build, and the
-    # group's model tasks judge it beside predict.
+    # one extract and one predict task per batch of products (dynamic task mapping), extract batches one at a time
+    assert mapped_over_batches(extract) and mapped_over_batches(predict)
+    assert extract.max_active_tis_per_dagrun == 1
+    assert extract.upstream_task_ids == {BATCHES}
+    # extract feeds the roots of the feature group (its one dbt build); predict waits for that build (and its
+    # batch), and the group's model tasks judge it beside predict.
     roots = {tid for tid, t in features.items() if not (t.upstream_task_ids & set(features))}
     leaves = {tid for tid, t in features.items() if not (t.downstream_task_ids & set(features))}
     assert extract.downstream_task_ids == roots | {"all_steps_ok"}
-    assert predict.upstream_task_ids == {"features.dbt_producer_watcher"}
+    assert predict.upstream_task_ids == {"features.dbt_producer_watcher", BATCHES}
     acc_roots = {tid for tid, t in accuracy.items() if not (t.upstream_task_ids & set(accuracy))}
     acc_leaves = {tid for tid, t in accuracy.items() if not (t.downstream_task_ids & set(accuracy))}
     assert predict.downstream_task_ids == acc_roots | {"all_steps_ok"}
@@ -189,15 +208,19 @@ def test_the_default_alert_is_one_log_line_naming_dag_task_run_hour_and_error(da
         "UTC: BTC-USD: raw_lag_hours = 3 above the maximum 2 (health_raw_data_is_fresh, error)"]
 
 
-def test_weekly_runs_features_then_train_evaluate_promote(dagbag) -> None:
+def test_weekly_runs_features_then_train_evaluate_promote_per_batch_of_products(dagbag) -> None:
     dag = dagbag.dags[WEEKLY]
     features = dbt_tasks(dag, "features")
-    assert {t.task_id for t in dag.tasks} - set(features) == {"train", "evaluate", "promote"}
+    assert {t.task_id for t in dag.tasks} - set(features) == {BATCHES, "retrain.train", "retrain.evaluate",
+                                                              "retrain.promote"}
     leaves = {tid for tid, t in features.items() if not (t.downstream_task_ids & set(features))}
-    assert dag.get_task("train").upstream_task_ids == leaves
-    assert dag.get_task("evaluate").upstream_task_ids == {"train"}
-    assert dag.get_task("promote").upstream_task_ids == {"evaluate"}
-    assert dag.get_task("promote").downstream_task_ids == set()
+    # a task group mapped over the batches: each batch trains, evaluates and promotes on its own
+    assert all(mapped_over_batches(dag.get_task(f"retrain.{name}")) for name in ("train", "evaluate", "promote"))
+    assert dag.get_task("retrain.train").upstream_task_ids == leaves | {BATCHES}
+    # (each task of the group reads its batch from product_batches too)
+    assert dag.get_task("retrain.evaluate").upstream_task_ids == {"retrain.train", BATCHES}
+    assert dag.get_task("retrain.promote").upstream_task_ids == {"retrain.evaluate", BATCHES}
+    assert dag.get_task("retrain.promote").downstream_task_ids == set()
 
 
 @pytest.mark.parametrize("dag_id,steps", [(HOURLY, "HOURLY_STEPS"), (WEEKLY, "WEEKLY_STEPS")])
@@ -225,11 +248,13 @@ def test_each_dag_runs_the_steps_of_the_cycle_command_in_its_order(dagbag, dag_i
             previous = {tid for tid, t in group.items() if not (t.downstream_task_ids & ids)}
             build = {f"{step.name}.dbt_producer_watcher"}
         else:
-            assert dag.get_task(step.name).upstream_task_ids == before
-            assert dag.get_task(step.name).trigger_rule == ("all_done" if step.runs_after_failure else "all_success")
-            previous, build = {step.name}, set()
+            task = step_task(dag, step.name)
+            # a step mapped over the product batches also waits for them
+            assert task.upstream_task_ids - {BATCHES} == before
+            assert task.trigger_rule == ("all_done" if step.runs_after_failure else "all_success")
+            previous, build = {task.task_id}, set()
     assert all(dag.get_task(tid).downstream_task_ids <= {"all_steps_ok"} for tid in previous)
-    named = {t.task_id.split(".")[0] for t in dag.tasks} - {"all_steps_ok"}
+    named = {t.task_id.removeprefix("retrain.").split(".")[0] for t in dag.tasks} - {"all_steps_ok", BATCHES}
     assert named == {step.name for step in expected}
 
 

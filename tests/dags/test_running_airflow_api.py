@@ -159,7 +159,7 @@ def test_api_lists_the_cosmos_tasks_and_an_interval_run_with_the_cli_equals_a_di
             time.sleep(2)
 
     task_ids = {t["task_id"] for t in api.get(f"/api/v2/dags/{DAG_ID}/tasks")["tasks"]}
-    others = {"extract", "predict", "health", "all_steps_ok"}
+    others = {"product_batches", "extract", "predict", "health", "all_steps_ok"}
     expected_dbt = {t.task_id for t in dagbag.dags[DAG_ID].tasks} - others
     assert expected_dbt and {t.split(".")[0] for t in expected_dbt} == {"features", "accuracy"}
     assert task_ids == expected_dbt | others

@@ -60,7 +60,7 @@ def test_an_invalid_db_value_names_the_variable_and_the_value(env: dict[str, str
         ({"CANDLECAST_ALERT_EMAIL": "ops@example.com\nBcc: x@evil.example"},
          "CANDLECAST_ALERT_EMAIL must be comma-separated plain e-mail addresses"),
         ({"CANDLECAST_ALERT_EMAIL": "Ops <ops@example.com>"}, "CANDLECAST_ALERT_EMAIL must be comma-separated plain"),
-        ({"CANDLECAST_ALERT_REPEAT_HOURS": "0"}, "CANDLECAST_ALERT_REPEAT_HOURS must be a whole number of hours >= 1"),
+        ({"CANDLECAST_ALERT_REPEAT_HOURS": "0"}, "CANDLECAST_ALERT_REPEAT_HOURS must be a whole number >= 1"),
     ],
 )
 def test_an_invalid_dag_value_names_the_variable_and_the_value(env: dict[str, str], message: str) -> None:
