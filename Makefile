@@ -21,7 +21,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 # generated file as the default, with that role's password only (candlecast.role_env).
 RUN := $(PY) -m candlecast.withenv
 
-.PHONY: help deps system-deps venvs db-start db-stop db-status demo test test-db-stop test-unit lint bench soak \
+.PHONY: test-celery help deps system-deps venvs db-start db-stop db-status demo test test-db-stop test-unit lint bench soak \
         dbt-parse dbt-build docs docs-serve airflow airflow-stop airflow-backfill pg-start pg-stop pg-status clean serve
 
 help:  ## list the targets
@@ -29,7 +29,7 @@ help:  ## list the targets
 
 # --- set-up -------------------------------------------------------------------------------------
 
-deps: system-deps venvs  ## install what is missing: mariadb-server, postgresql, chromium, wrk and both virtualenvs
+deps: system-deps venvs  ## install what is missing: mariadb-server, postgresql, redis-server, chromium, wrk and both virtualenvs
 
 system-deps:
 	@if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then \
@@ -42,6 +42,12 @@ system-deps:
 	  echo "installing Debian's postgresql"; \
 	  $(SUDO) apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	fi
+	@# Debian's redis-server: Celery's broker for `make airflow EXECUTOR=celery` (candlecast.redis_local runs it).
+	@if ! command -v redis-server >/dev/null; then \
+	  echo "installing Debian's redis-server"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
 	fi
 	@# Debian's chromium for the dashboard's browser test (Playwright drives it; its own browser download is not
 	@# used), wrk for the API benchmark.
@@ -124,9 +130,18 @@ serve: db-start  ## the read API and dashboard on http://127.0.0.1:8090/ (API do
 # password, so a task holds its step's role only and dbt under Cosmos the transformer's (see README, Security).
 # OFFLINE=1: the replay server too (127.0.0.1:$CANDLECAST_REPLAY_PORT, 8765), the DAGs pointed at it, bounded to
 # its data and paused.
+# EXECUTOR=celery WORKERS=2: the CeleryExecutor (candlecast.airflow_celery in standalone's place) with that many
+# workers, each with its own local folder (.local/workers/worker-N), the project's Redis as broker
+# (127.0.0.1:$CANDLECAST_REDIS_PORT, 6407); QUEUES="retrain hourly" gives worker 1 the queue `retrain`, worker 2
+# `hourly` (CANDLECAST_RETRAIN_QUEUE / CANDLECAST_HOURLY_QUEUE send each DAG's tasks there).
 
-airflow: db-start dbt-parse  ## start the local Airflow in the background (OFFLINE=1: on the replay server); prints its URL
-	@$(PY) -m candlecast.airflow_local start $(if $(OFFLINE),--offline)
+airflow: db-start dbt-parse  ## start the local Airflow in the background (OFFLINE=1: on the replay server; EXECUTOR=celery WORKERS=2); prints its URL
+	@$(if $(EXECUTOR),CANDLECAST_AIRFLOW_EXECUTOR=$(EXECUTOR)) $(if $(WORKERS),CANDLECAST_AIRFLOW_WORKERS=$(WORKERS)) \
+	  $(if $(QUEUES),CANDLECAST_WORKER_QUEUES="$(QUEUES)") \
+	  $(PY) -m candlecast.airflow_local start $(if $(OFFLINE),--offline)
+
+test-celery: deps  ## the CeleryExecutor test (two Airflow instances in turn, several minutes): not part of `make test`
+	@CANDLECAST_CELERY_TEST=1 $(PY) -m pytest tests/celery -v
 
 airflow-stop:  ## stop the Airflow that `make airflow` started (and its replay server); PostgreSQL keeps running
 	@$(PY) -m candlecast.airflow_local stop

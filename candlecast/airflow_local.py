@@ -16,6 +16,10 @@ and points the DAGs at it: ``COINBASE_API_URL`` is the replay's, the products ar
 and end dates are the replay's first and last hour, and both DAGs are paused; so unpausing schedules no hour the
 replay does not have, and ``backfill`` (``make airflow-backfill``) runs the hours asked for.
 
+``CANDLECAST_AIRFLOW_EXECUTOR=celery`` (``make airflow EXECUTOR=celery WORKERS=2``) runs the CeleryExecutor
+instead: ``candlecast.airflow_celery`` in standalone's place (the same four components, and the Celery workers,
+each with a local folder of its own), the project's Redis (``candlecast.redis_local``, started here) as the broker.
+
 The DB credentials reach the tasks as one Airflow Connection per role (``candlecast_loader``,
 ``candlecast_transformer``, ``candlecast_ml``, ``candlecast_reader``; never the admin), imported into
 Airflow's metadata database before it starts, from the env vars over the local credentials file. Airflow itself
@@ -45,9 +49,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from candlecast import pidfile, postgres, replay_local
+from candlecast import pidfile, postgres, redis_local, replay_local
+from candlecast.airflow_celery import celery_env
 from candlecast.hours import cli_time, to_utc
 from candlecast.postgres import LocalPostgres, PostgresError
+from candlecast.redis_local import LocalRedis, RedisError
 from candlecast.replay_local import LocalReplay, ReplayLocalError, replay_port
 from candlecast.role_env import role_env
 from candlecast.settings import REPO_ROOT, DbtSettings, LocalServices, Role, SettingsError, db_settings, effective_env
@@ -74,6 +80,10 @@ class LocalAirflow:
     # Where the metadata lives: a database of the project's PostgreSQL, or SQLite in ``home`` when None.
     postgres: LocalPostgres | None = None
     database: str = DEFAULT_AIRFLOW_DB
+    # The LocalExecutor under `airflow standalone`, or the CeleryExecutor under candlecast.airflow_celery, with
+    # the project's Redis as its broker.
+    executor: str = "local"
+    redis: LocalRedis | None = None
 
     @property
     def url(self) -> str:
@@ -120,8 +130,9 @@ class LocalAirflow:
 def local_airflow(env: Mapping[str, str] | None = None) -> LocalAirflow:
     local = LocalServices.from_env(env)
     pg = None if local.airflow_metadata == "sqlite" else LocalPostgres(local.postgres_dir.resolve(), local.pg_port)
+    redis = LocalRedis(local.redis_dir.resolve(), local.redis_port) if local.airflow_executor == "celery" else None
     return LocalAirflow(home=local.airflow_home.resolve(), port=local.airflow_port, postgres=pg,
-                        database=local.airflow_db)
+                        database=local.airflow_db, executor=local.airflow_executor, redis=redis)
 
 
 def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -174,8 +185,16 @@ def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> 
     return result
 
 
-# What the process ``start`` launches looks like; a pid file naming anything else is stale.
+# What the process ``start`` launches looks like: standalone, or the Celery launcher in its place (which runs the
+# same components and the workers); a pid file naming anything else is stale.
 STANDALONE = pidfile.Identity(os.path.realpath(sys.executable), ("-m", "airflow", "standalone"))
+CELERY_LAUNCHER = pidfile.Identity(os.path.realpath(sys.executable), ("-m", "candlecast.airflow_celery"))
+LAUNCHERS = (STANDALONE, CELERY_LAUNCHER)
+
+
+def launcher_argv(airflow: LocalAirflow) -> list[str]:
+    module = "candlecast.airflow_celery" if airflow.executor == "celery" else "airflow"
+    return [sys.executable, "-m", module, *(["standalone"] if module == "airflow" else [])]
 
 
 # The Connections ``start`` creates are ``{prefix}_{role}``; the DAGs read them when this is set in their env.
@@ -226,7 +245,19 @@ def install_connections(airflow: LocalAirflow, values: Mapping[str, str], child_
 
 
 def running_pid(airflow: LocalAirflow) -> int | None:
-    return pidfile.our_pid(airflow.pid_file, STANDALONE)
+    """The launcher's pid (standalone, or the Celery launcher: whichever ``start`` ran) while it runs."""
+    for identity in LAUNCHERS:
+        pid = pidfile.our_pid(airflow.pid_file, identity)
+        if pid is not None:
+            return pid
+    return None
+
+
+def _discard_stale(airflow: LocalAirflow) -> str | None:
+    """Remove the pid file unless it names one of our launchers (a recycled pid is never signalled)."""
+    if running_pid(airflow) is not None:
+        return None
+    return pidfile.discard_stale(airflow.pid_file, STANDALONE)
 
 
 def health(airflow: LocalAirflow, timeout: float = 2.0) -> dict[str, object] | None:
@@ -296,20 +327,23 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 300.0, offline:
     if pid is not None and offline:
         replay_local.start(airflow.replay(values))  # the running instance's replay server, back if it died
     if pid is None:
-        pidfile.discard_stale(airflow.pid_file, STANDALONE)
+        _discard_stale(airflow)
         airflow.home.mkdir(parents=True, exist_ok=True)
         prefix = values.get("CANDLECAST_AIRFLOW_CONN_PREFIX", "").strip() or DEFAULT_CONN_PREFIX
         # No role's password in Airflow's own environment: each task gets its role's from its Connection.
         child_env = {**role_env(None, values), **airflow_env(airflow, values), "CANDLECAST_AIRFLOW_CONN_PREFIX": prefix}
         if offline:
             child_env.update(offline_env(airflow, values))
+        if airflow.redis is not None:  # the CeleryExecutor: its broker first (idempotent)
+            redis_local.start_server(airflow.redis)
+            child_env = celery_env(child_env, airflow.redis.broker_url_command())
         install_connections(airflow, values, child_env, prefix)
         if offline:
             pause_dags(child_env)
         airflow.mode_file.write_text(_mode(offline) + "\n")
         with airflow.log_file.open("ab") as log_fh:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "airflow", "standalone"],
+                launcher_argv(airflow),
                 cwd=REPO_ROOT,
                 env=child_env,
                 stdin=subprocess.DEVNULL,
@@ -319,11 +353,12 @@ def start(env: Mapping[str, str] | None = None, timeout: float = 300.0, offline:
             )
         pid = proc.pid
         airflow.pid_file.write_text(f"{pid}\n")
-        log.info("started airflow standalone (pid %s), log %s", pid, airflow.log_file)
+        log.info("started %s (pid %s), log %s", " ".join(launcher_argv(airflow)[1:]), pid, airflow.log_file)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if running_pid(airflow) is None:
-            raise AirflowLocalError(f"airflow standalone exited during start-up; last lines of {airflow.log_file}:\n"
+            raise AirflowLocalError(f"Airflow ({' '.join(launcher_argv(airflow)[2:])}) exited during start-up; "
+                                    f"last lines of {airflow.log_file}:\n"
                                     f"{_log_tail(airflow)}")
         if is_healthy(health(airflow)):
             ensure_pool(airflow, role_env(None, values))
@@ -407,7 +442,7 @@ def stop(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> bool:
     replay_local.stop(airflow.replay(env))  # offline mode's replay server, if it runs
     pid = running_pid(airflow)
     if pid is None:
-        pidfile.discard_stale(airflow.pid_file, STANDALONE)  # a recycled pid is never signalled
+        _discard_stale(airflow)  # a recycled pid is never signalled
         return False
     # standalone stops its components in order on SIGINT; whatever outlives it in its process group (a task
     # process, a slow API server) is terminated, then killed.
@@ -458,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             print("Airflow stopped" if stop() else "Airflow was not running")
         elif args.command == "status":
             pid = running_pid(airflow)
-            stale = None if pid else pidfile.discard_stale(airflow.pid_file, STANDALONE)
+            stale = None if pid else _discard_stale(airflow)
             answer = health(airflow)
             state = "healthy" if is_healthy(answer) else ("starting or unhealthy" if pid else "not running")
             print(f"Airflow {state}: {airflow.url} (pid {pid or '-'})" + (f"; {stale}" if stale else ""))
@@ -467,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             # For `eval "$(python -m candlecast.airflow_local env)"`: then `airflow ...` reaches this instance.
             for key, value in sorted(airflow_env(airflow).items()):
                 print(f"export {key}={shlex.quote(value)}")
-    except (AirflowLocalError, SettingsError, PostgresError, ReplayLocalError) as exc:
+    except (AirflowLocalError, SettingsError, PostgresError, RedisError, ReplayLocalError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -67,7 +67,7 @@ FIRST: dict[str, Any] = {"priority_weight": 10, "weight_rule": "absolute"}
     end_date=SETTINGS.end_date,
     catchup=SETTINGS.catchup,
     max_active_runs=1,
-    default_args=default_args(SETTINGS),
+    default_args=default_args(SETTINGS, queue=SETTINGS.hourly_queue),
     tags=["candlecast"],
     doc_md=__doc__,
 )

@@ -41,7 +41,7 @@ SETTINGS = dag_settings()
     end_date=SETTINGS.end_date,
     catchup=SETTINGS.catchup,
     max_active_runs=1,
-    default_args=default_args(SETTINGS),
+    default_args=default_args(SETTINGS, queue=SETTINGS.retrain_queue),
     tags=["candlecast"],
     doc_md=__doc__,
 )

@@ -21,7 +21,9 @@ _test_airflow_port = os.environ.get("CANDLECAST_TEST_AIRFLOW_PORT", "18180")
 _test_kill_port = os.environ.get("CANDLECAST_TEST_KILL_DB_PORT", "3409")  # the killed-database test's own server
 _test_soak_port = os.environ.get("CANDLECAST_TEST_SOAK_DB_PORT", "3410")  # the soak's own server (tests/soak)
 _test_pg_port = os.environ.get("CANDLECAST_TEST_PG_PORT", "5408")  # the tests' PostgreSQL (Airflow's metadata)
+_test_redis_port = os.environ.get("CANDLECAST_TEST_REDIS_PORT", "6408")  # the Celery test's broker (tests/celery)
 _soak = os.environ.get("CANDLECAST_SOAK")  # `make soak`: which soak tests/soak runs
+_celery = os.environ.get("CANDLECAST_CELERY_TEST")  # `make test-celery`: tests/celery runs the CeleryExecutor
 for _key in [k for k in os.environ if k.startswith("CANDLECAST_")]:
     del os.environ[_key]
 os.environ["CANDLECAST_LOCAL_DIR"] = str(TEST_LOCAL_DIR)
@@ -31,8 +33,11 @@ os.environ["CANDLECAST_TEST_AIRFLOW_PORT"] = _test_airflow_port
 os.environ["CANDLECAST_TEST_KILL_DB_PORT"] = _test_kill_port
 os.environ["CANDLECAST_TEST_SOAK_DB_PORT"] = _test_soak_port
 os.environ["CANDLECAST_TEST_PG_PORT"] = _test_pg_port
+os.environ["CANDLECAST_TEST_REDIS_PORT"] = _test_redis_port
 if _soak is not None:
     os.environ["CANDLECAST_SOAK"] = _soak
+if _celery is not None:
+    os.environ["CANDLECAST_CELERY_TEST"] = _celery
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
 
 

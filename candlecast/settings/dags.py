@@ -70,6 +70,10 @@ class DagSettings(EnvSettings):
     # Products per mapped task (the hourly extract and predict, the weekly train, evaluate and promote map over
     # batches of the run's products): one batch's failure leaves the others' work done, and workers share them.
     batch_size: int = Field(50, validation_alias="CANDLECAST_DAG_BATCH_SIZE")
+    # The Celery queue every task of each DAG is sent to, so that one worker takes the weekly retrain and another
+    # the hourly cycle (`make airflow EXECUTOR=celery`); unset: Airflow's default queue, which every worker takes.
+    hourly_queue: str | None = Field(None, validation_alias="CANDLECAST_HOURLY_QUEUE")
+    retrain_queue: str | None = Field(None, validation_alias="CANDLECAST_RETRAIN_QUEUE")
     dbt: DbtSettings = DbtSettings()
 
     @field_validator("start_date", "end_date", mode="before")
@@ -136,7 +140,7 @@ class DagSettings(EnvSettings):
             raise ValueError(f"must be one of {EXECUTION_MODES}")
         return value
 
-    @field_validator("conn_prefix", "alert_from", mode="before")
+    @field_validator("conn_prefix", "alert_from", "hourly_queue", "retrain_queue", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return (value.strip() or None) if isinstance(value, str) else value

@@ -22,6 +22,8 @@ DEFAULT_DB_BIND_ADDRESS = "127.0.0.1"
 # Next to MariaDB's 3407 in spirit: a system PostgreSQL on 5432 does not clash.
 DEFAULT_PG_PORT = 5407
 DEFAULT_AIRFLOW_DB = "airflow"
+# Celery's broker for `make airflow EXECUTOR=celery`; a system Redis on 6379 does not clash.
+DEFAULT_REDIS_PORT = 6407
 
 
 class LocalServices(EnvSettings):
@@ -30,7 +32,9 @@ class LocalServices(EnvSettings):
     (remote SQL consumers, opt-in: see the README's Security section), and ``CANDLECAST_DB_PRIVATE_NETWORK``
     (the server's container in the compose file: its address is on the compose network alone); the local
     PostgreSQL's ``CANDLECAST_PG_PORT``, and Airflow's metadata database in it, ``CANDLECAST_AIRFLOW_DB``
-    (``CANDLECAST_AIRFLOW_METADATA=sqlite`` opts out of PostgreSQL)."""
+    (``CANDLECAST_AIRFLOW_METADATA=sqlite`` opts out of PostgreSQL); the executor, ``CANDLECAST_AIRFLOW_EXECUTOR``
+    (local or celery), with ``CANDLECAST_AIRFLOW_WORKERS`` Celery workers and the local Redis on
+    ``CANDLECAST_REDIS_PORT`` as their broker."""
 
     reads_credentials_file = True
 
@@ -47,6 +51,10 @@ class LocalServices(EnvSettings):
     airflow_metadata: Literal["postgres", "sqlite"] = Field("postgres", validation_alias="CANDLECAST_AIRFLOW_METADATA")
     airflow_db: str = Field(DEFAULT_AIRFLOW_DB, validation_alias="CANDLECAST_AIRFLOW_DB",
                             pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    redis_port: Port = Field(DEFAULT_REDIS_PORT, validation_alias="CANDLECAST_REDIS_PORT")
+    # `make airflow EXECUTOR=celery WORKERS=2`: the CeleryExecutor with that many workers (candlecast.airflow_celery).
+    airflow_executor: Literal["local", "celery"] = Field("local", validation_alias="CANDLECAST_AIRFLOW_EXECUTOR")
+    airflow_workers: int = Field(2, ge=1, le=16, validation_alias="CANDLECAST_AIRFLOW_WORKERS")
 
     @model_validator(mode="before")
     @classmethod
@@ -60,6 +68,10 @@ class LocalServices(EnvSettings):
     @property
     def postgres_dir(self) -> Path:
         return self.local_dir / "postgres"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.local_dir / "redis"
 
 
 def local_services(env: Mapping[str, str] | None = None) -> LocalServices:

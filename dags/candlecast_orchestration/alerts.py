@@ -191,11 +191,14 @@ def mail_notifiers(settings: DagSettings) -> tuple[BaseNotifier, BaseNotifier]:
     return notifier(MailAlertNotifier), notifier(MailResolvedNotifier)
 
 
-def default_args(settings: DagSettings) -> dict[str, object]:
+def default_args(settings: DagSettings, queue: str | None = None) -> dict[str, object]:
     """The DAGs' ``default_args``: retries and backoff from the settings; on failure the log line, and with mail
-    configured the alert mail and, at the next success, the resolved one."""
+    configured the alert mail and, at the next success, the resolved one; the Celery ``queue`` of every task when
+    one is given."""
     failure: list[BaseNotifier] = [LogAlertNotifier()]
     args: dict[str, object] = {**settings.default_args, "on_failure_callback": failure}
+    if queue is not None:
+        args["queue"] = queue
     if settings.alert_email:
         alert, resolved = mail_notifiers(settings)
         failure.append(alert)
