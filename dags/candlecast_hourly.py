@@ -99,8 +99,8 @@ def candlecast_hourly() -> None:
 
         return run_step("health", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
-    features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
-    accuracy = dbt_task_group("accuracy", ACCURACY_SELECT, SETTINGS)
+    features = dbt_task_group("features", FEATURE_SELECT, SETTINGS, queue=SETTINGS.hourly_queue)
+    accuracy = dbt_task_group("accuracy", ACCURACY_SELECT, SETTINGS, queue=SETTINGS.hourly_queue)
     batches = product_batches()
     # One extract and one predict task per batch of products: a batch's failure leaves the others' work done.
     extracted, predicted = extract.expand(products=batches), predict.expand(products=batches)

@@ -76,7 +76,7 @@ def candlecast_weekly_retrain() -> None:
     def retrain(products: list[str]) -> None:
         train(products) >> evaluate(products) >> promote(products)
 
-    features = dbt_task_group("features", FEATURE_SELECT, SETTINGS)
+    features = dbt_task_group("features", FEATURE_SELECT, SETTINGS, queue=SETTINGS.retrain_queue)
     features >> retrain.expand(products=product_batches())
 
 

@@ -50,8 +50,11 @@ def _test_behavior(name: str) -> Any:
     return TestBehavior(name)
 
 
-def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, **kwargs: Any) -> DbtTaskGroup:
-    """A Cosmos ``DbtTaskGroup`` of ``select`` from the project's dbt project, configured as the module says."""
+def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, queue: str | None = None,
+                   **kwargs: Any) -> DbtTaskGroup:
+    """A Cosmos ``DbtTaskGroup`` of ``select`` from the project's dbt project, configured as the module says; its
+    tasks go to the Celery ``queue`` when one is given (Cosmos sets its watcher build's queue itself: a DAG's
+    ``default_args`` do not reach it)."""
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import DbtResourceType, ExecutionMode, InvocationMode, LoadMode, TestIndirectSelection
 
@@ -91,7 +94,8 @@ def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, 
         # gives it to per-model tasks only), and not retried as a whole (each model task retries its model).
         **({"setup_operator_args": {"pool": settings.dbt.pool, "retries": 0, "indirect_selection": indirect.value,
                                     # how Cosmos reads the build's results; dbt 1.7 takes it before `build` only
-                                    "dbt_cmd_global_flags": ["--log-format", "json"]}}
+                                    "dbt_cmd_global_flags": ["--log-format", "json"],
+                                    **({"queue": queue} if queue else {})}}
            if watcher else {}),
     )
     render = RenderConfig(
@@ -113,6 +117,8 @@ def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, 
         operator_args["pool"] = settings.dbt.pool
     if settings.conn_prefix:
         operator_args["env"] = connection_env_template(settings.conn_prefix, "transformer")
+    if queue:
+        operator_args["queue"] = queue
     group = DbtTaskGroup(
         group_id=group_id,
         project_config=project,

@@ -163,6 +163,10 @@ def runs(admin_engine, provision_schemas) -> Iterator[dict[str, dict[str, list[d
 
     for base in BASES.values():
         provision_schemas(base, fresh=True)
+    # The manifest Cosmos renders the dbt tasks from, as `make airflow` parses it first (`make dbt-parse`).
+    from candlecast.dbt_runner import main as dbt
+
+    assert dbt(["--quiet", "parse"]) == 0
     with ReplayServer(rate=None) as replay:
         yield {kind: _run_instance(kind, replay.url) for kind in ("celery", "local")}
 
