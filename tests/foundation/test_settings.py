@@ -61,6 +61,8 @@ def test_an_invalid_db_value_names_the_variable_and_the_value(env: dict[str, str
          "CANDLECAST_ALERT_EMAIL must be comma-separated plain e-mail addresses"),
         ({"CANDLECAST_ALERT_EMAIL": "Ops <ops@example.com>"}, "CANDLECAST_ALERT_EMAIL must be comma-separated plain"),
         ({"CANDLECAST_ALERT_REPEAT_HOURS": "0"}, "CANDLECAST_ALERT_REPEAT_HOURS must be a whole number >= 1"),
+        # a batch of no products would map the steps over nothing
+        ({"CANDLECAST_DAG_BATCH_SIZE": "0"}, "CANDLECAST_DAG_BATCH_SIZE must be a whole number >= 1"),
     ],
 )
 def test_an_invalid_dag_value_names_the_variable_and_the_value(env: dict[str, str], message: str) -> None:
