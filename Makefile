@@ -95,9 +95,10 @@ TEST_WORKERS ?= 2
 test: deps  ## the whole test suite (starts its own MariaDB on port 3408 under .local/test)
 	@$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 
-test-db-stop:  ## stop the tests' own MariaDB (port 3408) and PostgreSQL (port 5408), .local/test
+test-db-stop:  ## stop the tests' own MariaDB (port 3408), PostgreSQL (port 5408) and Redis (6408), .local/test
 	@CANDLECAST_LOCAL_DIR=$(LOCAL)/test CANDLECAST_DB_PORT=$${CANDLECAST_TEST_DB_PORT:-3408} $(PY) -m candlecast.mariadb stop
 	@CANDLECAST_LOCAL_DIR=$(LOCAL)/test CANDLECAST_PG_PORT=$${CANDLECAST_TEST_PG_PORT:-5408} $(PY) -m candlecast.postgres stop
+	@CANDLECAST_LOCAL_DIR=$(LOCAL)/test CANDLECAST_REDIS_PORT=$${CANDLECAST_TEST_REDIS_PORT:-6408} $(PY) -m candlecast.redis_local stop
 
 test-unit: deps  ## fast tests only
 	@$(PY) -m pytest -m "not integration"
