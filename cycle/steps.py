@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,6 +42,10 @@ ACCURACY_SELECT: tuple[str, ...] = ("fct_prediction_accuracy", "fct_model_accura
 # the DAGs' Cosmos tasks (TestIndirectSelection.BUILDABLE): dbt's default would run it with the first one
 # built and fail on a fresh database.
 INDIRECT_SELECTION: tuple[str, ...] = ("--indirect-selection", "buildable")
+
+# The hourly feature build tests the hours it rewrote, not the whole history (dbt_project/macros/recent_rows.sql):
+# its cost stays flat as history grows. The weekly build tests every row. The hourly DAG passes the same vars.
+HOURLY_FEATURE_VARS: Mapping[str, str] = {"tests_scope": "recent"}
 
 Summary = list[dict[str, Any]]
 
@@ -237,14 +241,19 @@ def dbt_manifest(env: Mapping[str, str]) -> Path:
     return dbt_target_dir(env) / "target" / "manifest.json"
 
 
-def dbt_build(select: Sequence[str]) -> Callable[[RunContext, Interval], Summary]:
-    """A step running ``dbt build --select ...`` (models and their tests) through the one dbt runner."""
+def dbt_build(select: Sequence[str], dbt_vars: Mapping[str, str] | None = None
+              ) -> Callable[[RunContext, Interval], Summary]:
+    """A step running ``dbt build --select ...`` (models and their tests) through the one dbt runner, with
+    ``dbt_vars`` as its ``--vars``."""
+    import json
+
+    args = INDIRECT_SELECTION + (("--vars", json.dumps(dict(dbt_vars))) if dbt_vars else ())
 
     def build(ctx: RunContext, interval: Interval) -> Summary:
         from candlecast.dbt_runner import run_dbt
 
         work = dbt_target_dir(ctx.env)
-        result = run_dbt(["build"], env=ctx.env, select=select, args=INDIRECT_SELECTION,
+        result = run_dbt(["build"], env=ctx.env, select=select, args=args,
                          target_path=work / "target", log_path=work / "logs", pass_fds=ctx.inherit_fds)
         return [{"command": result.describe(), "result": result.summary(),
                  "dbt_seconds": round(result.elapsed_s, 2)}]
@@ -421,6 +430,8 @@ class Step:
     # Runs in ``RunContext.workers`` processes at once, each with a share of the products (``run_in_processes``):
     # the ML steps, whose per-product work is CPU-bound. Not extract (the API's rate limit is per client address).
     parallel: bool = False
+    # A dbt step's ``--vars`` (the DAGs render the same into their Cosmos group).
+    dbt_vars: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_dbt(self) -> bool:
@@ -435,8 +446,10 @@ class Step:
         return self.run(ctx, interval)
 
 
-def _dbt_step(name: str, select: tuple[str, ...], runs_after_failure: bool = False) -> Step:
-    return Step(name, "transformer", dbt_build(select), _describe_dbt, select, runs_after_failure)
+def _dbt_step(name: str, select: tuple[str, ...], runs_after_failure: bool = False,
+              dbt_vars: Mapping[str, str] | None = None) -> Step:
+    return Step(name, "transformer", dbt_build(select, dbt_vars), _describe_dbt, select, runs_after_failure,
+                dbt_vars=dict(dbt_vars or {}))
 
 
 def _python_step(name: str, role: Role, run: Callable[[RunContext, Interval], Summary],
@@ -450,7 +463,7 @@ def _python_step(name: str, role: Role, run: Callable[[RunContext, Interval], Su
 # weekly steps each need the one before to have succeeded (no model to evaluate, no scores to promote on).
 HOURLY_STEPS: tuple[Step, ...] = (
     _python_step("extract", "loader", extract_interval, _describe_extract),
-    _dbt_step("features", FEATURE_SELECT, runs_after_failure=True),
+    _dbt_step("features", FEATURE_SELECT, runs_after_failure=True, dbt_vars=HOURLY_FEATURE_VARS),
     _python_step("predict", "ml", predict_interval_end, _describe_predict, runs_after_failure=True, parallel=True),
     _dbt_step("accuracy", ACCURACY_SELECT, runs_after_failure=True),
     # Not a Cosmos group: one Python step (as the transformer, which builds the mart and reads the failing rows)

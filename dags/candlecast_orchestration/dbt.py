@@ -27,7 +27,7 @@ environment (``append_env``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from candlecast.settings import SettingsError
@@ -51,10 +51,10 @@ def _test_behavior(name: str) -> Any:
 
 
 def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, queue: str | None = None,
-                   **kwargs: Any) -> DbtTaskGroup:
+                   dbt_vars: Mapping[str, str] | None = None, **kwargs: Any) -> DbtTaskGroup:
     """A Cosmos ``DbtTaskGroup`` of ``select`` from the project's dbt project, configured as the module says; its
     tasks go to the Celery ``queue`` when one is given (Cosmos sets its watcher build's queue itself: a DAG's
-    ``default_args`` do not reach it)."""
+    ``default_args`` do not reach it), and every dbt command it runs gets ``dbt_vars`` as its ``--vars``."""
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import DbtResourceType, ExecutionMode, InvocationMode, LoadMode, TestIndirectSelection
 
@@ -70,6 +70,7 @@ def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, 
         manifest_path=settings.dbt.manifest_path if manifest_mode else None,
         # No packages.yml, and workers must not reach for the network at run time.
         install_dbt_deps=False,
+        dbt_vars=dict(dbt_vars) if dbt_vars else None,
     )
     profile = ProfileConfig(
         profile_name="candlecast",

@@ -6,7 +6,7 @@
 ] %}
 
 with features as (
-    select * from {{ ref('fct_candle_features') }}
+    select * from {{ get_where_subquery(ref('fct_candle_features')) }}
 )
 
 select

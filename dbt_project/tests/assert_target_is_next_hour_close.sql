@@ -3,7 +3,7 @@
 -- Returns one row per violation.
 
 with features as (
-    select * from {{ ref('fct_candle_features') }}
+    select * from {{ get_where_subquery(ref('fct_candle_features')) }}
 ),
 
 spine as (

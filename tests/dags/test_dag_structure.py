@@ -247,6 +247,11 @@ def test_each_dag_runs_the_steps_of_the_cycle_command_in_its_order(dagbag, dag_i
                     "all_done" if step.runs_after_failure else "all_success"}
             previous = {tid for tid, t in group.items() if not (t.downstream_task_ids & ids)}
             build = {f"{step.name}.dbt_producer_watcher"}
+            # every dbt command of the group (its build, a model task's rebuild) gets the step's --vars (the hourly
+            # features: tests on the recent hours)
+            runs_dbt = {tid: t for tid, t in group.items() if hasattr(t, "vars")}
+            assert f"{step.name}.dbt_producer_watcher" in runs_dbt
+            assert {tid: t.vars or {} for tid, t in runs_dbt.items()} == {tid: dict(step.dbt_vars) for tid in runs_dbt}
         else:
             task = step_task(dag, step.name)
             # a step mapped over the product batches also waits for them

@@ -72,6 +72,11 @@ def test_the_no_lookahead_test_fails_on_a_feature_that_reads_a_later_hour(built_
                       check=False)
         [result] = run.artifact("run_results.json")["results"]
         assert (result["status"], result["failures"]) == ("fail", 3), result
+        # the hourly builds test the hours they rewrote: the two recent leaks, not the one in the first days
+        run = run_dbt("test", select=("assert_features_use_no_future_hours",), base=BASE, name="lookahead-recent",
+                      args=("--vars", '{"tests_scope": "recent"}'), check=False)
+        [result] = run.artifact("run_results.json")["results"]
+        assert (result["status"], result["failures"]) == ("fail", 2), result
     finally:
         with admin_engine.begin() as conn:
             for row in saved:
@@ -80,6 +85,33 @@ def test_the_no_lookahead_test_fails_on_a_feature_that_reads_a_later_hour(built_
                                   + " where product_id = :product_id and hour = :hour"), dict(row))
     assert run_dbt("test", select=("assert_features_use_no_future_hours",), base=BASE, name="lookahead-restored") \
         .artifact("run_results.json")["results"][0]["status"] == "pass"
+
+
+def test_the_hourly_builds_generic_tests_read_the_hours_an_incremental_run_rewrites(built_layer: BuiltLayer,
+                                                                                     admin_engine) -> None:
+    """With ``tests_scope: recent`` (the hourly builds) a test of the feature mart sees a NULL close in the newest
+    hours and not one in the first week; the weekly build's tests (every row) see both."""
+    from sqlalchemy import text
+
+    mart = f"`{built_layer.schemas.marts}`.fct_candle_features"
+    newest, first = _frame(admin_engine, f"select max(hour) as newest, min(hour) as first from {mart}").iloc[0]
+    hours = {"recent": newest - timedelta(hours=3), "old": first + timedelta(hours=100)}
+    with admin_engine.begin() as conn:
+        saved = {k: conn.execute(text(f"select close from {mart} where hour = :h"), {"h": h}).scalar_one()
+                 for k, h in hours.items()}
+        conn.execute(text(f"update {mart} set close = null where hour in (:recent, :old)"), hours)
+    try:
+        failures = {}
+        for scope in ("recent", "all"):
+            run = run_dbt("test", select=("not_null_fct_candle_features_close",), base=BASE, name=f"scope-{scope}",
+                          args=("--vars", f'{{"tests_scope": "{scope}"}}'), check=False)
+            [result] = run.artifact("run_results.json")["results"]
+            failures[scope] = result["failures"]
+        assert failures == {"recent": 1, "all": 2}
+    finally:
+        with admin_engine.begin() as conn:
+            for k, h in hours.items():
+                conn.execute(text(f"update {mart} set close = :c where hour = :h"), {"c": saved[k], "h": h})
 
 
 def test_marts_and_spine_have_their_primary_key_and_indexes(built_layer: BuiltLayer, admin_engine) -> None:
