@@ -12,6 +12,7 @@ forecasts (its interval's end).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from candlecast.hours import naive_utc
+from candlecast.settings.dbt import HOURLY_DBT_VARS
 
 if TYPE_CHECKING:
     from candlecast.dbt_runner import DbtResult
@@ -167,7 +169,8 @@ def check_health(env: Mapping[str, str], cycle_hour: datetime, *, target_path: P
     from candlecast.dbt_runner import run_dbt
 
     result = run_dbt(["build"], env={**env, **cycle_hour_env(cycle_hour)}, select=HEALTH_SELECT,
-                     target_path=target_path, log_path=log_path, pass_fds=pass_fds, check=False)
+                     args=("--vars", json.dumps(HOURLY_DBT_VARS)), target_path=target_path, log_path=log_path,
+                     pass_fds=pass_fds, check=False)
     report = judge(result, env, cycle_hour)
     for finding in report.warnings:
         for line in finding.lines():

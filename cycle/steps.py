@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from candlecast.hours import HOUR, floor_hour
+from candlecast.settings.dbt import HOURLY_DBT_VARS
 from cycle.context import Interval, RunContext, schema_base
 
 if TYPE_CHECKING:
@@ -42,10 +43,6 @@ ACCURACY_SELECT: tuple[str, ...] = ("fct_prediction_accuracy", "fct_model_accura
 # the DAGs' Cosmos tasks (TestIndirectSelection.BUILDABLE): dbt's default would run it with the first one
 # built and fail on a fresh database.
 INDIRECT_SELECTION: tuple[str, ...] = ("--indirect-selection", "buildable")
-
-# The hourly feature build tests the hours it rewrote, not the whole history (dbt_project/macros/recent_rows.sql):
-# its cost stays flat as history grows. The weekly build tests every row. The hourly DAG passes the same vars.
-HOURLY_FEATURE_VARS: Mapping[str, str] = {"tests_scope": "recent"}
 
 Summary = list[dict[str, Any]]
 
@@ -463,9 +460,9 @@ def _python_step(name: str, role: Role, run: Callable[[RunContext, Interval], Su
 # weekly steps each need the one before to have succeeded (no model to evaluate, no scores to promote on).
 HOURLY_STEPS: tuple[Step, ...] = (
     _python_step("extract", "loader", extract_interval, _describe_extract),
-    _dbt_step("features", FEATURE_SELECT, runs_after_failure=True, dbt_vars=HOURLY_FEATURE_VARS),
+    _dbt_step("features", FEATURE_SELECT, runs_after_failure=True, dbt_vars=HOURLY_DBT_VARS),
     _python_step("predict", "ml", predict_interval_end, _describe_predict, runs_after_failure=True, parallel=True),
-    _dbt_step("accuracy", ACCURACY_SELECT, runs_after_failure=True),
+    _dbt_step("accuracy", ACCURACY_SELECT, runs_after_failure=True, dbt_vars=HOURLY_DBT_VARS),
     # Not a Cosmos group: one Python step (as the transformer, which builds the mart and reads the failing rows)
     # builds the health mart and judges its tests by severity, so an error fails that task (red) and names the
     # product and check, while a warning only logs.

@@ -50,7 +50,8 @@ from candlecast_orchestration.dbt import dbt_task_group
 from candlecast_orchestration.rules import all_steps_ok, trigger_rule, waits_for, wire_after_failure
 
 from candlecast.settings.dags import HOURLY_DAG_ID, dag_settings
-from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT, HOURLY_FEATURE_VARS, HOURLY_STEPS
+from candlecast.settings.dbt import HOURLY_DBT_VARS
+from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT, HOURLY_STEPS
 
 SETTINGS = dag_settings()
 # The steps' own tasks take a worker slot before the dbt groups' model tasks, which judge a build beside them
@@ -100,8 +101,9 @@ def candlecast_hourly() -> None:
         return run_step("health", data_interval_start, data_interval_end, SETTINGS.conn_prefix)
 
     features = dbt_task_group("features", FEATURE_SELECT, SETTINGS, queue=SETTINGS.hourly_queue,
-                              dbt_vars=HOURLY_FEATURE_VARS)
-    accuracy = dbt_task_group("accuracy", ACCURACY_SELECT, SETTINGS, queue=SETTINGS.hourly_queue)
+                              dbt_vars=HOURLY_DBT_VARS)
+    accuracy = dbt_task_group("accuracy", ACCURACY_SELECT, SETTINGS, queue=SETTINGS.hourly_queue,
+                              dbt_vars=HOURLY_DBT_VARS)
     batches = product_batches()
     # One extract and one predict task per batch of products: a batch's failure leaves the others' work done.
     extracted, predicted = extract.expand(products=batches), predict.expand(products=batches)
