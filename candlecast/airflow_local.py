@@ -29,6 +29,7 @@ holds only the login of the Connection its step asks for, and dbt under Cosmos o
 
     python -m candlecast.airflow_local start [--offline]|stop|status|env
     python -m candlecast.airflow_local backfill --from HOUR --to HOUR [--dag DAG_ID]
+    python -m candlecast.airflow_local clean [--keep-days 30]      # from cron: history and task logs
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from candlecast import pidfile, postgres, redis_local, replay_local
@@ -461,9 +462,40 @@ def stop(env: Mapping[str, str] | None = None, timeout: float = 60.0) -> bool:
     return True
 
 
+def prune_logs(logs_dir: Path, before: datetime) -> int:
+    """Delete the task log files last written before ``before`` and the folders that leaves empty; returns how
+    many files went. Airflow never removes a task log itself: at one file per task and try, an hourly DAG of 16
+    tasks leaves about 11,000 a month."""
+    cutoff = before.timestamp()
+    removed = 0
+    if not logs_dir.is_dir():
+        return 0
+    for path in sorted(logs_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_symlink() or path.is_file():
+            if path.lstat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    return removed
+
+
+def clean(before: datetime, env: Mapping[str, str] | None = None) -> str:
+    """Keep Airflow's history from growing without end: ``airflow db clean`` of the metadata older than ``before``
+    (runs, task instances, XComs, logs of the log table; Airflow keeps each DAG's latest run), then the task log
+    files older than it. For cron or an operator; no task can run it (tasks have no metadata database access)."""
+    values = effective_env(env)
+    airflow = local_airflow(values)
+    cli_env = {**role_env(None, values), **airflow_env(airflow, values)}
+    _airflow_cli(cli_env, "db", "clean", "--clean-before-timestamp", before.isoformat(), "--skip-archive", "--yes")
+    removed = prune_logs(airflow.logs_dir, before)
+    return (f"Airflow metadata before {before:%Y-%m-%d %H:%M} UTC cleaned; {removed} task log files removed "
+            f"from {airflow.logs_dir}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m candlecast.airflow_local", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["start", "stop", "status", "env", "backfill"])
+    parser.add_argument("command", choices=["start", "stop", "status", "env", "backfill", "clean"])
     parser.add_argument("--offline", action="store_true",
                         help="start: the replay server too, the DAGs pointed at it, bounded to its data and paused")
     hour = cli_time()
@@ -473,7 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reprocess", default="failed", choices=["none", "failed", "completed"],
                         help="backfill: intervals that already have a run: re-run the failed ones (default), none "
                              "or all of them")
+    parser.add_argument("--keep-days", type=int, default=30,
+                        help="clean: the days of runs and task logs to keep (default 30)")
     args = parser.parse_args(argv)
+    if args.keep_days < 1:
+        parser.error("--keep-days must be a whole number of days >= 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         airflow = local_airflow()
@@ -489,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.date_from is None or args.date_to is None:
                 parser.error("backfill needs --from and --to (interval starts, both included)")
             print(backfill(args.date_from, args.date_to, args.dag, args.reprocess).strip())
+        elif args.command == "clean":
+            print(clean(datetime.now(UTC) - timedelta(days=args.keep_days)))
         elif args.command == "stop":
             print("Airflow stopped" if stop() else "Airflow was not running")
         elif args.command == "status":

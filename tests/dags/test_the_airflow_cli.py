@@ -9,15 +9,16 @@ whose health check needs the raw data to be hours behind.
 from __future__ import annotations
 
 import json
+import os
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from candlecast.airflow_local import LocalAirflow
+from candlecast.airflow_local import LocalAirflow, clean
 from candlecast.hours import HOUR
-from tests.dags.conftest import BASE, HOURLY_START
+from tests.dags.conftest import BASE, BOOTING, HOURLY_START
 from tests.dags.test_running_airflow_api import DAG_ID, Api, airflow_cli
 
 pytestmark = pytest.mark.integration
@@ -94,3 +95,27 @@ def test_a_three_hour_backfill_runs_each_hour_once_and_a_cleared_failed_extract_
             "and target_hour > :first"), {"first": HOURS[0].replace(tzinfo=None)}).scalars().all()
     # the model's forecast for the hour after each interval (the failed run's fallback healed by the next run)
     assert sorted(served) == [(h + HOUR).replace(tzinfo=None) for h in HOURS]
+
+
+def test_clean_removes_task_logs_older_than_the_cutoff_and_cleans_the_metadata_database(
+        api_airflow: LocalAirflow) -> None:
+    """``python -m candlecast.airflow_local clean`` (cron's housekeeping): ``airflow db clean`` runs against the
+    instance's PostgreSQL, and the task log files older than the cutoff go, the newer ones stay. The cutoff here is
+    before this session's runs, so the other tests' history is kept."""
+    cutoff = datetime(2025, 1, 1, tzinfo=UTC)
+    task_logs = [p for p in api_airflow.logs_dir.rglob("*") if p.is_file()]
+    assert task_logs, "the tests' runs left no task log to keep"
+    old = api_airflow.logs_dir / "dag_id=candlecast_hourly" / "run_id=scheduled__2024-12-01" / "task_id=extract"
+    old.mkdir(parents=True)
+    stale = old / "attempt=1.log"
+    stale.write_text("an old run's log\n")
+    os.utime(stale, (cutoff.timestamp() - 86400, cutoff.timestamp() - 86400))
+
+    message = clean(cutoff, env=BOOTING["api"].env)
+
+    assert "1 task log files removed" in message
+    assert not stale.exists() and not old.parent.exists()  # and the folders it leaves empty
+    assert all(p.exists() for p in task_logs)
+    # the database kept this session's runs (all newer than the cutoff)
+    runs = _json_output(airflow_cli(api_airflow, "dags", "list-runs", "candlecast_hourly", "-o", "json"))
+    assert runs
