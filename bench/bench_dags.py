@@ -23,14 +23,11 @@ timed): 68 days of history, one weekly retrain so a production model exists, one
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from candlecast.airflow_api import AirflowApi  # noqa: E402
 from candlecast.airflow_local import LocalAirflow, airflow_env  # noqa: E402
 from candlecast.settings import effective_env, local_dir  # noqa: E402
 
@@ -153,39 +151,7 @@ def floor_run(interval_start: datetime) -> dict[str, float]:
 
 # --- real runs, by the scheduler of a standalone Airflow ---------------------------------------------------
 
-class ApiError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class Api:
-    """The Airflow REST API, as the admin user of the simple auth manager."""
-
-    def __init__(self, airflow: LocalAirflow) -> None:
-        self.base = airflow.url
-        password = json.loads(airflow.password_file.read_text())["admin"]
-        self.token = self.call("POST", "/auth/token", {"username": "admin", "password": password}, auth=False)[
-            "access_token"]
-
-    def call(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        for attempt in range(10):
-            try:
-                with urllib.request.urlopen(request, timeout=30) as resp:
-                    return json.loads(resp.read() or b"null")
-            except urllib.error.HTTPError as exc:
-                if exc.code != 503 or attempt == 9:  # 503: the metadata DB was busy; the API says to retry
-                    raise ApiError(exc.code, f"Airflow API {method} {path}: HTTP {exc.code}: "
-                                            f"{exc.read().decode(errors='replace')[:500]}") from exc
-                time.sleep(1)
-
-
-def boot_airflow() -> tuple[dict[str, str], LocalAirflow, Api]:
+def boot_airflow() -> tuple[dict[str, str], LocalAirflow, AirflowApi]:
     """``airflow standalone`` started as ``make airflow`` starts it (Connections per role, no password in its
     environment), on the bench base; no runs of its own (only the ones created here)."""
     from candlecast import postgres
@@ -205,16 +171,8 @@ def boot_airflow() -> tuple[dict[str, str], LocalAirflow, Api]:
         postgres.start_server(airflow.postgres)
         postgres.ensure_database(airflow.postgres, AIRFLOW_DB, fresh=True)
     airflow = start(env)
-    api = Api(airflow)
-    deadline = time.monotonic() + 180
-    while True:  # the DAG processor's first pass over dags/
-        try:
-            api.call("GET", f"/api/v2/dags/{DAG_ID}")
-            break
-        except ApiError as exc:
-            if exc.code != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+    api = AirflowApi(airflow)
+    api.wait_for_dag(DAG_ID, timeout=180)  # the DAG processor's first pass over dags/
     api.call("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
     return env, airflow, api
 
@@ -225,7 +183,7 @@ def _seconds(start: str | None, end: str | None) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def real_run(api: Api, interval_start: datetime) -> tuple[float, list[tuple[str, float, str]]]:
+def real_run(api: AirflowApi, interval_start: datetime) -> tuple[float, list[tuple[str, float, str]]]:
     """One hourly run of ``[interval_start, +1 h)`` by the scheduler (Airflow's backfill of that one interval):
     its start-to-success seconds (the run's own timestamps) and its task instances."""
     backfill = api.call("POST", "/api/v2/backfills", {"dag_id": DAG_ID, "from_date": interval_start.isoformat(),

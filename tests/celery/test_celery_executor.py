@@ -10,13 +10,10 @@ budget; there (without ``CANDLECAST_CELERY_TEST=1``) it is skipped.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from candlecast.airflow_local import LocalAirflow, local_airflow, start, stop
+from candlecast.airflow_api import AirflowApi
+from candlecast.airflow_local import local_airflow, start, stop
 from candlecast.postgres import LocalPostgres
 from tests.support import backfill_history, differences, snapshot
 
@@ -63,43 +61,17 @@ def _free_port(span: int = 6) -> int:
     raise RuntimeError("no free port range for the test Airflow")
 
 
-class Api:
-    def __init__(self, airflow: LocalAirflow) -> None:
-        self.base = airflow.url
-        password = json.loads(airflow.password_file.read_text())["admin"]
-        self.token = self._call("POST", "/auth/token", {"username": "admin", "password": password}, auth=False)[
-            "access_token"]
-
-    def _call(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
-
-    def wait_for_dag(self, dag_id: str, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while True:  # the DAG processor's first pass over dags/
-            try:
-                self._call("GET", f"/api/v2/dags/{dag_id}")
-                return
-            except urllib.error.HTTPError as exc:
-                if exc.code != 404 or time.monotonic() > deadline:
-                    raise
-                time.sleep(2)
-
+class Api(AirflowApi):
     def run(self, dag_id: str, logical_date: str, timeout: float = 900) -> list[dict[str, Any]]:
         """Trigger one run, wait for its end; its task instances (failing the test, naming them, unless success)."""
-        self._call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-        run_id = self._call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": logical_date})["dag_run_id"]
+        self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        run_id = self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": logical_date})["dag_run_id"]
         deadline = time.monotonic() + timeout
         state = "queued"
         while state not in ("success", "failed") and time.monotonic() < deadline:
             time.sleep(3)
-            state = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
-        tis: list[dict[str, Any]] = self._call(
+            state = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        tis: list[dict[str, Any]] = self.call(
             "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         if state != "success":
             bad = sorted(f"{t['task_id']}={t['state']}@{t['hostname']}" for t in tis if t["state"] != "success")

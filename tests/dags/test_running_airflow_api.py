@@ -11,18 +11,16 @@ the CLI.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 from typing import Any
 
 import pytest
 
+from candlecast.airflow_api import AirflowApi
 from candlecast.airflow_local import LocalAirflow, airflow_env, local_airflow, start, stop
 from candlecast.hours import HOUR
 from tests.dags import pipeline
@@ -54,40 +52,7 @@ def _free_port() -> int:
     raise RuntimeError("no free port for the test Airflow")
 
 
-class Api:
-    def __init__(self, airflow: LocalAirflow) -> None:
-        self.base = airflow.url
-        password = json.loads(airflow.password_file.read_text())["admin"]
-        answer = self._call("POST", "/auth/token", {"username": "admin", "password": password}, auth=False)
-        self.token = answer["access_token"]
-
-    def _call(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        for attempt in range(10):
-            try:
-                with urllib.request.urlopen(req, timeout=30) as resp:
-                    return json.loads(resp.read() or b"null")
-            except urllib.error.HTTPError as exc:
-                # 503: the API server says to try again (a metadata database busy or restarting).
-                if exc.code != 503 or attempt == 9:
-                    raise
-                time.sleep(2)
-
-    def get(self, path: str) -> Any:
-        return self._call("GET", path)
-
-    def post(self, path: str, body: Any) -> Any:
-        return self._call("POST", path, body)
-
-    def patch(self, path: str, body: Any) -> Any:
-        return self._call("PATCH", path, body)
-
-
-def _wait_for_run(api: Api, run_id: str, state: str, airflow: LocalAirflow) -> None:
+def _wait_for_run(api: AirflowApi, run_id: str, state: str, airflow: LocalAirflow) -> None:
     deadline = time.monotonic() + 420
     while state not in ("success", "failed") and time.monotonic() < deadline:
         time.sleep(3)
@@ -160,16 +125,8 @@ def test_api_lists_the_cosmos_tasks_and_an_interval_run_with_the_cli_equals_a_di
     from sqlalchemy import text
 
     direct_run.release_next_hour.set()  # the reference for this interval, in the background meanwhile
-    api = Api(api_airflow)
-    deadline = time.monotonic() + 180
-    while True:  # the DAG processor's first pass over dags/
-        try:
-            api.get(f"/api/v2/dags/{DAG_ID}")
-            break
-        except urllib.error.HTTPError as exc:
-            if exc.code != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(2)
+    api = AirflowApi(api_airflow)
+    api.wait_for_dag(DAG_ID, timeout=180)  # the DAG processor's first pass over dags/
 
     task_ids = {t["task_id"] for t in api.get(f"/api/v2/dags/{DAG_ID}/tasks")["tasks"]}
     others = {"product_batches", "extract", "predict", "health", "all_steps_ok"}

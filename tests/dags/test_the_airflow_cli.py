@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
+from candlecast.airflow_api import AirflowApi
 from candlecast.airflow_local import LocalAirflow, clean
 from candlecast.hours import HOUR
 from tests.dags.conftest import BASE, BOOTING, HOURLY_START
-from tests.dags.test_running_airflow_api import DAG_ID, Api, airflow_cli
+from tests.dags.test_running_airflow_api import DAG_ID, airflow_cli
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def test_list_import_errors_finds_none_in_the_running_instance(api_airflow: Loca
     assert _json_output(airflow_cli(api_airflow, "dags", "list-import-errors", "-o", "json")) == []
 
 
-def _backfill_runs(api: Api) -> dict[datetime, dict[str, Any]]:
+def _backfill_runs(api: AirflowApi) -> dict[datetime, dict[str, Any]]:
     runs = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns?run_type=backfill&limit=100")["dag_runs"]
     return {datetime.fromisoformat(r["logical_date"]): r for r in runs
             if datetime.fromisoformat(r["logical_date"]) in HOURS}
@@ -52,7 +53,7 @@ def _wait(what: str, ready, timeout: float) -> Any:
     return answer
 
 
-def _states(api: Api, run_id: str) -> dict[str, tuple[str, int]]:
+def _states(api: AirflowApi, run_id: str) -> dict[str, tuple[str, int]]:
     tis = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
     return {t["task_id"]: (t["state"], t["try_number"]) for t in tis}
 
@@ -63,7 +64,7 @@ def test_a_three_hour_backfill_runs_each_hour_once_and_a_cleared_failed_extract_
 
     from tools.replay import Fault
 
-    api = Api(api_airflow)
+    api = AirflowApi(api_airflow)
     # The first candles request of the backfill is refused (a 400 is not retried): the first hour's extract fails.
     replay_server.inject(Fault.error(status=400, times=1))
     airflow_cli(api_airflow, "backfill", "create", "--dag-id", DAG_ID, "--from-date", HOURS[0].isoformat(),
