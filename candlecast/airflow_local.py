@@ -155,6 +155,12 @@ def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> 
         # about a second per step of the hourly chain (measured by bench/bench_dags.py). An idle loop is a few
         # small queries, so a shorter sleep costs little CPU.
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
+        # A worker's task supervisor waits for its task process in a select() of at most this many seconds; when
+        # the task closes its sockets before it has exited (often, here), the supervisor only notices the exit
+        # when that select times out, and the worker stays busy: 5 s (the default) after about half the tasks of
+        # the hourly run, stalling the tasks queued behind (bench/bench_dags.py). One heartbeat call a second per
+        # running task is the price.
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
         # Cosmos's watcher build would rewrite an Airflow Variable holding all its results at every result it

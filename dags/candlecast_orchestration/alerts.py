@@ -4,8 +4,8 @@ Each task's ``on_failure_callback`` (set in the DAGs' ``default_args``) is a lis
 task's worker once the task has failed for good (after its retries):
 
 - ``LogAlertNotifier``, always: one ERROR line on the logger ``candlecast.alerts`` (in the task's log) naming the
-  DAG, the task, the run, the hour (the data interval) and the error, e.g. the health step's
-  ``HealthCheckFailed: ... BTC-USD: raw_lag_hours = 3 above the maximum 2 ...``.
+  DAG, the task (a mapped one with its batch's map index, ``extract[1]``), the run, the hour (the data interval)
+  and the error, e.g. the health step's ``HealthCheckFailed: ... BTC-USD: raw_lag_hours = 3 above the maximum 2 ...``.
 - ``MailAlertNotifier``, when ``CANDLECAST_ALERT_EMAIL`` names addresses: the same text mailed through the
   SMTP provider's ``SmtpNotifier`` and the Airflow Connection ``CANDLECAST_ALERT_SMTP_CONN_ID`` (default
   ``smtp_default``), from ``CANDLECAST_ALERT_FROM`` (else the Connection's ``from_email``).
@@ -45,12 +45,19 @@ def _hour(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else str(value)
 
 
+def task_label(ti: Any) -> str:
+    """The task id, with the batch's map index for a mapped task (``extract[1]``, as the Airflow UI shows it): the
+    operator looks up that one task instance, and two batches failing the same hour are told apart."""
+    task_id = getattr(ti, "task_id", "?")
+    map_index = getattr(ti, "map_index", -1)
+    return f"{task_id}[{map_index}]" if isinstance(map_index, int) and map_index >= 0 else str(task_id)
+
+
 def alert_subject(context: Mapping[str, Any]) -> str:
     ti = context.get("ti")
     dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
-    task_id = getattr(ti, "task_id", "?")
     start = context.get("data_interval_start")
-    return f"candlecast alert: {dag_id}.{task_id} failed for {_hour(start)} UTC"
+    return f"candlecast alert: {dag_id}.{task_label(ti)} failed for {_hour(start)} UTC"
 
 
 def _error_line(context: Mapping[str, Any]) -> str:
@@ -65,14 +72,13 @@ def alert_text(context: Mapping[str, Any]) -> str:
     """One line naming the DAG, task, run, hour and error, from a task's failure-callback context."""
     ti = context.get("ti")
     dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
-    task_id = getattr(ti, "task_id", "?")
     run_id = getattr(ti, "run_id", None) or getattr(context.get("dag_run"), "run_id", "?")
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
     try_number = getattr(ti, "try_number", None)
     what = _error_line(context)
     tries = f", try {try_number}" if try_number else ""
-    return (f"candlecast alert: DAG {dag_id} task {task_id} failed; run {run_id}; hour {_hour(start)}..{_hour(end)} "
-            f"UTC{tries}: {what}")
+    return (f"candlecast alert: DAG {dag_id} task {task_label(ti)} failed; run {run_id}; "
+            f"hour {_hour(start)}..{_hour(end)} UTC{tries}: {what}")
 
 
 class LogAlertNotifier(BaseNotifier):
@@ -173,9 +179,9 @@ def mail_notifiers(settings: DagSettings) -> tuple[BaseNotifier, BaseNotifier]:
             if previous is None:
                 return
             ti = context.get("ti")
-            dag_id, task_id = getattr(ti, "dag_id", "?"), getattr(ti, "task_id", "?")
+            dag_id = getattr(ti, "dag_id", "?")
             start = context.get("data_interval_start")
-            self.subject = f"candlecast resolved: {dag_id}.{task_id} succeeded for {_hour(start)} UTC"
+            self.subject = f"candlecast resolved: {dag_id}.{task_label(ti)} succeeded for {_hour(start)} UTC"
             self.html_content = (f"<p>{html.escape(self.subject)}; failing since the hour {_hour(previous.hour)} UTC "
                                  f"(last alert mailed then)</p>")
             super().notify(context)

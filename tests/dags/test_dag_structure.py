@@ -208,6 +208,26 @@ def test_the_default_alert_is_one_log_line_naming_dag_task_run_hour_and_error(da
         "UTC: BTC-USD: raw_lag_hours = 3 above the maximum 2 (health_raw_data_is_fresh, error)"]
 
 
+def test_a_mapped_tasks_alert_names_its_batch_as_the_ui_does(dagbag) -> None:
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from candlecast_orchestration.alerts import alert_subject, alert_text
+
+    context = {
+        "ti": SimpleNamespace(dag_id=HOURLY, task_id="extract", map_index=1,
+                              run_id="scheduled__2024-01-08T16:00:00+00:00", try_number=4),
+        "data_interval_start": datetime(2024, 1, 8, 16, tzinfo=UTC),
+        "data_interval_end": datetime(2024, 1, 8, 17, tzinfo=UTC),
+        "exception": RuntimeError("ETH-USD window ...: HTTP 404"),
+    }
+    assert alert_subject(context) == "candlecast alert: candlecast_hourly.extract[1] failed for 2024-01-08 16:00 UTC"
+    assert alert_text(context).startswith("candlecast alert: DAG candlecast_hourly task extract[1] failed; ")
+    # an unmapped task's map index is -1: its id alone
+    context["ti"] = SimpleNamespace(dag_id=HOURLY, task_id="health", map_index=-1, run_id="r", try_number=1)
+    assert alert_subject(context) == "candlecast alert: candlecast_hourly.health failed for 2024-01-08 16:00 UTC"
+
+
 def test_weekly_runs_features_then_train_evaluate_promote_per_batch_of_products(dagbag) -> None:
     dag = dagbag.dags[WEEKLY]
     features = dbt_tasks(dag, "features")

@@ -100,8 +100,9 @@ def test_stale_raw_data_fails_the_health_task_and_each_failed_task_alerts_by_mai
     # the on-failure notifiers ran for both failed tasks; the mail names DAG, task, run, hour and the error
     mails = {m["Subject"]: m for m in mail_sink.messages if dr.run_id in text_of(m)}
     hour = f"{START:%Y-%m-%d %H:%M}"  # the run's data interval [16:00, 17:00)
+    # extract is mapped over the product batches (one here): its task names its batch, as the UI does
     assert set(mails) == {f"candlecast alert: candlecast_hourly.{task} failed for {hour} UTC"
-                          for task in ("extract", "health")}, [m["Subject"] for m in mail_sink.messages]
+                          for task in ("extract[0]", "health")}, [m["Subject"] for m in mail_sink.messages]
     health = mails[f"candlecast alert: candlecast_hourly.health failed for {hour} UTC"]
     assert health["To"] == ALERT_TO
     body = text_of(health)
@@ -119,5 +120,5 @@ def test_the_same_failure_an_hour_later_mails_nothing_and_the_first_success_mail
     assert back.state == "success", back_states
     hour = f"{START + 2 * HOUR:%Y-%m-%d %H:%M}"
     assert sorted(m["Subject"] for m in mailed_when_back) == [
-        f"candlecast resolved: candlecast_hourly.{task} succeeded for {hour} UTC" for task in ("extract", "health")]
+        f"candlecast resolved: candlecast_hourly.{task} succeeded for {hour} UTC" for task in ("extract[0]", "health")]
     assert f"failing since the hour {START:%Y-%m-%d %H:%M} UTC" in text_of(mailed_when_back[0])

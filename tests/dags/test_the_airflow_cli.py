@@ -59,12 +59,20 @@ def _states(api: AirflowApi, run_id: str) -> dict[str, tuple[str, int]]:
 
 
 def test_a_three_hour_backfill_runs_each_hour_once_and_a_cleared_failed_extract_heals_its_run(
-        hourly_run, api_airflow: LocalAirflow, replay_server, admin_engine) -> None:
+        hourly_run, api_airflow: LocalAirflow, replay_server, admin_engine, direct_run) -> None:
     from sqlalchemy import text
 
     from tools.replay import Fault
 
     api = AirflowApi(api_airflow)
+    # Whatever ran before (or not) in this session: the scheduler runs no task of a paused DAG, and the direct
+    # reference run, which fetches from the same replay server in the background, has no request left to send
+    # (its last hour waits for test_running_airflow_api to release it), so the fault below hits the backfill.
+    api.wait_for_dag(DAG_ID, timeout=180)
+    airflow_cli(api_airflow, "dags", "unpause", DAG_ID)
+    direct_run.wait("hourly")
+    if direct_run.release_next_hour.is_set():
+        direct_run.wait("next_hourly")
     # The first candles request of the backfill is refused (a 400 is not retried): the first hour's extract fails.
     replay_server.inject(Fault.error(status=400, times=1))
     airflow_cli(api_airflow, "backfill", "create", "--dag-id", DAG_ID, "--from-date", HOURS[0].isoformat(),

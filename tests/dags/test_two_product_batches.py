@@ -80,7 +80,7 @@ def test_a_failing_batch_leaves_the_other_batchs_forecast_written_and_its_fallba
     assert [tuple(r) for r in served] == [(SERVED, outcomes[SERVED].model_version)]
     # ETH-USD's batch: its extract failed, and the alert mailed for it names the product and what the API said
     assert states[("extract", 1)] == "failed", states
-    subject = f"candlecast alert: candlecast_hourly.extract failed for {START:%Y-%m-%d %H:%M} UTC"
+    subject = f"candlecast alert: candlecast_hourly.extract[1] failed for {START:%Y-%m-%d %H:%M} UTC"
     extract_alerts = [text_of(m) for m in mail_sink.messages[mailed:] if m["Subject"] == subject]
     assert len(extract_alerts) == 1, [m["Subject"] for m in mail_sink.messages[mailed:]]
     assert f"/products/{GONE}/candles" in extract_alerts[0] and "HTTP 404" in extract_alerts[0]
