@@ -103,6 +103,18 @@ def test_the_image_is_built_without_local_state_or_secrets() -> None:
         assert spec["command"][0] in container.SERVICES, service
 
 
+@pytest.mark.parametrize("key", ["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME",
+                                 "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"])
+def test_the_deployments_tune_airflow_as_the_local_one_does(key: str) -> None:
+    from candlecast.airflow_local import airflow_env, local_airflow
+
+    local = airflow_env(local_airflow({}), {})[key]
+    compose = _compose("compose.yaml")["x-airflow-env"][key]
+    section, option = key.removeprefix("AIRFLOW__").lower().split("__")
+    helm = yaml.safe_load((CONTAINERS / "kubernetes" / "airflow-values.yaml").read_text(encoding="utf-8"))
+    assert float(compose) == float(helm["config"][section][option]) == float(local)
+
+
 def test_the_overrides_only_adjust_services_the_base_file_defines() -> None:
     base = set(_services("compose.yaml"))
     offline = set(_services("compose.offline.yaml"))
