@@ -66,3 +66,11 @@ class AirflowApi:
                 if exc.code != 404 or time.monotonic() > deadline:
                     raise
                 time.sleep(1)
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float, state: str = "queued") -> str:
+        """The run's state once it has ended (``success`` or ``failed``), or as it stands after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while state not in ("success", "failed") and time.monotonic() < deadline:
+            time.sleep(3)
+            state = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        return state

@@ -45,12 +45,17 @@ def _hour(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else str(value)
 
 
+def _map_index(ti: Any) -> int | None:
+    """The batch of a task mapped over product batches; None for a task that is not mapped (Airflow's -1)."""
+    map_index = getattr(ti, "map_index", -1)
+    return map_index if isinstance(map_index, int) and map_index >= 0 else None
+
+
 def task_label(ti: Any) -> str:
     """The task id, with the batch's map index for a mapped task (``extract[1]``, as the Airflow UI shows it): the
     operator looks up that one task instance, and two batches failing the same hour are told apart."""
-    task_id = getattr(ti, "task_id", "?")
-    map_index = getattr(ti, "map_index", -1)
-    return f"{task_id}[{map_index}]" if isinstance(map_index, int) and map_index >= 0 else str(task_id)
+    task_id, map_index = getattr(ti, "task_id", "?"), _map_index(ti)
+    return str(task_id) if map_index is None else f"{task_id}[{map_index}]"
 
 
 def alert_subject(context: Mapping[str, Any]) -> str:
@@ -121,8 +126,8 @@ def is_new(previous: Mailed | None, current: Mailed, repeat: timedelta) -> bool:
 def memory_key(context: Mapping[str, Any]) -> str:
     ti = context.get("ti")
     dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
-    map_index = getattr(ti, "map_index", -1)
-    suffix = f".{map_index}" if isinstance(map_index, int) and map_index >= 0 else ""
+    map_index = _map_index(ti)
+    suffix = "" if map_index is None else f".{map_index}"
     return f"candlecast_alert.{dag_id}.{getattr(ti, 'task_id', '?')}{suffix}"
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,11 +65,7 @@ class Api(AirflowApi):
         """Trigger one run, wait for its end; its task instances (failing the test, naming them, unless success)."""
         self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
         run_id = self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": logical_date})["dag_run_id"]
-        deadline = time.monotonic() + timeout
-        state = "queued"
-        while state not in ("success", "failed") and time.monotonic() < deadline:
-            time.sleep(3)
-            state = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        state = self.wait_for_run(dag_id, run_id, timeout)
         tis: list[dict[str, Any]] = self.call(
             "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         if state != "success":

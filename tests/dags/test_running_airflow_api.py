@@ -53,10 +53,7 @@ def _free_port() -> int:
 
 
 def _wait_for_run(api: AirflowApi, run_id: str, state: str, airflow: LocalAirflow) -> None:
-    deadline = time.monotonic() + 420
-    while state not in ("success", "failed") and time.monotonic() < deadline:
-        time.sleep(3)
-        state = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+    state = api.wait_for_run(DAG_ID, run_id, timeout=420, state=state)
     if state != "success":
         tis = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
         bad = sorted(f"{t['task_id']}={t['state']}" for t in tis if t["state"] != "success")
