@@ -336,6 +336,9 @@ def _initialise(server: LocalServer, account: pwd.struct_passwd | None) -> None:
         f"--datadir={server.datadir}",
         "--auth-root-authentication-method=socket",
         "--skip-test-db",
+        # Passed through to the bootstrap mariadbd: its temp tables in a shared /tmp were seen vanishing
+        # ("Could not remove temporary table '/tmp/#sql-temptable-...'"), failing the whole install.
+        f"--tmpdir={server.tmpdir}",
     ]
     if account is not None:
         _chown_tree(server.datadir, account)

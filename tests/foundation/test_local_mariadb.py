@@ -80,6 +80,19 @@ def test_private_server_starts_stops_cleanly_and_refuses_a_taken_port(
         local.start(env=clash, timeout=30)
 
 
+def test_bootstrap_keeps_its_temp_tables_in_its_own_folder(
+    server_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A TMPDIR that does not exist stands in for a shared /tmp whose files vanish under the bootstrap:
+    # mariadb-install-db fails with it unless its mariadbd is given the server's own tmpdir.
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "nowhere"))
+    server = local.local_server({"CANDLECAST_LOCAL_DIR": str(server_dir / "own"), "CANDLECAST_DB_PORT": "1"})
+    account = local._server_account()
+    local._prepare_folders(server, account)
+    local._initialise(server, account)
+    assert (server.datadir / "mysql" / "global_priv.frm").exists()
+
+
 def test_start_right_after_a_sigkill_waits_for_the_dying_server_and_starts_a_fresh_one(
     server_dir: Path, mariadb: dict[str, str]
 ) -> None:
