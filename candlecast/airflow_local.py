@@ -136,6 +136,10 @@ def local_airflow(env: Mapping[str, str] | None = None) -> LocalAirflow:
                         database=local.airflow_db, executor=local.airflow_executor, redis=redis)
 
 
+# candlecast.airflow_executor.NAME, without importing Airflow here
+PRELOADING_LOCAL_EXECUTOR = "candlecast.airflow_executor.PreloadingLocalExecutor"
+
+
 def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The ``AIRFLOW__*`` settings of the local Airflow (also used by the DAG tests and the benchmark).
 
@@ -145,7 +149,8 @@ def airflow_env(airflow: LocalAirflow, env: Mapping[str, str] | None = None) -> 
     env = os.environ if env is None else env
     venv_bin = str(Path(sys.executable).parent)
     tunable = {
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # The LocalExecutor, its workers forked with the DAGs' libraries already imported (candlecast.airflow_executor).
+        "AIRFLOW__CORE__EXECUTOR": PRELOADING_LOCAL_EXECUTOR,
         "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(PARALLELISM),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
