@@ -48,9 +48,8 @@ def test_the_dags_libraries_stay_loaded_and_the_projects_modules_are_left_to_the
 
 def test_a_dag_folder_that_does_not_parse_costs_only_the_preload(tmp_path: Path) -> None:
     (tmp_path / "broken_dag.py").write_text("from airflow.sdk import dag\nimport no_such_module_anywhere\n")
-    result = _preload(tmp_path)
-    assert "airflow.sdk" in result["modules"]
-    assert "no_such_module_anywhere" not in result["modules"]
+    result = _preload(tmp_path)  # raises CalledProcessError if the preload raised
+    assert not [name for name in result["modules"] if "broken_dag" in name or name == "no_such_module_anywhere"]
 
 
 def test_the_local_airflow_runs_it() -> None:
