@@ -15,7 +15,9 @@
    `fct_forecast_outcomes`: `dbt run`, incremental): 10 registered models' forecasts of every hour (one served,
    nine shadows) and the served outcomes, synthesized directly in SQL over a feature mart of one product's closes,
    3 months vs 10 years of them; each hourly run adds one hour's 10 forecasts and outcome (median of 9, alternating).
-   Target: 10-year model time ≤ 1.25 × 3-month, as above. `bench/bench_dbt.py accuracy` runs this part alone.
+   Target: 10-year model time ≤ 1.25 × 3-month, as above. Then the marts' data tests at both histories, as the
+   hourly builds run them (`tests_scope: recent`) and as the weekly build does (`all`): figures only.
+   `bench/bench_dbt.py accuracy` runs this part alone.
 
 Runs against the database in the env settings (`make bench` = the project's MariaDB), in bases of its own
 created with the project's grants (`cb_bench_bundled`, `cb_bench_3m`, `cb_bench_10y`: the `{base}_raw`,
@@ -258,6 +260,28 @@ def accuracy_bench() -> None:
           f"(target <= {RATIO_TARGET}): {verdict}; wall {statistics.median(t.wall_s for t in runs['3 months']):.1f} s "
           f"vs {statistics.median(t.wall_s for t in runs['10 years']):.1f} s; load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    accuracy_tests(histories)
+
+
+def accuracy_tests(histories: dict[str, Schemas]) -> None:
+    """The accuracy marts' data tests as the hourly build runs them (``tests_scope: recent``: the hours an hourly run
+    rewrites) and as the weekly build does (``all``: every row), at both histories; figures only."""
+    summed: dict[tuple[str, str], float] = {}
+    for label, schemas in histories.items():
+        for scope in ("recent", "all"):
+            name = f"acc-{label.replace(' ', '')}-tests-{scope}"
+            result = dbt_runner.run_dbt(["test"], env={**os.environ, "CANDLECAST_DB_SCHEMA": schemas.base},
+                                        select=ACCURACY_SELECT, args=("--vars", f'{{"tests_scope": "{scope}"}}'),
+                                        target_path=RUNS / name / "target", log_path=RUNS / name / "logs", check=False)
+            tests = [r for r in result.artifact("run_results.json")["results"] if r["unique_id"].startswith("test.")]
+            summed[label, scope] = sum(r["execution_time"] for r in tests)
+            failed = [r["unique_id"].split(".")[2] for r in tests if r["status"] != "pass"]
+            print(f"  tests, {label}, tests_scope {scope}: wall {result.elapsed_s:5.1f} s | {len(tests)} tests "
+                  f"{summed[label, scope]:6.2f} s summed" + (f" | not passing: {', '.join(failed)}" if failed else ""))
+    for scope in ("recent", "all"):
+        ratio = summed["10 years", scope] / summed["3 months", scope]
+        print(f"  tests' time, 10 years vs 3 months, tests_scope {scope}: ratio {ratio:.2f} (figure only; the hourly "
+              "builds run `recent`)")
 
 
 def describe_accuracy(t: DbtTiming) -> str:

@@ -1,18 +1,21 @@
 {#-
   What the data tests of the big hourly tables read. With `tests_scope: recent` (the hourly builds: the cycle's and
-  the hourly DAG's features step) the tests of the tables in `recent_test_tables` read the hours an incremental run
-  rewrites: `recompute_hours` + 24 back from the table's newest hour. Older rows do not change between two
-  hourly runs, and the weekly build (`tests_scope: all`, the default) still tests every row. Without this every
-  hourly build scanned the whole history once per test, about 30 times: at 250 products its tests were most of
-  the hourly cycle's features step, and the cost grew with every hour stored.
+  the hourly DAG's features and accuracy steps) the tests of the tables in `recent_test_tables` (each named with
+  its hour column) read the hours an incremental run rewrites: `recompute_hours` + 24 back from the table's newest
+  hour. Older rows do not change between two hourly runs (but for forecasts backfilled or healed further back,
+  which the accuracy marts re-score too), and the weekly build (`tests_scope: all`, the default) still tests every
+  row. Without this every hourly build scanned the whole history once per test, about 30 times for the feature
+  mart and 25 for the accuracy marts (whose rows grow with products x models x hours): the cost grew with every
+  hour stored.
 -#}
 {% macro recent_rows_condition(relation) -%}
     {%- set scope = var('tests_scope', 'all') -%}
     {%- if scope not in ('all', 'recent') -%}
         {{ exceptions.raise_compiler_error("var tests_scope must be 'all' or 'recent', not " ~ scope) }}
     {%- endif -%}
-    {%- if scope == 'recent' and relation.identifier in var('recent_test_tables') -%}
-        hour > (select max(hour) from {{ relation }}) - interval {{ var('recompute_hours') + 24 }} hour
+    {%- set column = var('recent_test_tables').get(relation.identifier) -%}
+    {%- if scope == 'recent' and column -%}
+        {{ column }} > (select max({{ column }}) from {{ relation }}) - interval {{ var('recompute_hours') + 24 }} hour
     {%- endif -%}
 {%- endmacro %}
 

@@ -158,3 +158,68 @@ def test_the_hourly_run_rewrites_the_recent_and_changed_hours_not_the_history(sc
     # the recompute window (216 h + the new hours) of 10-11 models, and the two old hours' changed rows
     assert 0 < rewritten <= 11 * 240 and rewritten < total / 5
     assert rows_written(scenario.incremental, "fct_model_accuracy_monthly") <= 11 * 3  # Nov, Dec, Jan
+
+
+def test_the_hourly_builds_tests_read_the_recent_accuracy_rows(scenario: Scenario, admin_engine) -> None:
+    """With ``tests_scope: recent`` (the hourly builds) the accuracy marts' tests see a fault in the newest hours and
+    not one two months back; the weekly build's tests (every row) see both. A generic test and a singular one."""
+    from sqlalchemy import text
+
+    from candlecast.settings import Schemas
+
+    marts = f"`{Schemas(BASE).marts}`"
+    accuracy, outcomes = f"{marts}.fct_prediction_accuracy", f"{marts}.fct_forecast_outcomes"
+    with admin_engine.connect() as conn:
+        newest = conn.execute(text(f"select max(target_hour) from {outcomes} where outcome = 'model'")).scalar_one()
+    hours = {"recent": newest - timedelta(hours=3), "old": HEALED}
+    with admin_engine.begin() as conn:
+        kinds = {h: conn.execute(text(f"select model_kind from {accuracy} where target_hour = :h "
+                                      "and model_version = 'm0'"), {"h": h}).scalar_one() for h in hours.values()}
+        conn.execute(text(f"update {accuracy} set model_kind = null where model_version = 'm0' "
+                          "and target_hour in (:recent, :old)"), hours)
+        # a model outcome with a reason breaks assert_forecast_outcomes_are_labelled
+        assert conn.execute(text(f"update {outcomes} set reason = 'planted' where outcome = 'model' "
+                                 "and target_hour in (:recent, :old)"), hours).rowcount == 2
+    try:
+        failures: dict[str, dict[str, int]] = {}
+        for scope in ("recent", "all"):
+            run = run_dbt("test", select=("not_null_fct_prediction_accuracy_model_kind",
+                                          "assert_forecast_outcomes_are_labelled"),
+                          base=BASE, name=f"acc-scope-{scope}", args=("--vars", f'{{"tests_scope": "{scope}"}}'),
+                          check=False)
+            failures[scope] = {r["unique_id"].split(".")[2]: r["failures"]
+                               for r in run.artifact("run_results.json")["results"]}
+        assert failures == {
+            "recent": {"not_null_fct_prediction_accuracy_model_kind": 1, "assert_forecast_outcomes_are_labelled": 1},
+            "all": {"not_null_fct_prediction_accuracy_model_kind": 2, "assert_forecast_outcomes_are_labelled": 2},
+        }
+    finally:
+        with admin_engine.begin() as conn:
+            for h, kind in kinds.items():
+                conn.execute(text(f"update {accuracy} set model_kind = :k where model_version = 'm0' "
+                                  "and target_hour = :h"), {"k": kind, "h": h})
+            conn.execute(text(f"update {outcomes} set reason = null where reason = 'planted'"))
+
+
+def test_the_leaderboard_check_finds_a_wrong_figure_and_reads_only_the_trailing_week(scenario: Scenario,
+                                                                                      admin_engine) -> None:
+    """assert_leaderboard_matches_accuracy reads the accuracy mart from a literal bound (its trailing week, through
+    the target_hour index: it read the whole mart before), and still names a leaderboard figure that is wrong."""
+    from sqlalchemy import text
+
+    from candlecast.settings import Schemas
+
+    board = f"`{Schemas(BASE).marts}`.model_leaderboard"
+    with admin_engine.begin() as conn:
+        planted = conn.execute(text(f"update {board} set mae_168h = mae_168h + 1 where model_version = 'm0'"))
+        assert planted.rowcount == 1
+    try:
+        run = run_dbt("test", select=("assert_leaderboard_matches_accuracy",), base=BASE, name="acc-leaderboard",
+                      check=False)
+        [result] = run.artifact("run_results.json")["results"]
+        assert (result["status"], result["failures"]) == ("fail", 1), result
+        compiled = next(run.target_path.rglob("assert_leaderboard_matches_accuracy.sql")).read_text()
+        assert "and target_hour > timestamp '" in compiled
+    finally:
+        with admin_engine.begin() as conn:
+            conn.execute(text(f"update {board} set mae_168h = mae_168h - 1 where model_version = 'm0'"))

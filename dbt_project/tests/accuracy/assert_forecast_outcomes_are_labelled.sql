@@ -2,7 +2,7 @@
 -- predictions (what fct_prediction_accuracy scores), the one with role 'production' (served); a fallback has a price, a base hour, a reason and no
 -- model or interval; "none" has a reason and no price. Returns one row per violation.
 with outcomes as (
-    select * from {{ ref('fct_forecast_outcomes') }}
+    select * from {{ get_where_subquery(ref('fct_forecast_outcomes')) }}  -- the recent hours in the hourly builds
 ),
 
 predictions as (

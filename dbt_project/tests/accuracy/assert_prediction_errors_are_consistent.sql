@@ -1,7 +1,8 @@
 -- Every realized forecast's error, absolute error, interval flag and persistence error follow from its
--- prices; nothing realized is left without an error, and nothing unrealized has one.
+-- prices; nothing realized is left without an error, and nothing unrealized has one. (The hourly builds check the
+-- recent hours only: macros/recent_rows.sql.)
 select *
-from {{ ref('fct_prediction_accuracy') }}
+from {{ get_where_subquery(ref('fct_prediction_accuracy')) }}
 where (is_realized = 1 and (
         error is null
         or abs(error - (predicted_close - realized_close)) > 1e-6
