@@ -52,6 +52,8 @@ def test_a_dag_folder_that_does_not_parse_costs_only_the_preload(tmp_path: Path)
     assert not [name for name in result["modules"] if "broken_dag" in name or name == "no_such_module_anywhere"]
 
 
-def test_the_local_airflow_runs_it() -> None:
+def test_the_local_airflow_runs_it_unless_told_otherwise() -> None:
     env = airflow_local.airflow_env(airflow_local.local_airflow({}), {})
     assert env["AIRFLOW__CORE__EXECUTOR"] == airflow_executor.NAME == airflow_local.PRELOADING_LOCAL_EXECUTOR
+    stock = airflow_local.airflow_env(airflow_local.local_airflow({}), {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"})
+    assert stock["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
