@@ -12,17 +12,22 @@
 -- depends_on: {{ ref('fct_model_accuracy_monthly') }}
 {%- set window_start = none %}
 {%- if execute %}
-    {%- set bound -%}
-        select min(as_of_hour) - interval 168 hour
-        from (
-            select max(last_realized_hour) as as_of_hour
-            from {{ ref('fct_model_accuracy_monthly') }}
-            group by product_id
-        ) as products
-    {%- endset %}
-    {%- set found = run_query(bound).rows[0][0] %}
-    {%- if found is not none %}
-        {%- set window_start = found.strftime('%Y-%m-%d %H:%M:%S') %}
+    {#- compiled without the marts too (`dbt docs generate` on a fresh base): then there is nothing to bound #}
+    {%- set monthly_relation = adapter.get_relation(database=none, schema=ref('fct_model_accuracy_monthly').schema,
+                                                    identifier=ref('fct_model_accuracy_monthly').identifier) %}
+    {%- if monthly_relation is not none %}
+        {%- set bound -%}
+            select min(as_of_hour) - interval 168 hour
+            from (
+                select max(last_realized_hour) as as_of_hour
+                from {{ monthly_relation }}
+                group by product_id
+            ) as products
+        {%- endset %}
+        {%- set found = run_query(bound).rows[0][0] %}
+        {%- if found is not none %}
+            {%- set window_start = found.strftime('%Y-%m-%d %H:%M:%S') %}
+        {%- endif %}
     {%- endif %}
 {%- endif %}
 
