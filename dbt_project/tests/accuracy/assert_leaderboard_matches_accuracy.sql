@@ -5,31 +5,10 @@
 -- in the window, persistence's on the same hours. Returns one row per disagreement. Bounded to the trailing
 -- 168 h, so its cost stays flat in history like the model's.
 
-{#- The oldest hour any product's 168 h window reaches, from fct_model_accuracy_monthly as the model reads it, written
-    in as a literal so that MariaDB reads the accuracy mart's trailing week through its target_hour index. Bounded
-    by the join below alone, this test read the whole mart: 6.4 s an hour at 10 years of one product's ten models
-    (bench/bench_dbt.py accuracy), most of the hourly accuracy build's test time. #}
+-- The accuracy mart is read from the start of the leaderboard's trailing week, a literal (macros/ml), as the model
+-- reads it: bounded by the window join alone, this test read the whole mart.
 -- depends_on: {{ ref('fct_model_accuracy_monthly') }}
-{%- set window_start = none %}
-{%- if execute %}
-    {#- compiled without the marts too (`dbt docs generate` on a fresh base): then there is nothing to bound #}
-    {%- set monthly_relation = adapter.get_relation(database=none, schema=ref('fct_model_accuracy_monthly').schema,
-                                                    identifier=ref('fct_model_accuracy_monthly').identifier) %}
-    {%- if monthly_relation is not none %}
-        {%- set bound -%}
-            select min(as_of_hour) - interval 168 hour
-            from (
-                select max(last_realized_hour) as as_of_hour
-                from {{ monthly_relation }}
-                group by product_id
-            ) as products
-        {%- endset %}
-        {%- set found = run_query(bound).rows[0][0] %}
-        {%- if found is not none %}
-            {%- set window_start = found.strftime('%Y-%m-%d %H:%M:%S') %}
-        {%- endif %}
-    {%- endif %}
-{%- endif %}
+{%- set window_start = leaderboard_window_start(ref('fct_model_accuracy_monthly')) %}
 
 with accuracy as (
     select * from {{ ref('fct_prediction_accuracy') }}

@@ -18,28 +18,8 @@
 -- A small table rebuilt every run from bounded reads: the windows through fct_prediction_accuracy's target_hour
 -- index, the all-time figures from fct_model_accuracy_monthly (a few rows per model), so its cost is flat in history.
 
-{#- The oldest hour any product's 168 h window reaches, read at run time (fct_model_accuracy_monthly is built
-    before this model) and written in as a literal: MariaDB then reads fct_prediction_accuracy's trailing week
-    through its target_hour index. A bound from a subquery is not folded into a range: it scanned the table. #}
-{%- set window_start = none %}
-{%- if execute %}
-    {%- set monthly_relation = adapter.get_relation(database=none, schema=ref('fct_model_accuracy_monthly').schema,
-                                                    identifier=ref('fct_model_accuracy_monthly').identifier) %}
-    {%- if monthly_relation is not none %}
-        {%- set bound -%}
-            select min(as_of_hour) - interval 168 hour
-            from (
-                select max(last_realized_hour) as as_of_hour
-                from {{ monthly_relation }}
-                group by product_id
-            ) as products
-        {%- endset %}
-        {%- set found = run_query(bound).rows[0][0] %}
-        {%- if found is not none %}
-            {%- set window_start = found.strftime('%Y-%m-%d %H:%M:%S') %}
-        {%- endif %}
-    {%- endif %}
-{%- endif %}
+{#- fct_model_accuracy_monthly is built before this model: the window's start is a literal (macros/ml). #}
+{%- set window_start = leaderboard_window_start(ref('fct_model_accuracy_monthly')) %}
 
 with monthly as (
     select * from {{ ref('fct_model_accuracy_monthly') }}
