@@ -64,17 +64,20 @@ class DbtTiming:
     tests_s: float
     per_model: dict[str, float]
     tests: int
+    not_passing: tuple[str, ...] = ()  # the tests that did not pass (a run with ``check=False``)
 
 
-def run_dbt(command: str, select: list[str], base: str, name: str, args: tuple[str, ...] = ()) -> DbtTiming:
+def run_dbt(command: str, select: list[str], base: str, name: str, args: tuple[str, ...] = (),
+            check: bool = True) -> DbtTiming:
     result = dbt_runner.run_dbt([command], env={**os.environ, "CANDLECAST_DB_SCHEMA": base}, select=select,
                                 args=(*args, *BUILD_ARGS) if command == "build" else args,
-                                target_path=RUNS / name / "target", log_path=RUNS / name / "logs")
+                                target_path=RUNS / name / "target", log_path=RUNS / name / "logs", check=check)
     results = result.artifact("run_results.json")["results"]
     per_model = {r["unique_id"].split(".")[-1]: r["execution_time"] for r in results
                  if r["unique_id"].startswith("model.")}
-    tests = [r["execution_time"] for r in results if r["unique_id"].startswith("test.")]
-    return DbtTiming(result.elapsed_s, sum(per_model.values()), sum(tests), per_model, len(tests))
+    tests = [r for r in results if r["unique_id"].startswith("test.")]
+    return DbtTiming(result.elapsed_s, sum(per_model.values()), sum(r["execution_time"] for r in tests), per_model,
+                     len(tests), tuple(r["unique_id"].split(".")[2] for r in tests if r["status"] != "pass"))
 
 
 def random_walk_rows(product: str, start_price: float, first: datetime, hours: int, seed: int) -> list[str]:
@@ -269,15 +272,11 @@ def accuracy_tests(histories: dict[str, Schemas]) -> None:
     summed: dict[tuple[str, str], float] = {}
     for label, schemas in histories.items():
         for scope in ("recent", "all"):
-            name = f"acc-{label.replace(' ', '')}-tests-{scope}"
-            result = dbt_runner.run_dbt(["test"], env={**os.environ, "CANDLECAST_DB_SCHEMA": schemas.base},
-                                        select=ACCURACY_SELECT, args=("--vars", f'{{"tests_scope": "{scope}"}}'),
-                                        target_path=RUNS / name / "target", log_path=RUNS / name / "logs", check=False)
-            tests = [r for r in result.artifact("run_results.json")["results"] if r["unique_id"].startswith("test.")]
-            summed[label, scope] = sum(r["execution_time"] for r in tests)
-            failed = [r["unique_id"].split(".")[2] for r in tests if r["status"] != "pass"]
-            print(f"  tests, {label}, tests_scope {scope}: wall {result.elapsed_s:5.1f} s | {len(tests)} tests "
-                  f"{summed[label, scope]:6.2f} s summed" + (f" | not passing: {', '.join(failed)}" if failed else ""))
+            t = run_dbt("test", ACCURACY_SELECT, schemas.base, f"acc-{label.replace(' ', '')}-tests-{scope}",
+                        args=("--vars", f'{{"tests_scope": "{scope}"}}'), check=False)
+            summed[label, scope] = t.tests_s
+            print(f"  tests, {label}, tests_scope {scope}: wall {t.wall_s:5.1f} s | {t.tests} tests {t.tests_s:6.2f} s "
+                  "summed" + (f" | not passing: {', '.join(t.not_passing)}" if t.not_passing else ""))
     for scope in ("recent", "all"):
         ratio = summed["10 years", scope] / summed["3 months", scope]
         print(f"  tests' time, 10 years vs 3 months, tests_scope {scope}: ratio {ratio:.2f} (figure only; the hourly "
