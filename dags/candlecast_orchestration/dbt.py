@@ -14,7 +14,7 @@ Two ways to run them (``CANDLECAST_COSMOS_EXECUTION_MODE``):
 
 dbt lives in its own virtualenv (``.venv-dbt``: dbt-mysql 1.7 pins cannot coexist with Airflow 3), so Cosmos
 runs it as a subprocess, both to render (``dbt ls``, when that load method is chosen) and to execute (in watcher
-mode the build's ``--log-format json`` lines are how Cosmos learns each node's result).
+mode the build's ``run_results.json`` is how the model tasks learn each node's result: ``watch.report_build``).
 The default load method reads ``dbt_project/target/manifest.json`` (made by ``make dbt-parse``): about 0.1 s
 per parse instead of 2-3.5 s for ``dbt ls``.
 
@@ -94,8 +94,8 @@ def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, 
         # The group's one build: in the dbt pool, with the same test selection as the cycle command's build (Cosmos
         # gives it to per-model tasks only), and not retried as a whole (each model task retries its model).
         **({"setup_operator_args": {"pool": settings.dbt.pool, "retries": 0, "indirect_selection": indirect.value,
-                                    # how Cosmos reads the build's results; dbt 1.7 takes it before `build` only
-                                    "dbt_cmd_global_flags": ["--log-format", "json"],
+                                    # plain text in the task log (its results are read from run_results.json)
+                                    "dbt_cmd_global_flags": ["--no-use-colors"],
                                     **({"queue": queue} if queue else {})}}
            if watcher else {}),
     )
@@ -170,7 +170,7 @@ def _models_after_the_build(group: DbtTaskGroup) -> None:
     from cosmos.constants import PRODUCER_WATCHER_DONE_TASK_ID, PRODUCER_WATCHER_TASK_ID
     from cosmos.operators._watcher.xcom import _backup_xcom_to_variable
 
-    from candlecast_orchestration.watch import ModelBuildSensor
+    from candlecast_orchestration.watch import ModelBuildSensor, report_build
 
     prefix = f"{group.group_id}."
     tasks = {t.task_id: t for t in group}
@@ -190,8 +190,10 @@ def _models_after_the_build(group: DbtTaskGroup) -> None:
         # after the build whatever its end: a failed build's models are judged (and rebuilt) one by one
         task.trigger_rule = TriggerRule.ALL_DONE
     done.trigger_rule = TriggerRule.ALL_DONE
-    # Cosmos puts `--log-format json` after `build`, where dbt 1.7 refuses it: it is among the global flags above.
+    # The build logs plain text (Cosmos would add `--log-format json`) and reports its results when it is over.
     producer.log_format = None
+    producer.callback = report_build
+    producer.callback_args = {"tests_per_model": producer.tests_per_model}
     # Cosmos adds to the build's failure (and retry) callbacks a copy of its results into an Airflow Variable, for
     # a retry of the build to restore; the build is never retried here, so the Variable would only pile up.
     for name in ("on_failure_callback", "on_retry_callback"):

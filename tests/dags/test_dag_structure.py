@@ -286,7 +286,7 @@ def test_each_dag_runs_the_steps_of_the_cycle_command_in_its_order(dagbag, dag_i
 @pytest.mark.parametrize("dag_id,group", [(HOURLY, "features"), (HOURLY, "accuracy"), (WEEKLY, "features")])
 def test_cosmos_renders_one_dbt_build_per_group_and_one_task_per_model_judging_its_tests(
         dagbag, dbt_manifest: Path, dag_id: str, group: str) -> None:
-    from candlecast_orchestration.watch import ModelBuildSensor
+    from candlecast_orchestration.watch import ModelBuildSensor, report_build
 
     from cycle.steps import ACCURACY_SELECT, FEATURE_SELECT
 
@@ -303,6 +303,9 @@ def test_cosmos_renders_one_dbt_build_per_group_and_one_task_per_model_judging_i
     assert build.indirect_selection == "buildable"
     assert build.pool == "candlecast_dbt" and build.retries == 0
     assert str(build.dbt_executable_path) == str(REPO_ROOT / ".venv-dbt" / "bin" / "dbt")
+    # plain logs; the results are reported from dbt's run_results.json once the build is over
+    assert build.callback is report_build and "--log-format" not in build.dbt_cmd_global_flags
+    assert build.callback_args["tests_per_model"] == build.tests_per_model
     assert build.profile_config.profiles_yml_filepath == REPO_ROOT / "profiles.yml"
     assert type(tasks.pop(f"{group}.dbt_producer_watcher_done")).__name__ == "EmptyOperator"
     # ... and one task per model, all started when the build is done, each failing when its model or one of that
@@ -327,7 +330,8 @@ def test_cosmos_renders_one_dbt_build_per_group_and_one_task_per_model_judging_i
     # a failing test fails its model's task, whether the build went on or not
     ("success", "fail", True, "failed", "dbt test(s) of model m failed"),
     ("success", "fail", True, "success", "dbt test(s) of model m failed"),
-    # dbt skips what reads a failed model: Cosmos reports it "failed", and so does its task
+    # dbt skips what reads a failed model, and its task fails
+    ("skipped", None, True, "failed", "dbt model m was skipped by the group's dbt build"),
     ("failed", None, True, "failed", "dbt model m ended failed"),
     ("error", None, True, "failed", "dbt model m ended error"),
     # a build that died before the model, or before its tests, leaves the task to fail (and its retry to build)
@@ -343,6 +347,51 @@ def test_a_model_task_fails_when_its_model_or_any_of_its_tests_did(dagbag, model
     else:
         with pytest.raises(ModelCheckFailed, match=re.escape(fails_with)):
             judge("m", model_status, tests, has_tests, build)
+
+
+def test_the_build_reports_each_models_status_its_tests_verdict_and_its_sql_from_dbts_run_results(dagbag) -> None:
+    """What a group's build leaves in XCom for its model tasks, from a ``run_results.json`` as dbt 1.7 writes it
+    (a model whose test failed, one skipped behind a failed model, a test that did not run), and the verdicts."""
+    from candlecast_orchestration.watch import ModelCheckFailed, build_report, judge
+
+    def result(uid: str, status: str, sql: str | None = None) -> dict[str, Any]:
+        return {"unique_id": uid, "status": status, "compiled_code": sql, "message": None, "failures": None}
+
+    a, b, c, d = (f"model.candlecast.{m}" for m in "abcd")
+    run_results = {"results": [
+        result(a, "success", "select 1\n"), result("test.candlecast.a_ok.1", "pass"),
+        result("test.candlecast.a_warns.2", "warn"),
+        result(b, "success", "select 2"), result("test.candlecast.b_unique.3", "fail"),
+        result("test.candlecast.b_ok.4", "pass"),
+        result(c, "error", "select x"), result(d, "skipped"),
+        result("test.candlecast.d_ok.5", "skipped"),
+    ]}
+    tests = {a: ["test.candlecast.a_ok.1", "test.candlecast.a_warns.2"],
+             b: ["test.candlecast.b_unique.3", "test.candlecast.b_ok.4"],
+             c: ["test.candlecast.c_never_ran.6"], d: ["test.candlecast.d_ok.5"]}
+    report = build_report(run_results, tests)
+    assert report == {
+        "model__candlecast__a_status": {"status": "success", "outlet_uris": []},
+        "model__candlecast__a_compiled_sql": "select 1", "model__candlecast__a_tests_status": "pass",
+        "model__candlecast__b_status": {"status": "success", "outlet_uris": []},
+        "model__candlecast__b_compiled_sql": "select 2", "model__candlecast__b_tests_status": "fail",
+        "model__candlecast__c_status": {"status": "error", "outlet_uris": []},
+        "model__candlecast__c_compiled_sql": "select x",
+        "model__candlecast__d_status": {"status": "skipped", "outlet_uris": []},
+        "model__candlecast__d_tests_status": "fail",
+    }
+
+    def verdict(model: str) -> str:
+        try:
+            judge(model, report[f"model__candlecast__{model}_status"]["status"],
+                  report.get(f"model__candlecast__{model}_tests_status"), True, "failed")
+        except ModelCheckFailed as exc:
+            return str(exc).split(" (")[0]
+        return "ok"
+
+    assert [verdict(m) for m in "abcd"] == [
+        "ok", "dbt test(s) of model b failed", "dbt model c ended error in the group's dbt build",
+        "dbt model d was skipped by the group's dbt build: a model it reads failed"]
 
 
 def _parse_in_subprocess(extra_env: dict[str, str], files: tuple[str, ...] = DAG_FILES) -> ParseReport:
