@@ -4,9 +4,10 @@ In watcher mode each dbt group runs one ``dbt build`` of its whole selection (Co
 ``dbt_producer_watcher``). Cosmos would read that build's ``--log-format json`` lines as they come and push each
 node's result to XCom; the model tasks here start only once the build is over, so the build runs with dbt's plain
 log instead (dbt's JSON log made the accuracy build 0.4-0.6 s slower on this machine kind, and Cosmos reading it
-line by line cost the task more) and reports every node's result at its end from dbt's ``run_results.json``, under
-Cosmos's keys (``report_build``). Cosmos's own model sensor judges the model alone (its tests would need a second
-task per model), so the task here judges both, as the per-model ``dbt build`` of the local mode did:
+line by line cost the task more) and reports every model's result at its end from dbt's ``run_results.json``, in
+one XCom entry (``report_build``) that each model task reads once. Cosmos's own model sensor judges the model
+alone (its tests would need a second task per model), so the task here judges both, as the per-model
+``dbt build`` of the local mode did:
 
 - its first try reads the build's report: it fails when the model failed (or was skipped by dbt because a model
   it reads failed) or when any of its tests failed or did not run;
@@ -68,43 +69,40 @@ def judge(model: str, model_status: str | None, tests_status: str | None, has_te
                            f"{producer_state} first")
 
 
-def build_report(run_results: Mapping[str, Any], tests_per_model: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-    """What a group's build reports to XCom, from its ``run_results.json``, under the keys Cosmos's watcher sensors
-    read: each model's status, the aggregate of a model's tests once all of them have a result ("pass", or "fail"
-    when any did not pass), and each model's compiled SQL (shown as the model task's rendered template)."""
-    from cosmos.operators._watcher.aggregation import get_tests_status_xcom_key
-    from cosmos.operators._watcher.state import (
-        get_compiled_sql_xcom_key,
-        get_status_xcom_key,
-        is_dbt_node_status_success,
-    )
+# The XCom key under which a group's build reports its results: one entry, read once by each model task.
+REPORT_KEY = "build_report"
 
-    statuses = {r["unique_id"]: r["status"] for r in run_results.get("results", [])}
+
+def build_report(run_results: Mapping[str, Any], tests_per_model: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """What a group's build reports, from its ``run_results.json``: per model (by unique id) its dbt status, the
+    verdict of its tests once all of them have a result ("pass", or "fail" when any did not pass; None before)
+    and its compiled SQL (shown as the model task's rendered template)."""
+    from cosmos.operators._watcher.state import is_dbt_node_status_success
+
+    results = run_results.get("results", [])
+    statuses = {r["unique_id"]: r["status"] for r in results}
     report: dict[str, Any] = {}
-    for result in run_results.get("results", []):
+    for result in results:
         uid = result["unique_id"]
         if not uid.startswith("model."):
             continue
-        report[get_status_xcom_key(uid)] = {"status": result["status"], "outlet_uris": []}
-        if result.get("compiled_code"):
-            report[get_compiled_sql_xcom_key(uid)] = result["compiled_code"].strip()
-    for model, tests in tests_per_model.items():
+        tests = tests_per_model.get(uid) or []
+        verdict = None
         if tests and all(t in statuses for t in tests):
-            passed = all(is_dbt_node_status_success(statuses[t]) for t in tests)
-            report[get_tests_status_xcom_key(model)] = "pass" if passed else "fail"
+            verdict = "pass" if all(is_dbt_node_status_success(statuses[t]) for t in tests) else "fail"
+        report[uid] = {"status": result["status"], "tests": verdict,
+                       "compiled_sql": (result.get("compiled_code") or "").strip() or None}
     return report
 
 
 def report_build(project_dir: str, context: Context, tests_per_model: Mapping[str, Sequence[str]] | None = None,
                  **_: Any) -> None:
     """The group build's callback (Cosmos calls it in the build's project copy once dbt has exited, before it
-    fails the task for a failed build): push ``build_report`` of the build to XCom. A dbt that stopped before
-    writing its results (it could not start, or was killed) reports nothing; each model task then says its model
-    was not built, and its retry builds it."""
+    fails the task for a failed build): push ``build_report`` of the build to XCom, in one entry. A dbt that
+    stopped before writing its results (it could not start, or was killed) reports nothing; each model task then
+    says its model was not built, and its retry builds it."""
     import json
     from pathlib import Path
-
-    from cosmos.operators._watcher.state import safe_xcom_push
 
     path = Path(project_dir) / "target" / "run_results.json"
     try:
@@ -112,8 +110,7 @@ def report_build(project_dir: str, context: Context, tests_per_model: Mapping[st
     except (OSError, ValueError) as exc:
         logging.getLogger(__name__).warning("no results of the dbt build to report (%s: %s)", path, exc)
         return
-    for key, value in build_report(run_results, tests_per_model or {}).items():
-        safe_xcom_push(task_instance=context["ti"], key=key, value=value)
+    context["ti"].xcom_push(key=REPORT_KEY, value=build_report(run_results, tests_per_model or {}))
 
 
 def _short(unique_id: str) -> str:
@@ -139,26 +136,24 @@ class ModelBuildSensor(DbtConsumerWatcherSensor):
         self.upstream_model_tasks = tuple(upstream_model_tasks)
 
     def poke(self, context: Context) -> bool:
-        from cosmos.operators._watcher.state import get_xcom_val
-
         ti = context["ti"]
         name = _short(self.model_unique_id)
         if ti.try_number > 1:  # a retry, or a cleared task: this task builds the model
             return self._rebuild(context, name)
         producer_state = self._get_producer_task_status(context)
-        model_status = self._get_node_status(ti, context)
+        report = (ti.xcom_pull(task_ids=self.producer_task_id, key=REPORT_KEY) or {}).get(self.model_unique_id, {})
+        model_status = report.get("status")
         if model_status is None and producer_state in ("success", "skipped"):
             # the build did not run this model though it did not fail: it was skipped (a cleared group: Cosmos never
             # repeats a build) or marked done by hand; so this task builds the model
             return self._rebuild(context, name)
         if model_status is None and producer_state != "failed":
             return False  # the build is not done (this task normally starts after it)
-        from cosmos.operators._watcher.aggregation import get_tests_status_xcom_key
-
-        tests_status = get_xcom_val(ti, self.producer_task_id, get_tests_status_xcom_key(self.model_unique_id))
         # raises: the task fails, and its retry rebuilds
-        judge(name, model_status, tests_status, bool(self.model_tests), producer_state)
-        self._cache_compiled_sql(ti, context)
+        judge(name, model_status, report.get("tests"), bool(self.model_tests), producer_state)
+        if report.get("compiled_sql"):
+            self.compiled_sql = report["compiled_sql"]
+            self._override_rtif(context)
         return True
 
     def _rebuild(self, context: Context, name: str) -> bool:

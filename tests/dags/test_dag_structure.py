@@ -350,7 +350,7 @@ def test_a_model_task_fails_when_its_model_or_any_of_its_tests_did(dagbag, model
 
 
 def test_the_build_reports_each_models_status_its_tests_verdict_and_its_sql_from_dbts_run_results(dagbag) -> None:
-    """What a group's build leaves in XCom for its model tasks, from a ``run_results.json`` as dbt 1.7 writes it
+    """What a group's build reports to its model tasks, from a ``run_results.json`` as dbt 1.7 writes it
     (a model whose test failed, one skipped behind a failed model, a test that did not run), and the verdicts."""
     from candlecast_orchestration.watch import ModelCheckFailed, build_report, judge
 
@@ -371,20 +371,16 @@ def test_the_build_reports_each_models_status_its_tests_verdict_and_its_sql_from
              c: ["test.candlecast.c_never_ran.6"], d: ["test.candlecast.d_ok.5"]}
     report = build_report(run_results, tests)
     assert report == {
-        "model__candlecast__a_status": {"status": "success", "outlet_uris": []},
-        "model__candlecast__a_compiled_sql": "select 1", "model__candlecast__a_tests_status": "pass",
-        "model__candlecast__b_status": {"status": "success", "outlet_uris": []},
-        "model__candlecast__b_compiled_sql": "select 2", "model__candlecast__b_tests_status": "fail",
-        "model__candlecast__c_status": {"status": "error", "outlet_uris": []},
-        "model__candlecast__c_compiled_sql": "select x",
-        "model__candlecast__d_status": {"status": "skipped", "outlet_uris": []},
-        "model__candlecast__d_tests_status": "fail",
+        a: {"status": "success", "tests": "pass", "compiled_sql": "select 1"},
+        b: {"status": "success", "tests": "fail", "compiled_sql": "select 2"},
+        c: {"status": "error", "tests": None, "compiled_sql": "select x"},
+        d: {"status": "skipped", "tests": "fail", "compiled_sql": None},
     }
 
     def verdict(model: str) -> str:
         try:
-            judge(model, report[f"model__candlecast__{model}_status"]["status"],
-                  report.get(f"model__candlecast__{model}_tests_status"), True, "failed")
+            judge(model, report[f"model.candlecast.{model}"]["status"], report[f"model.candlecast.{model}"]["tests"],
+                  True, "failed")
         except ModelCheckFailed as exc:
             return str(exc).split(" (")[0]
         return "ok"

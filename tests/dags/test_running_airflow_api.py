@@ -166,12 +166,11 @@ def test_api_lists_the_cosmos_tasks_and_an_interval_run_with_the_cli_equals_a_di
         # judged its model from that on its first try, building nothing itself.
         models = sorted(t for t in expected_dbt if t.endswith("_model_build"))
         for group in ("features", "accuracy"):
-            entries = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{group}.dbt_producer_watcher"
-                              "/xcomEntries")["xcom_entries"]
-            reported = {e["key"].removeprefix("model__candlecast__").removesuffix("_status") for e in entries
-                        if e["key"].startswith("model__") and e["key"].endswith("_status")
-                        and not e["key"].endswith("_tests_status")}
-            assert reported == {t.split(".")[1].removesuffix("_model_build") for t in models if t.startswith(group)}
+            report = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{group}.dbt_producer_watcher"
+                             "/xcomEntries/build_report?deserialize=true&stringify=false")["value"]
+            assert {uid.removeprefix("model.candlecast.") for uid in report} == \
+                {t.split(".")[1].removesuffix("_model_build") for t in models if t.startswith(group)}
+            assert {r["status"] for r in report.values()} == {"success"}
         for task_id in models:
             first = next(api_airflow.logs_dir.glob(f"dag_id={DAG_ID}/run_id={run_id}/task_id={task_id}/attempt=1.log"))
             assert "building dbt model" not in first.read_text(), f"{task_id} built its model instead of judging"
