@@ -59,7 +59,6 @@ from candlecast.replay_local import LocalReplay, ReplayLocalError, replay_port
 from candlecast.role_env import role_env
 from candlecast.settings import REPO_ROOT, DbtSettings, LocalServices, Role, SettingsError, db_settings, effective_env
 from candlecast.settings.dags import HOURLY_DAG_ID, RETRAIN_DAG_ID
-from candlecast.settings.dbt import NO_POOL, POOL_DESCRIPTION
 from candlecast.settings.local import DEFAULT_AIRFLOW_DB
 
 log = logging.getLogger(__name__)
@@ -413,16 +412,14 @@ def backfill(date_from: datetime, date_to: datetime, dag_id: str = HOURLY_DAG_ID
 
 
 def ensure_pool(airflow: LocalAirflow, env: Mapping[str, str]) -> None:
-    """Create (or keep) the dbt pool the DAGs need; idempotent."""
-    pool = DbtSettings.from_env(env).pool
-    if pool == NO_POOL:
-        return
-    proc = subprocess.run(
-        [sys.executable, "-m", "airflow", "pools", "set", pool, "1", POOL_DESCRIPTION],
-        cwd=REPO_ROOT, env={**env, **airflow_env(airflow, env)}, capture_output=True, text=True,
-    )
-    if proc.returncode != 0:
-        raise AirflowLocalError(f"could not create the Airflow pool {pool!r}: {proc.stderr.strip()[-500:]}")
+    """Create (or keep) the one-slot pools the DAGs need (``DbtSettings.pools``); idempotent."""
+    for pool, description in DbtSettings.from_env(env).pools().items():
+        proc = subprocess.run(
+            [sys.executable, "-m", "airflow", "pools", "set", pool, "1", description],
+            cwd=REPO_ROOT, env={**env, **airflow_env(airflow, env)}, capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise AirflowLocalError(f"could not create the Airflow pool {pool!r}: {proc.stderr.strip()[-500:]}")
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

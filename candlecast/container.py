@@ -396,13 +396,13 @@ def run_airflow_init(env: Mapping[str, str]) -> int:
         _write_private(path, json.dumps(connections), account)
         _run_as(account, ["airflow", "connections", "import", "--overwrite", str(path)], child,
                 what="airflow connections import")
-    from candlecast.settings.dbt import NO_POOL, POOL_DESCRIPTION, DbtSettings
+    from candlecast.settings.dbt import DbtSettings
 
-    pool = DbtSettings.from_env(child).pool
-    if pool != NO_POOL:
-        _run_as(account, ["airflow", "pools", "set", pool, "1", POOL_DESCRIPTION], child, what="airflow pools set")
-    log.info("metadata database migrated; Connections %s; pool %s",
-             ", ".join(sorted(connections)), pool)
+    pools = DbtSettings.from_env(child).pools()
+    for pool, description in pools.items():
+        _run_as(account, ["airflow", "pools", "set", pool, "1", description], child, what="airflow pools set")
+    log.info("metadata database migrated; Connections %s; pools %s",
+             ", ".join(sorted(connections)), ", ".join(pools) or "none")
     return 0
 
 

@@ -29,7 +29,7 @@ while [ "$(podman inspect --format '{{.State.Status}}' "$init")" != exited ]; do
 done
 code=$(podman inspect --format '{{.State.ExitCode}}' "$init")
 [ "$code" = 0 ] || fail "airflow-init exited with $code" "$init"
-echo "compose: airflow-init done (metadata migrated, Connections and pool written)"
+echo "compose: airflow-init done (metadata migrated, Connections and pools written)"
 
 for service in mariadb postgres redis airflow-apiserver api; do
   name=$(container_of "$service")

@@ -113,7 +113,9 @@ def dbt_task_group(group_id: str, select: Sequence[str], settings: DagSettings, 
         # Not deferred (a trigger and a second task start per model); "reschedule": a model task that has to wait
         # (its build is not done, or it rebuilds after models it reads) frees its worker slot meanwhile.
         operator_args.update({"deferrable": False, "mode": "reschedule", "poke_interval": POKE_SECONDS,
-                              "exponential_backoff": True, "max_wait": MAX_POKE_SECONDS, "timeout": WAIT_SECONDS})
+                              "exponential_backoff": True, "max_wait": MAX_POKE_SECONDS, "timeout": WAIT_SECONDS,
+                              # one model task at a time (the build takes the dbt pool: setup_operator_args)
+                              "pool": settings.dbt.verdict_pool})
     else:
         operator_args["pool"] = settings.dbt.pool
     if settings.conn_prefix:

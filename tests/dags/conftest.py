@@ -87,7 +87,7 @@ def airflow_db() -> None:
     from airflow.utils import db
 
     from candlecast import postgres
-    from candlecast.settings.dbt import DEFAULT_POOL, POOL_DESCRIPTION
+    from candlecast.settings.dbt import DbtSettings
 
     TEST_AIRFLOW.home.mkdir(parents=True, exist_ok=True)
     postgres.start_server(TEST_PG, databases=(TEST_AIRFLOW.database,))
@@ -102,8 +102,9 @@ def airflow_db() -> None:
             delete_dag(dag_id)
         except AirflowException:  # not there yet; or a crashed session left a task running: the slower path
             pass
-    # What `make airflow` creates too: the one-slot pool every dbt task of both DAGs runs in.
-    Pool.create_or_update_pool(DEFAULT_POOL, slots=1, description=POOL_DESCRIPTION, include_deferred=False)
+    # What `make airflow` creates too: the one-slot pools of the dbt builds and of the model tasks.
+    for pool, description in DbtSettings.from_env({}).pools().items():
+        Pool.create_or_update_pool(pool, slots=1, description=description, include_deferred=False)
 
 
 @pytest.fixture(scope="package")

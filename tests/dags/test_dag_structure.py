@@ -317,7 +317,7 @@ def test_cosmos_renders_one_dbt_build_per_group_and_one_task_per_model_judging_i
         assert task.model_unique_id == f"model.candlecast.{model}"
         assert task.upstream_task_ids == {build.task_id}
         assert sorted(t.split(".")[2] for t in task.model_tests) == expected[model]
-        assert task.base_cmd == ["build"] and task.pool == "default_pool"
+        assert task.base_cmd == ["build"] and task.pool == "candlecast_dbt_verdicts"  # one model task at a time
         # the model's dbt owner (meta.owner, by its group) owns its task
         assert task.owner == ("candlecast data" if group == "features" else "candlecast ML")
         reads = {p.split(".")[2] for p in parents[f"model.candlecast.{model}"]} & set(expected)

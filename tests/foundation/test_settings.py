@@ -84,6 +84,10 @@ def test_the_dbt_executable_and_pool_come_from_their_variables() -> None:
     assert DbtSettings.from_env({"CANDLECAST_DBT_EXECUTABLE": "/opt/dbt"}).executable == Path("/opt/dbt")
     assert DbtSettings.from_env({}).pool == "candlecast_dbt"
     assert DbtSettings.from_env({"CANDLECAST_DBT_POOL": ""}).pool == "default_pool"
+    # the one-slot pools whoever sets Airflow up creates: the dbt runs', the model tasks'; Airflow's own never
+    assert list(DbtSettings.from_env({}).pools()) == ["candlecast_dbt", "candlecast_dbt_verdicts"]
+    no_verdict_pool = DbtSettings.from_env({"CANDLECAST_DBT_VERDICT_POOL": " "})
+    assert no_verdict_pool.verdict_pool == "default_pool" and list(no_verdict_pool.pools()) == ["candlecast_dbt"]
 
 
 def test_an_airflow_connection_maps_like_the_unset_variables_in_both_paths() -> None:
