@@ -77,8 +77,6 @@ def build_report(run_results: Mapping[str, Any], tests_per_model: Mapping[str, S
     """What a group's build reports, from its ``run_results.json``: per model (by unique id) its dbt status, the
     verdict of its tests once all of them have a result ("pass", or "fail" when any did not pass; None before)
     and its compiled SQL (shown as the model task's rendered template)."""
-    from cosmos.operators._watcher.state import is_dbt_node_status_success
-
     results = run_results.get("results", [])
     statuses = {r["unique_id"]: r["status"] for r in results}
     report: dict[str, Any] = {}
@@ -89,7 +87,7 @@ def build_report(run_results: Mapping[str, Any], tests_per_model: Mapping[str, S
         tests = tests_per_model.get(uid) or []
         verdict = None
         if tests and all(t in statuses for t in tests):
-            verdict = "pass" if all(is_dbt_node_status_success(statuses[t]) for t in tests) else "fail"
+            verdict = "pass" if all(statuses[t] in _DONE for t in tests) else "fail"
         report[uid] = {"status": result["status"], "tests": verdict,
                        "compiled_sql": (result.get("compiled_code") or "").strip() or None}
     return report
