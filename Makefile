@@ -111,7 +111,7 @@ bench: db-start  ## every benchmark but the fortnight's soak (`make soak`); prin
 	@for b in bench/bench_*.py; do [ "$$b" = bench/bench_soak.py ] && continue; echo "== $$b"; $(PY) $$b; done
 
 # The benchmark's run checks what tests/soak asserts (tools.soak.run.verdicts) and exits 1 if any fails.
-soak: deps  ## the replayed fortnight: 336 hourly cycles through every fault, 24 via Airflow (about 80 min on a quiet machine)
+soak: deps  ## the replayed fortnight: 336 hourly cycles through every fault, 24 via Airflow (80 to 100 min on a quiet machine)
 	@$(PY) bench/bench_soak.py
 
 clean:  ## remove caches (keeps .local data; `make airflow-stop pg-stop db-stop && rm -rf .local` for a clean slate)

@@ -9,8 +9,8 @@ Prints figures, targets and the machine's load; never fails on timing (it exits 
 
 Runs ``tools.soak`` with its own private MariaDB (``.local/bench/soak``, port ``CANDLECAST_BENCH_SOAK_DB_PORT``,
 default 3411): 336 cycles as processes (``python -m cycle --end HOUR``, as cron starts them), 24 of them
-through Airflow (``dag.test()``), then the heal, the re-run of the fortnight and a full refresh. About two
-hours on a quiet 2-core machine (cycles of ~15 s), more on a loaded one (each dbt start-up stretches).
+through Airflow (``dag.test()``), then the heal, the re-run of the fortnight and a full refresh. 80 to 100
+minutes on a quiet 2-core machine (cycles of 12-16 s), more on a loaded one (each dbt start-up stretches).
 ``CANDLECAST_SOAK_DAYS=N`` replays the last N days instead (the same faults, the last day through Airflow);
 ``CANDLECAST_SOAK_PLAN=short`` runs the ten-hour plan of ``make test`` (a few minutes).
 
