@@ -253,12 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     from airflow.models.pool import Pool
     from airflow.utils import db
 
-    from candlecast.settings.dbt import DEFAULT_POOL, POOL_DESCRIPTION
+    from candlecast.settings.dbt import DbtSettings
     from tools.replay import ReplayServer
 
     logging.getLogger().setLevel(logging.WARNING)
     db.initdb()
-    Pool.create_or_update_pool(DEFAULT_POOL, slots=1, description=POOL_DESCRIPTION, include_deferred=False)
+    for pool, description in DbtSettings.from_env(os.environ).pools().items():
+        Pool.create_or_update_pool(pool, slots=1, description=description, include_deferred=False)
     cores = os.cpu_count()
     with ReplayServer(rate=None) as server:
         os.environ["COINBASE_API_URL"] = server.url

@@ -30,7 +30,7 @@ def prepare(soak: Soak) -> Any:
     """Configure Airflow for the soak, migrate its metadata DB, make the dbt manifest; returns the hourly DAG."""
     from candlecast import dbt_runner
     from candlecast.airflow_local import LocalAirflow, airflow_env
-    from candlecast.settings.dbt import DEFAULT_POOL, POOL_DESCRIPTION
+    from candlecast.settings.dbt import DbtSettings
 
     work = soak.config.work_dir / "airflow"
     manifest_dir = work / "dbt-target"
@@ -48,7 +48,8 @@ def prepare(soak: Soak) -> Any:
 
     (work / "home").mkdir(parents=True, exist_ok=True)
     db.initdb()
-    Pool.create_or_update_pool(DEFAULT_POOL, slots=1, description=POOL_DESCRIPTION, include_deferred=False)
+    for pool, description in DbtSettings.from_env(os.environ).pools().items():
+        Pool.create_or_update_pool(pool, slots=1, description=description, include_deferred=False)
     bag = BundleDagBag(dag_folder=DAGS_DIR, bundle_path=DAGS_DIR, bundle_name="dags-folder")
     if HOURLY_DAG_ID not in bag.dags:
         raise RuntimeError(f"{HOURLY_DAG_ID} not parsed from {DAGS_DIR}: {bag.import_errors}")
